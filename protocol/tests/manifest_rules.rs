@@ -1,0 +1,240 @@
+//! Table-driven tests of the manifest acceptance rules, with the clock passed in.
+
+use shoal_protocol::envelope::{DocumentKind, sign};
+use shoal_protocol::index::{INDEX_ENTRY_LEN, INDEX_HEADER_LEN};
+use shoal_protocol::manifest::{Acceptance, Artifact, IndexRef, ManifestBody, Platform, accept};
+use shoal_protocol::trust::{Role, TrustBody};
+use shoal_protocol::{
+    ChannelRef, Digest, DocumentError, Name, SecretKey, VerifiedManifest, VerifiedTrust,
+};
+
+const NOW: u64 = 1_800_000_000;
+
+fn key(n: u8) -> SecretKey {
+    SecretKey::from_seed([n; 32])
+}
+
+fn trust(release_keys: &[u8], threshold: u32) -> VerifiedTrust {
+    let b = TrustBody {
+        product: Name::new("acme").unwrap(),
+        version: 1,
+        expires: NOW + 1000,
+        root: Role {
+            threshold: 1,
+            keys: vec![key(1).public()],
+        },
+        release: Role {
+            threshold,
+            keys: release_keys.iter().map(|n| key(*n).public()).collect(),
+        },
+    };
+    VerifiedTrust::anchor(&sign(DocumentKind::Trust, &b.to_payload(), &[&key(1)])).unwrap()
+}
+
+fn artifact(name: &str) -> Artifact {
+    Artifact {
+        name: Name::new(name).unwrap(),
+        platform: Platform {
+            os: Name::new("linux").unwrap(),
+            arch: Name::new("x86_64").unwrap(),
+        },
+        length: 10,
+        sha256: Digest::of(b"x"),
+        index: IndexRef {
+            sha256: Digest::of(b"i"),
+            length: (INDEX_HEADER_LEN + INDEX_ENTRY_LEN) as u64,
+        },
+    }
+}
+
+fn body(version: u64) -> ManifestBody {
+    ManifestBody {
+        product: Name::new("acme").unwrap(),
+        channel: Name::new("stable").unwrap(),
+        version,
+        release: "2.4.1".into(),
+        created: NOW - 10,
+        expires: NOW + 100,
+        artifacts: vec![artifact("driver.bin")],
+    }
+}
+
+fn signed(b: &ManifestBody, signers: &[u8]) -> Vec<u8> {
+    let keys: Vec<SecretKey> = signers.iter().map(|n| key(*n)).collect();
+    let refs: Vec<&SecretKey> = keys.iter().collect();
+    sign(DocumentKind::Manifest, &b.to_payload(), &refs)
+}
+
+fn want() -> ChannelRef {
+    ChannelRef {
+        product: Name::new("acme").unwrap(),
+        channel: Name::new("stable").unwrap(),
+    }
+}
+
+#[test]
+fn verification_rules() {
+    type Edit = fn(&mut ManifestBody);
+    let cases: Vec<(&str, Edit, u64, &str)> = vec![
+        ("valid", |_| {}, NOW, "ok"),
+        (
+            "created just inside the skew",
+            |b| {
+                b.created = NOW + 300;
+                b.expires = NOW + 900;
+            },
+            NOW,
+            "ok",
+        ),
+        (
+            "created 5 min + 1 s ahead",
+            |b| {
+                b.created = NOW + 301;
+                b.expires = NOW + 900;
+            },
+            NOW,
+            "future",
+        ),
+        ("expired", |b| b.expires = NOW, NOW, "expired"),
+        ("expired later", |_| {}, NOW + 100, "expired"),
+        (
+            "other product",
+            |b| b.product = Name::new("evil").unwrap(),
+            NOW,
+            "product",
+        ),
+        (
+            "other channel",
+            |b| b.channel = Name::new("beta").unwrap(),
+            NOW,
+            "channel",
+        ),
+        ("no artifacts", |b| b.artifacts.clear(), NOW, "malformed"),
+        (
+            "duplicate artifact",
+            |b| b.artifacts.push(artifact("driver.bin")),
+            NOW,
+            "malformed",
+        ),
+        (
+            "bad index length",
+            |b| b.artifacts[0].index.length = 25,
+            NOW,
+            "malformed",
+        ),
+        (
+            "empty release label",
+            |b| b.release.clear(),
+            NOW,
+            "malformed",
+        ),
+        (
+            "release label with space",
+            |b| b.release = "2 4".into(),
+            NOW,
+            "malformed",
+        ),
+        ("version zero", |b| b.version = 0, NOW, "malformed"),
+    ];
+    let t = trust(&[10], 1);
+    for (name, edit, now, expect) in cases {
+        let mut b = body(1);
+        edit(&mut b);
+        let got = VerifiedManifest::verify(&signed(&b, &[10]), &t, &want(), now);
+        let ok = match (expect, &got) {
+            ("ok", Ok(_)) => true,
+            ("future", Err(DocumentError::FromTheFuture { .. })) => true,
+            ("expired", Err(DocumentError::Expired { .. })) => true,
+            ("product", Err(DocumentError::WrongProduct { .. })) => true,
+            ("channel", Err(DocumentError::WrongChannel { .. })) => true,
+            ("malformed", Err(DocumentError::Malformed { .. })) => true,
+            _ => false,
+        };
+        assert!(ok, "{name}: wanted {expect}, got {got:?}");
+    }
+}
+
+#[test]
+fn unsafe_names_are_refused_in_the_signed_body() {
+    for bad in ["../etc/passwd", ".hidden", "a/b", "", "x y"] {
+        let payload = String::from_utf8(body(1).to_payload())
+            .unwrap()
+            .replace("\"driver.bin\"", &format!("{bad:?}"));
+        let bytes = sign(DocumentKind::Manifest, payload.as_bytes(), &[&key(10)]);
+        let got = VerifiedManifest::verify(&bytes, &trust(&[10], 1), &want(), NOW);
+        assert!(
+            matches!(got, Err(DocumentError::Malformed { .. })),
+            "{bad:?}: {got:?}"
+        );
+    }
+}
+
+#[test]
+fn release_threshold_and_domain_separation() {
+    let t = trust(&[10, 11, 12], 2);
+    let b = body(1);
+    assert!(VerifiedManifest::verify(&signed(&b, &[10, 12]), &t, &want(), NOW).is_ok());
+    for signers in [&[10][..], &[10, 10], &[10, 1], &[1]] {
+        assert!(matches!(
+            VerifiedManifest::verify(&signed(&b, signers), &t, &want(), NOW),
+            Err(DocumentError::Threshold { .. })
+        ));
+    }
+    // A valid trust signature over the same payload does not make a manifest.
+    let as_trust = sign(DocumentKind::Trust, &b.to_payload(), &[&key(10), &key(11)]);
+    assert!(VerifiedManifest::verify(&as_trust, &t, &want(), NOW).is_err());
+}
+
+#[test]
+fn oversized_manifest_is_refused_before_parsing() {
+    let huge = vec![b'{'; shoal_protocol::limits::MAX_MANIFEST_LEN + 1];
+    assert!(matches!(
+        VerifiedManifest::verify(&huge, &trust(&[10], 1), &want(), NOW),
+        Err(DocumentError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn acceptance_against_the_floor() {
+    let t = trust(&[10], 1);
+    let verify = |b: &ManifestBody, t: &VerifiedTrust, k: u8| {
+        VerifiedManifest::verify(&signed(b, &[k]), t, &want(), NOW).unwrap()
+    };
+    let v5 = verify(&body(5), &t, 10);
+    let floor = v5.floor();
+    assert_eq!(accept(None, &v5), Ok(Acceptance::Newer));
+    assert_eq!(accept(Some(&floor), &v5), Ok(Acceptance::Current));
+    assert_eq!(
+        accept(Some(&floor), &verify(&body(6), &t, 10)),
+        Ok(Acceptance::Newer)
+    );
+    assert_eq!(
+        accept(Some(&floor), &verify(&body(4), &t, 10)),
+        Err(DocumentError::Rollback { floor: 5, got: 4 })
+    );
+    let mut other = body(5);
+    other.release = "2.4.2".into();
+    assert_eq!(
+        accept(Some(&floor), &verify(&other, &t, 10)),
+        Err(DocumentError::Equivocation { version: 5 })
+    );
+    // A thief pushed the floor to u64::MAX with a stolen key; after the vendor rotates
+    // the release key, version 6 signed by the new key is accepted again.
+    let stolen = verify(&body(u64::MAX), &t, 10).floor();
+    let rotated = trust(&[11], 1);
+    assert_eq!(
+        accept(Some(&stolen), &verify(&body(6), &rotated, 11)),
+        Ok(Acceptance::Newer)
+    );
+    assert!(accept(Some(&stolen), &verify(&body(6), &t, 10)).is_err());
+}
+
+#[test]
+fn expired_trust_authorises_nothing() {
+    let t = trust(&[10], 1);
+    let bytes = signed(&body(1), &[10]);
+    assert!(matches!(
+        VerifiedManifest::verify(&bytes, &t, &want(), NOW + 1000),
+        Err(DocumentError::Expired { .. })
+    ));
+}
