@@ -145,17 +145,36 @@ impl ManifestBody {
     }
 }
 
-/// Checks a human release version string: 1 to 128 printable ASCII characters, no spaces.
+/// Checks a human release version string: 1 to 128 bytes of `[A-Za-z0-9._+~-]`, not
+/// starting with a dot (so it is also safe in a file name or URL path).
 pub fn validate_release_label(s: &str) -> Result<(), String> {
     if s.is_empty() || s.len() > MAX_RELEASE_LABEL_LEN {
         return Err(format!(
             "release version must be 1 to {MAX_RELEASE_LABEL_LEN} bytes"
         ));
     }
-    if !s.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err("release version may hold only printable ASCII without spaces".into());
+    let allowed =
+        |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'~' | b'-');
+    if s.starts_with('.') || !s.bytes().all(allowed) {
+        return Err(format!(
+            "release version {s:?} may hold only A-Z a-z 0-9 . _ + ~ - and must not start with a dot"
+        ));
     }
     Ok(())
+}
+
+/// Reads the body of a manifest without checking signatures, times or floors.
+///
+/// Only for a publisher reading back the history it signed itself (to refuse reusing a
+/// release version with other content). Never base a trust decision on it: use
+/// [`VerifiedManifest::verify`].
+pub fn read_body_unverified(bytes: &[u8]) -> Result<ManifestBody, DocumentError> {
+    let kind = DocumentKind::Manifest;
+    let env = Envelope::parse(kind, bytes)?;
+    serde_json::from_slice(env.payload()).map_err(|e| DocumentError::Malformed {
+        kind,
+        reason: e.to_string(),
+    })
 }
 
 /// What a manifest is expected to be for.

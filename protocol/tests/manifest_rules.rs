@@ -141,15 +141,15 @@ fn verification_rules() {
         let mut b = body(1);
         edit(&mut b);
         let got = VerifiedManifest::verify(&signed(&b, &[10]), &t, &want(), now);
-        let ok = match (expect, &got) {
-            ("ok", Ok(_)) => true,
-            ("future", Err(DocumentError::FromTheFuture { .. })) => true,
-            ("expired", Err(DocumentError::Expired { .. })) => true,
-            ("product", Err(DocumentError::WrongProduct { .. })) => true,
-            ("channel", Err(DocumentError::WrongChannel { .. })) => true,
-            ("malformed", Err(DocumentError::Malformed { .. })) => true,
-            _ => false,
-        };
+        let ok = matches!(
+            (expect, &got),
+            ("ok", Ok(_))
+                | ("future", Err(DocumentError::FromTheFuture { .. }))
+                | ("expired", Err(DocumentError::Expired { .. }))
+                | ("product", Err(DocumentError::WrongProduct { .. }))
+                | ("channel", Err(DocumentError::WrongChannel { .. }))
+                | ("malformed", Err(DocumentError::Malformed { .. }))
+        );
         assert!(ok, "{name}: wanted {expect}, got {got:?}");
     }
 }

@@ -1,0 +1,19 @@
+//! # shoal-publisher
+//!
+//! The vendor's side of Shoal: key sets and trust documents ([`keygen`], [`keystore`]),
+//! signed releases laid out as static files ([`release`], [`layout`], [`hashing`]),
+//! end-to-end checks of a directory or a served origin ([`verify`], [`source`]) and an
+//! HTTPS origin server ([`serve`]). [`cli`] is the thin command line over them.
+
+pub mod cli;
+pub mod error;
+pub mod fsutil;
+pub mod hashing;
+pub mod keygen;
+pub mod keystore;
+pub mod layout;
+pub mod progress;
+pub mod release;
+pub mod serve;
+pub mod source;
+pub mod verify;
