@@ -115,7 +115,8 @@ pub fn run(o: &ReleaseOptions) -> Result<ReleaseOutcome> {
                 keys.len(),
                 role.threshold
             ),
-            "restore the release key files into the key directory",
+            "check that --keys names the directory keygen made, or restore the release key \
+             files into it",
         ));
     }
 
