@@ -65,6 +65,8 @@ pub fn random_file(path: &Path, len: usize, seed: u64) {
 }
 
 /// Runs a command to completion, with a time limit, and returns its output.
+/// Output is drained while the command runs, so a chatty child cannot block on a full
+/// pipe.
 pub fn run(cmd: &mut Command) -> Output {
     let mut child = cmd
         .stdin(Stdio::null())
@@ -72,18 +74,35 @@ pub fn run(cmd: &mut Command) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    fn drain(mut r: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    }
+    let out = child.stdout.take().map(drain);
+    let err = child.stderr.take().map(drain);
     let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if child.try_wait().ok().flatten().is_some() {
-            break;
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
+            let _ = child.wait();
             panic!("{cmd:?} ran past 120 s");
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let join = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
+        h.and_then(|h| h.join().ok()).unwrap_or_default()
+    };
+    Output {
+        status,
+        stdout: join(out),
+        stderr: join(err),
     }
-    child.wait_with_output().expect("collect output")
 }
 
 /// A child process that is killed (by its PID) when dropped.
