@@ -53,7 +53,7 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         root_threshold: u32,
         /// Lifetime of the trust document, in days.
-        #[arg(long, default_value_t = 730)]
+        #[arg(long, default_value_t = 730, value_parser = clap::value_parser!(u64).range(1..=36500))]
         expires_days: u64,
     },
     /// Chunk, hash, lay out and sign a release of a channel.
@@ -78,7 +78,7 @@ enum Command {
         #[arg(long, default_value = "any")]
         arch: String,
         /// Manifest lifetime in days; agents refuse it afterwards.
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=36500))]
         expires_days: u64,
         /// No progress output.
         #[arg(long, short)]
@@ -86,6 +86,23 @@ enum Command {
         /// Artifact files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Re-sign channels' current manifests (same files, next manifest version, new
+    /// expiry). Run it well before `expires`: agents refuse an expired manifest.
+    #[command(after_help = EXIT_CODES)]
+    Refresh {
+        /// Key directory.
+        #[arg(long)]
+        keys: PathBuf,
+        /// Release directory.
+        #[arg(long)]
+        repo: PathBuf,
+        /// Channel to refresh (repeatable); default all.
+        #[arg(long)]
+        channel: Vec<String>,
+        /// New manifest lifetime in days.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=36500))]
+        expires_days: u64,
     },
     /// Check a release directory or a served origin end to end.
     #[command(after_help = EXIT_CODES)]
@@ -147,14 +164,14 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         threshold: u32,
         /// Lifetime of the new trust document, in days.
-        #[arg(long, default_value_t = 730)]
+        #[arg(long, default_value_t = 730, value_parser = clap::value_parser!(u64).range(1..=36500))]
         expires_days: u64,
         /// Release directory: publish the new trust document there and, after a release
         /// key rotation, re-sign every channel's current manifest.
         #[arg(long)]
         repo: Option<PathBuf>,
         /// Lifetime of re-signed manifests, in days.
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=36500))]
         manifest_expires_days: u64,
     },
 }
@@ -266,6 +283,25 @@ fn run(cmd: Command) -> Result<()> {
                 ReleaseOutcome::AlreadyPublished { version: v } => println!(
                     "{version} is already published on channel {channel} (manifest version {v}); nothing to do"
                 ),
+            }
+        }
+        Command::Refresh {
+            keys,
+            repo,
+            channel,
+            expires_days,
+        } => {
+            let done = crate::refresh::run(&crate::refresh::RefreshOptions {
+                keys,
+                repo,
+                channels: channel,
+                expires_in: expires_days.saturating_mul(DAY),
+                now,
+            })?;
+            for (ch, v, expires) in done {
+                println!(
+                    "refreshed channel {ch}: manifest version {v}, expires at {expires} (Unix time)"
+                );
             }
         }
         Command::Verify {

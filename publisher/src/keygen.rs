@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::fsutil::write_new;
 use crate::keystore::{KeyRole, KeyStore, generate_key};
 use crate::layout;
-use crate::release::{publish_manifest, read_history};
+use crate::release::{next_manifests, publish_manifest};
 
 /// Options of `keygen`.
 #[derive(Debug, Clone)]
@@ -188,20 +188,12 @@ pub fn rotate(o: &RotateOptions) -> Result<RotateReport> {
         )
     })?;
 
-    // Re-sign channels before anything is written, so a failure leaves no half rotation.
-    let mut resign = Vec::new();
-    if let (KeyRole::Release, Some(repo)) = (o.role, &o.repo) {
-        for (channel, history) in channels_in(repo)? {
-            let Some(latest) = history.into_iter().max_by_key(|(v, _)| *v) else {
-                continue;
-            };
-            let mut m = latest.1;
-            m.version = latest.0 + 1;
-            m.created = o.now;
-            m.expires = o.now.saturating_add(o.manifest_expires_in);
-            resign.push((channel, m));
-        }
-    }
+    // Prepare the re-signed manifests before anything is written, so a failure leaves no
+    // half rotation.
+    let resign = match (o.role, &o.repo) {
+        (KeyRole::Release, Some(repo)) => next_manifests(repo, &[], o.now, o.manifest_expires_in)?,
+        _ => Vec::new(),
+    };
     for k in &fresh {
         store.write_key(o.role, k)?;
     }
@@ -219,9 +211,9 @@ pub fn rotate(o: &RotateOptions) -> Result<RotateReport> {
             .take(o.threshold as usize)
             .map(|k| SecretKey::from_seed(k.seed()))
             .collect();
-        for (channel, m) in resign {
+        for m in resign {
             publish_manifest(repo, &m, &signing)?;
-            resigned.push((channel, m.version));
+            resigned.push((m.channel.to_string(), m.version));
         }
     }
     Ok(RotateReport {
@@ -229,16 +221,4 @@ pub fn rotate(o: &RotateOptions) -> Result<RotateReport> {
         new_keys: fresh.iter().map(SecretKey::public).collect(),
         resigned,
     })
-}
-
-type History = Vec<(u64, shoal_protocol::manifest::ManifestBody)>;
-
-fn channels_in(repo: &std::path::Path) -> Result<Vec<(String, History)>> {
-    let mut out = Vec::new();
-    let src = crate::source::Source::Dir(repo.to_owned());
-    for ch in src.list_channels().unwrap_or_default() {
-        let name = Name::new(&ch).map_err(|e| Error::other(format!("channel {ch:?}: {e}"), ""))?;
-        out.push((ch, read_history(repo, &name)?));
-    }
-    Ok(out)
 }

@@ -2,7 +2,7 @@
 //!
 //! The vendor's side of Shoal: key sets and trust documents ([`keygen`], [`keystore`]),
 //! signed releases laid out as static files ([`release`], [`layout`], [`hashing`]),
-//! end-to-end checks of a directory or a served origin ([`verify`], [`source`]) and an
+//! re-signing before expiry ([`refresh`]), end-to-end checks of a directory or a served origin ([`verify`], [`source`]) and an
 //! HTTPS origin server ([`serve`]). [`cli`] is the thin command line over them.
 
 pub mod cli;
@@ -13,6 +13,7 @@ pub mod keygen;
 pub mod keystore;
 pub mod layout;
 pub mod progress;
+pub mod refresh;
 pub mod release;
 pub mod serve;
 pub mod source;

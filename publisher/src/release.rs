@@ -13,7 +13,7 @@ use shoal_protocol::envelope::{DocumentKind, sign};
 use shoal_protocol::manifest::{
     Artifact, IndexRef, ManifestBody, Platform, read_body_unverified, validate_release_label,
 };
-use shoal_protocol::{Name, SecretKey};
+use shoal_protocol::{Name, SecretKey, VerifiedTrust};
 
 use crate::error::{Error, Result};
 use crate::fsutil::{temp_path, write_atomic, write_new};
@@ -98,29 +98,7 @@ pub fn run(o: &ReleaseOptions) -> Result<ReleaseOutcome> {
         names.push(name);
     }
 
-    let store = KeyStore::open(&o.keys)?;
-    let (trust_docs, trust) = store.trust_chain()?;
-    trust.check_fresh(o.now).map_err(|e| {
-        Error::refused(
-            e.to_string(),
-            "publish a new trust document with `shoal-publisher rotate-key`",
-        )
-    })?;
-    let role = &trust.body().release;
-    let mut keys = store.load_keys(KeyRole::Release, &role.keys)?;
-    if keys.len() < role.threshold as usize {
-        return Err(Error::other(
-            format!(
-                "the key directory holds {} of the release keys, {} needed to sign",
-                keys.len(),
-                role.threshold
-            ),
-            "check that --keys names the directory keygen made, or restore the release key \
-             files into it",
-        ));
-    }
-
-    keys.truncate(role.threshold as usize);
+    let (trust_docs, trust, keys) = signing_keys(&o.keys, o.now)?;
 
     // Lay out artifacts: copy each into the release directory, then hash the copy, so
     // what is published is exactly what was hashed.
@@ -197,6 +175,76 @@ pub fn run(o: &ReleaseOptions) -> Result<ReleaseOutcome> {
     };
     publish_manifest(&o.repo, &body, &keys)?;
     Ok(ReleaseOutcome::Published { version })
+}
+
+/// Opens the key directory and returns the trust chain's documents, the current trust and
+/// a threshold of its release keys, refusing an expired trust or missing keys.
+pub fn signing_keys(
+    keys_dir: &Path,
+    now: u64,
+) -> Result<(Vec<Vec<u8>>, VerifiedTrust, Vec<SecretKey>)> {
+    let store = KeyStore::open(keys_dir)?;
+    let (trust_docs, trust) = store.trust_chain()?;
+    trust.check_fresh(now).map_err(|e| {
+        Error::refused(
+            e.to_string(),
+            "publish a new trust document with `shoal-publisher rotate-key`",
+        )
+    })?;
+    let role = &trust.body().release;
+    let mut keys = store.load_keys(KeyRole::Release, &role.keys)?;
+    if keys.len() < role.threshold as usize {
+        return Err(Error::other(
+            format!(
+                "the key directory holds {} of the release keys, {} needed to sign",
+                keys.len(),
+                role.threshold
+            ),
+            "check that --keys names the directory keygen made, or restore the release key \
+             files into it",
+        ));
+    }
+    keys.truncate(role.threshold as usize);
+    Ok((trust_docs, trust, keys))
+}
+
+/// The next manifest of each channel in `repo` (every channel, or those in `only`): the
+/// newest published body at the next manifest version, stamped `now`, expiring after
+/// `expires_in` seconds. Used to re-sign without changing content.
+pub fn next_manifests(
+    repo: &Path,
+    only: &[Name],
+    now: u64,
+    expires_in: u64,
+) -> Result<Vec<ManifestBody>> {
+    let channels: Vec<Name> = if only.is_empty() {
+        let src = crate::source::Source::Dir(repo.to_owned());
+        src.list_channels()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|c| Name::new(c).ok())
+            .collect()
+    } else {
+        only.to_vec()
+    };
+    let mut out = Vec::new();
+    for channel in channels {
+        let history = read_history(repo, &channel)?;
+        let Some((v, mut body)) = history.into_iter().max_by_key(|(v, _)| *v) else {
+            return Err(Error::usage(
+                format!(
+                    "channel {channel} has no published release in {}",
+                    repo.display()
+                ),
+                "publish one with `shoal-publisher release`",
+            ));
+        };
+        body.version = v + 1;
+        body.created = now;
+        body.expires = now.saturating_add(expires_in);
+        out.push(body);
+    }
+    Ok(out)
 }
 
 /// Signs `body` with `keys` and publishes it: history copy first, then the channel's

@@ -402,3 +402,68 @@ fn rotations_keep_the_release_verifiable_from_the_shipped_trust() {
     assert_exit(&out, 1);
     assert!(stderr(&out).contains("trust/2.json"), "{}", stderr(&out));
 }
+
+#[test]
+fn refresh_resigns_the_same_release_with_a_new_expiry() {
+    let p = publish("refresh", &[("x.bin", 100_000, 2)], "3.1");
+    let before = fs::read(p.repo.join("channels/stable.json")).unwrap();
+    let out = publisher(&[
+        "refresh",
+        "--keys",
+        s(&p.keys),
+        "--repo",
+        s(&p.repo),
+        "--expires-days",
+        "90",
+    ]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).contains("refreshed channel stable: manifest version 2"),
+        "{}",
+        stdout(&out)
+    );
+    assert_ne!(
+        fs::read(p.repo.join("channels/stable.json")).unwrap(),
+        before
+    );
+    let out = publisher(&["verify", "--repo", s(&p.repo)]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("manifest version 2, release 3.1"));
+    // Re-running the release is still a no-op: the release version is already out.
+    let out = publisher(&[
+        "release",
+        "--keys",
+        s(&p.keys),
+        "--repo",
+        s(&p.repo),
+        "--channel",
+        "stable",
+        "--version",
+        "3.1",
+        "-q",
+        s(&p.dir.join("x.bin")),
+    ]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("already published"));
+    let out = publisher(&[
+        "refresh",
+        "--keys",
+        s(&p.keys),
+        "--repo",
+        s(&p.repo),
+        "--channel",
+        "beta",
+    ]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("channel beta has no published release"));
+    let out = publisher(&[
+        "refresh",
+        "--keys",
+        s(&p.keys),
+        "--repo",
+        s(&p.repo),
+        "--expires-days",
+        "0",
+    ]);
+    assert_exit(&out, 2);
+}
