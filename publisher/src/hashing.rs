@@ -48,6 +48,21 @@ pub fn hash_file(path: &Path, progress: &AtomicU64) -> Result<Hashed> {
     Ok(hash_bytes(&map, progress))
 }
 
+/// The SHA-256 of a whole file, streamed.
+pub fn sha256_file(path: &Path) -> Result<Digest> {
+    use std::io::Read;
+    let mut f = File::open(path).map_err(Error::io("opening", path))?;
+    let mut h = Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(Error::io("reading", path))?;
+        if n == 0 {
+            return Ok(h.finish());
+        }
+        h.update(&buf[..n]);
+    }
+}
+
 /// Chunks and hashes `data` on two threads (see the module docs).
 pub fn hash_bytes(data: &[u8], progress: &AtomicU64) -> Hashed {
     let (tx, rx) = mpsc::channel::<(usize, usize, usize)>();

@@ -17,7 +17,7 @@ use shoal_protocol::{Name, SecretKey, VerifiedTrust};
 
 use crate::error::{Error, Result};
 use crate::fsutil::{temp_path, write_atomic, write_new};
-use crate::hashing::hash_file;
+use crate::hashing::{hash_file, sha256_file};
 use crate::keystore::{KeyRole, KeyStore};
 use crate::layout;
 use crate::progress::{human_bytes, track};
@@ -149,7 +149,7 @@ pub fn run(o: &ReleaseOptions) -> Result<ReleaseOutcome> {
     let mut indexes = Vec::new();
     for (i, (tmp, artifact, index)) in staged.iter().enumerate() {
         let dest = o.repo.join(layout::artifact(artifact));
-        if let Err(e) = place_artifact(tmp, &dest, artifact.length) {
+        if let Err(e) = place_artifact(tmp, &dest, artifact) {
             discard(&staged[i..]);
             return Err(e);
         }
@@ -299,10 +299,13 @@ fn stage_artifact(
     Ok((artifact, index_bytes))
 }
 
-/// Moves a hashed copy to its content-addressed place (or drops it if already there).
-fn place_artifact(tmp: &Path, dest: &Path, length: u64) -> Result<()> {
-    if fs::metadata(dest).is_ok_and(|m| m.len() == length) {
-        // Same content address and length: published before (e.g. an unchanged file).
+/// Moves a hashed copy to its content-addressed place. An existing file there is kept
+/// only if its bytes really hash to the address (an unchanged file published before);
+/// a damaged one is replaced.
+fn place_artifact(tmp: &Path, dest: &Path, artifact: &Artifact) -> Result<()> {
+    if fs::metadata(dest).is_ok_and(|m| m.len() == artifact.length)
+        && sha256_file(dest)? == artifact.sha256
+    {
         fs::remove_file(tmp).map_err(Error::io("removing", tmp))?;
         return Ok(());
     }

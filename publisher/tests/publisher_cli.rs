@@ -151,6 +151,11 @@ fn release_is_idempotent_and_published_versions_are_immutable() {
         "a refused release must leave nothing behind"
     );
 
+    // A damaged copy of an unchanged artifact is replaced when it is published again.
+    let a_pub = before.iter().find(|f| f.ends_with("/a.bin")).unwrap();
+    let mut damaged = fs::read(p.repo.join(a_pub)).unwrap();
+    damaged[7] ^= 0xff;
+    fs::write(p.repo.join(a_pub), damaged).unwrap();
     assert_exit(&release("1.1", &[&a, &b]), 0);
     let out = publisher(&["verify", "--repo", s(&p.repo)]);
     assert_exit(&out, 0);
