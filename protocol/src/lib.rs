@@ -29,6 +29,7 @@ pub mod keys;
 pub mod limits;
 pub mod manifest;
 pub mod name;
+pub mod swarm;
 pub mod trust;
 pub mod wire;
 
