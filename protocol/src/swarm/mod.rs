@@ -17,8 +17,12 @@
 //! - **Origin work split**: a piece no unsnubbed peer has is fetched from the origin by its
 //!   *owner* only, the peer whose rendezvous score `SHA-256("SHOAL-RDV-V1\0" || piece
 //!   (u32) || peer id)` is highest among the joined peers and ourselves. Everyone else
-//!   waits for the owner's `Have`; after `origin_stall` without any holder they fetch it
-//!   themselves. Origin fetches start only after `origin_grace` (time to meet the LAN),
+//!   waits for the owner's `Have`. Only when the LAN as a whole stops making progress
+//!   (no piece new to the LAN announced for `origin_stall`: owners dead or stuck) does
+//!   an agent fetch pieces it does not own, in its own rendezvous order so that helpers
+//!   spread over different pieces. (A per-piece deadline does not work: behind a slow
+//!   origin every owner's fetch queues longer than any fixed deadline, and everybody
+//!   would fetch everything; the simulator showed 7.6 copies.) Origin fetches start only after `origin_grace` (time to meet the LAN),
 //!   and at most `origin_parallel` run at once, so a new release causes no stampede.
 //! - **Stalls**: an attempt with no progress for `block_timeout` is abandoned and its
 //!   peer snubbed for `snub_time` (not picked, and not counted as a holder).
@@ -59,8 +63,8 @@ pub struct SwarmConfig {
     pub snub_time: Duration,
     /// No origin fetch before this long after start (time to discover the LAN).
     pub origin_grace: Duration,
-    /// A piece nobody on the LAN has for this long is fetched from the origin even if
-    /// another peer owns it.
+    /// When no piece new to the LAN has appeared for this long, fetch pieces other peers
+    /// own from the origin too.
     pub origin_stall: Duration,
     /// Origin fetches in flight at once.
     pub origin_parallel: usize,
@@ -221,6 +225,11 @@ pub struct Swarm {
     events: VecDeque<SwarmEvent>,
     counters: Counters,
     complete_sent: bool,
+    /// The latest time passed in: deadlines at or before it are not reported again.
+    now: Duration,
+    /// When the LAN last made origin progress: a piece nobody had appeared, a peer set
+    /// change, or our start.
+    lan_progress: Duration,
 }
 
 impl Swarm {
@@ -256,6 +265,8 @@ impl Swarm {
             events: VecDeque::new(),
             counters: Counters::default(),
             complete_sent: false,
+            now,
+            lan_progress: now,
         };
         s.recompute_ownership();
         s.check_complete();
@@ -289,6 +300,7 @@ impl Swarm {
 
     /// A peer finished the handshake for this release.
     pub fn handle_joined(&mut self, peer: PeerId, now: Duration) {
+        self.now = self.now.max(now);
         if self.banned.contains(&peer) || peer == self.me {
             self.events.push_back(SwarmEvent::Disconnect {
                 peer,
@@ -341,6 +353,7 @@ impl Swarm {
 
     /// The connection to `peer` closed.
     pub fn handle_disconnected(&mut self, peer: PeerId, now: Duration) {
+        self.now = self.now.max(now);
         self.remove_peer(peer, now);
         self.schedule(now);
     }
@@ -348,6 +361,7 @@ impl Swarm {
     /// A message from `peer` arrived. A protocol violation drops the peer (reported as
     /// a `Disconnect` event).
     pub fn handle_message(&mut self, peer: PeerId, msg: Message, now: Duration) {
+        self.now = self.now.max(now);
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -412,6 +426,7 @@ impl Swarm {
 
     /// Time passed: stalls, keep-alives, idle peers, origin deadlines.
     pub fn handle_timeout(&mut self, now: Duration) {
+        self.now = self.now.max(now);
         let stalled: Vec<(PeerId, u32)> = self
             .peers
             .iter()
@@ -469,10 +484,16 @@ impl Swarm {
         self.events.pop_front()
     }
 
-    /// When [`Swarm::handle_timeout`] should next be called, if ever.
+    /// When [`Swarm::handle_timeout`] should next be called, if ever. Only deadlines
+    /// after the latest time passed in are reported, so a caller never spins.
     pub fn poll_timeout(&self) -> Option<Duration> {
         let mut t: Option<Duration> = None;
-        let mut at = |d: Duration| t = Some(t.map_or(d, |t| t.min(d)));
+        let now = self.now;
+        let mut at = |d: Duration| {
+            if d > now {
+                t = Some(t.map_or(d, |t| t.min(d)));
+            }
+        };
         for (id, p) in &self.peers {
             at(p.last_sent + self.cfg.keepalive);
             at(p.last_recv + self.cfg.idle_timeout);
@@ -481,9 +502,7 @@ impl Swarm {
                     at(a.last_progress + self.cfg.block_timeout);
                 }
             }
-            if p.snubbed_until > Duration::ZERO {
-                at(p.snubbed_until);
-            }
+            at(p.snubbed_until);
         }
         for since in self.origin_in_flight.values() {
             at(*since + self.cfg.origin_timeout);
@@ -491,13 +510,7 @@ impl Swarm {
         if !self.complete_sent {
             at(self.started + self.cfg.origin_grace);
             at(self.origin_retry_at);
-            for (p, s) in self.tracker.states() {
-                if let PieceState::Missing { since } = s
-                    && !self.mine.get(p as usize).copied().unwrap_or(false)
-                {
-                    at(*since + self.cfg.origin_stall);
-                }
-            }
+            at(self.lan_progress + self.cfg.origin_stall);
         }
         t
     }
@@ -550,6 +563,9 @@ impl Swarm {
                 if let Some(p) = self.peers.get_mut(&peer)
                     && p.have.set(i)
                 {
+                    if self.availability[i as usize] == 0 && !self.tracker.has(i) {
+                        self.lan_progress = now;
+                    }
                     self.availability[i as usize] += 1;
                 }
             }
@@ -785,8 +801,10 @@ impl Swarm {
         self.recompute_ownership();
     }
 
-    /// Rendezvous hashing: which pieces we fetch from the origin first.
+    /// Rendezvous hashing: which pieces we fetch from the origin first. A change of the
+    /// peer set restarts the stall clock: the new owners get their chance.
     fn recompute_ownership(&mut self) {
+        self.lan_progress = self.now;
         let mut members: Vec<PeerId> = self.peers.keys().copied().collect();
         members.push(self.me);
         for p in 0..self.tracker.len() {
@@ -911,24 +929,40 @@ impl Swarm {
         if now < self.started + self.cfg.origin_grace || now < self.origin_retry_at {
             return;
         }
-        let mut candidates = Vec::new();
+        let free = self
+            .cfg
+            .origin_parallel
+            .saturating_sub(self.origin_in_flight.len());
+        if free == 0 {
+            return;
+        }
+        let stalled = now >= self.lan_progress + self.cfg.origin_stall;
+        // Missing pieces no usable peer holds: ours first (in piece order, friendly to
+        // the origin's read-ahead); when the LAN stalls, others' too, in our own
+        // rendezvous order so that helping agents pick different pieces.
+        let mut ours = Vec::new();
+        let mut others = Vec::new();
         for (p, state) in self.tracker.states() {
-            if candidates.len() + self.origin_in_flight.len() >= self.cfg.origin_parallel {
-                break;
-            }
-            let PieceState::Missing { since } = state else {
+            if !matches!(state, PieceState::Missing { .. }) {
                 continue;
-            };
+            }
             let held_nearby = self
                 .peers
                 .values()
                 .any(|pe| pe.have.get(p) && pe.snubbed_until <= now);
-            let ours = self.mine[p as usize] || now >= *since + self.cfg.origin_stall;
-            if !held_nearby && ours {
-                candidates.push(p);
+            if held_nearby {
+                continue;
+            }
+            if self.mine[p as usize] {
+                ours.push(p);
+            } else if stalled {
+                others.push(p);
             }
         }
-        for p in candidates {
+        let me = self.me;
+        others.sort_by_key(|p| std::cmp::Reverse(rendezvous_score(*p, &me)));
+        let picks: Vec<u32> = ours.into_iter().chain(others).take(free).collect();
+        for p in picks {
             self.tracker.start(p, Source::Origin, now);
             self.origin_in_flight.insert(p, now);
             self.events.push_back(SwarmEvent::FetchOrigin {

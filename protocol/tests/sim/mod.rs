@@ -1,0 +1,521 @@
+//! A deterministic simulator of the swarm core: virtual time, links with bandwidth,
+//! latency and loss, an origin with its own uplink, late joiners, crashing peers, lying
+//! peers and a slow or dead origin. Every step is replayable from the seed, and the
+//! core's invariants plus "nothing wrong is ever stored" are checked after every step.
+//!
+//! Transfer model: each message is serialised on the sender's uplink, travels for the
+//! link latency (plus a retransmission delay when it is "lost"), then is serialised on the
+//! receiver's downlink. The origin is one uplink shared by all its responses (FIFO); an
+//! origin response arrives when the origin finishes sending it and does not occupy the
+//! receiver's downlink queue (it is far slower than the LAN).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::Duration;
+
+use shoal_protocol::Digest;
+use shoal_protocol::swarm::{PieceSpec, Rng, Swarm, SwarmConfig, SwarmEvent};
+use shoal_protocol::wire::{Message, PeerId, PieceNumber};
+
+/// One simulated agent.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    /// Uplink, bits per second.
+    pub up_bps: f64,
+    /// Downlink, bits per second.
+    pub down_bps: f64,
+    /// When it starts.
+    pub join_at: Duration,
+    /// When it crashes (and never returns), if ever.
+    pub crash_at: Option<Duration>,
+    /// Serves corrupted bytes.
+    pub lying: bool,
+    /// Holds the whole release from the start.
+    pub seed: bool,
+}
+
+/// A scenario.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// RNG seed for the simulator and every core.
+    pub seed: u64,
+    /// Piece lengths of the release.
+    pub piece_len: u32,
+    /// Number of pieces.
+    pub pieces: u32,
+    /// Agents.
+    pub nodes: Vec<NodeSpec>,
+    /// Origin uplink, bits per second.
+    pub origin_bps: f64,
+    /// The origin stops answering at this time.
+    pub origin_dies_at: Option<Duration>,
+    /// One-way latency of every link.
+    pub latency: Duration,
+    /// Probability that a message needs a retransmission (adds `rto`).
+    pub loss: f64,
+    /// Retransmission delay for a lost message.
+    pub rto: Duration,
+    /// Core configuration.
+    pub config: SwarmConfig,
+    /// Give up after this much virtual time.
+    pub time_limit: Duration,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Release size in bytes.
+    pub release_bytes: u64,
+    /// Bytes the origin sent (full responses).
+    pub origin_bytes: u64,
+    /// Per node: finish time (None: crashed, liar, or never finished).
+    pub finish: Vec<Option<Duration>>,
+    /// When the last honest, surviving node finished.
+    pub completion: Duration,
+    /// The Kumar–Ross lower bound for the honest nodes present from the start.
+    pub bound: Duration,
+    /// How many (node, liar) bans happened.
+    pub bans_of_liars: usize,
+    /// Events processed.
+    pub steps: u64,
+}
+
+enum Ev {
+    Join(usize),
+    Crash(usize),
+    Deliver {
+        to: usize,
+        from: usize,
+        msg: Message,
+    },
+    Origin {
+        to: usize,
+        piece: u32,
+        data: Option<Vec<u8>>,
+    },
+    Timer {
+        node: usize,
+        generation: u64,
+    },
+}
+
+struct Node {
+    spec: NodeSpec,
+    id: PeerId,
+    swarm: Option<Swarm>,
+    up_free: Duration,
+    down_free: Duration,
+    held: Vec<bool>,
+    alive: bool,
+    finished: Option<Duration>,
+    timer_generation: u64,
+}
+
+/// Runs a scenario to completion; `Err` carries the seed and what went wrong.
+pub fn run(sc: &Scenario) -> Result<Report, String> {
+    Sim::new(sc)
+        .run()
+        .map_err(|e| format!("seed {:#x}: {e}", sc.seed))
+}
+
+struct Sim<'a> {
+    sc: &'a Scenario,
+    truth: Vec<Vec<u8>>,
+    specs: Vec<PieceSpec>,
+    nodes: Vec<Node>,
+    queue: BinaryHeap<Reverse<(Duration, u64)>>,
+    payloads: std::collections::HashMap<u64, Ev>,
+    seq: u64,
+    now: Duration,
+    rng: Rng,
+    origin_free: Duration,
+    origin_bytes: u64,
+    bans_of_liars: usize,
+    steps: u64,
+}
+
+fn bits_time(bytes: usize, bps: f64) -> Duration {
+    Duration::from_secs_f64(bytes as f64 * 8.0 / bps)
+}
+
+impl<'a> Sim<'a> {
+    fn new(sc: &'a Scenario) -> Self {
+        let mut rng = Rng::new(sc.seed);
+        let truth: Vec<Vec<u8>> = (0..sc.pieces)
+            .map(|_| {
+                let mut v = Vec::with_capacity(sc.piece_len as usize);
+                while v.len() < sc.piece_len as usize {
+                    v.extend_from_slice(&rng.next_u64().to_le_bytes());
+                }
+                v.truncate(sc.piece_len as usize);
+                v
+            })
+            .collect();
+        let specs = truth
+            .iter()
+            .map(|d| PieceSpec {
+                length: d.len() as u32,
+                digest: Digest::of(d),
+            })
+            .collect();
+        let nodes = sc
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                let mut id = [0u8; 16];
+                id[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
+                id[8..].copy_from_slice(&(i as u64).to_le_bytes());
+                Node {
+                    spec: spec.clone(),
+                    id: PeerId(id),
+                    swarm: None,
+                    up_free: Duration::ZERO,
+                    down_free: Duration::ZERO,
+                    held: vec![spec.seed; sc.pieces as usize],
+                    alive: false,
+                    finished: None,
+                    timer_generation: 0,
+                }
+            })
+            .collect();
+        let mut sim = Sim {
+            sc,
+            truth,
+            specs,
+            nodes,
+            queue: BinaryHeap::new(),
+            payloads: std::collections::HashMap::new(),
+            seq: 0,
+            now: Duration::ZERO,
+            rng,
+            origin_free: Duration::ZERO,
+            origin_bytes: 0,
+            bans_of_liars: 0,
+            steps: 0,
+        };
+        for i in 0..sim.nodes.len() {
+            let spec = sim.nodes[i].spec.clone();
+            sim.push(spec.join_at, Ev::Join(i));
+            if let Some(t) = spec.crash_at {
+                sim.push(t, Ev::Crash(i));
+            }
+        }
+        sim
+    }
+
+    fn push(&mut self, at: Duration, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq)));
+        self.payloads.insert(self.seq, ev);
+    }
+
+    fn honest_done(&self) -> bool {
+        self.nodes
+            .iter()
+            .filter(|n| !n.spec.lying && n.spec.crash_at.is_none())
+            .all(|n| n.finished.is_some())
+    }
+
+    fn run(mut self) -> Result<Report, String> {
+        while let Some(Reverse((at, seq))) = self.queue.pop() {
+            if self.honest_done() {
+                break;
+            }
+            if at > self.sc.time_limit {
+                let stuck: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| n.alive && n.finished.is_none() && !n.spec.lying)
+                    .map(|(i, n)| {
+                        let (h, t) = n.swarm.as_ref().map_or((0, 0), |s| s.progress());
+                        format!("node {i}: {h}/{t}")
+                    })
+                    .collect();
+                return Err(format!(
+                    "not finished by {:?}: {}",
+                    self.sc.time_limit,
+                    stuck.join(", ")
+                ));
+            }
+            self.now = at;
+            self.steps += 1;
+            let Some(ev) = self.payloads.remove(&seq) else {
+                continue;
+            };
+            let touched = self.step(ev)?;
+            for i in touched {
+                self.drain(i)?;
+                if let Some(s) = &self.nodes[i].swarm {
+                    s.check_invariants()
+                        .map_err(|e| format!("node {i} at {:?}: {e}", self.now))?;
+                }
+            }
+        }
+        if !self.honest_done() {
+            return Err("event queue ran dry before every honest node finished".into());
+        }
+        Ok(self.report())
+    }
+
+    /// Applies one event; returns the nodes whose core changed.
+    fn step(&mut self, ev: Ev) -> Result<Vec<usize>, String> {
+        let now = self.now;
+        Ok(match ev {
+            Ev::Join(i) => {
+                let held = self.nodes[i].held.clone();
+                let seed = self.rng.next_u64();
+                let swarm = Swarm::new(
+                    self.sc.config.clone(),
+                    self.nodes[i].id,
+                    self.specs.clone(),
+                    &held,
+                    seed,
+                    now,
+                );
+                self.nodes[i].swarm = Some(swarm);
+                self.nodes[i].alive = true;
+                let mut touched = vec![i];
+                // Full mesh: the new node meets every live node (handshake abstracted).
+                for j in 0..self.nodes.len() {
+                    if j != i && self.nodes[j].alive {
+                        let (a, b) = (self.nodes[i].id, self.nodes[j].id);
+                        if let Some(s) = self.nodes[i].swarm.as_mut() {
+                            s.handle_joined(b, now);
+                        }
+                        if let Some(s) = self.nodes[j].swarm.as_mut() {
+                            s.handle_joined(a, now);
+                        }
+                        touched.push(j);
+                    }
+                }
+                touched
+            }
+            Ev::Crash(i) => {
+                self.nodes[i].alive = false;
+                self.nodes[i].swarm = None;
+                let id = self.nodes[i].id;
+                let mut touched = Vec::new();
+                for j in 0..self.nodes.len() {
+                    if let Some(s) = self.nodes[j].swarm.as_mut() {
+                        s.handle_disconnected(id, now);
+                        touched.push(j);
+                    }
+                }
+                touched
+            }
+            Ev::Deliver { to, from, msg } => {
+                let from_id = self.nodes[from].id;
+                let from_alive = self.nodes[from].alive;
+                match self.nodes[to].swarm.as_mut() {
+                    Some(s) if from_alive => {
+                        s.handle_message(from_id, msg, now);
+                        vec![to]
+                    }
+                    _ => vec![],
+                }
+            }
+            Ev::Origin { to, piece, data } => match self.nodes[to].swarm.as_mut() {
+                Some(s) => {
+                    s.handle_origin_piece(PieceNumber(piece), data, now);
+                    vec![to]
+                }
+                None => vec![],
+            },
+            Ev::Timer { node, generation } => {
+                let n = &mut self.nodes[node];
+                match n.swarm.as_mut() {
+                    Some(s) if n.timer_generation == generation => {
+                        s.handle_timeout(now);
+                        vec![node]
+                    }
+                    _ => vec![],
+                }
+            }
+        })
+    }
+
+    /// Sends what node `i`'s core wants sent and acts on its events.
+    fn drain(&mut self, i: usize) -> Result<(), String> {
+        loop {
+            let Some(s) = self.nodes[i].swarm.as_mut() else {
+                return Ok(());
+            };
+            if let Some((to, msg)) = s.poll_transmit() {
+                self.transmit(i, to, msg);
+                continue;
+            }
+            let Some(ev) = s.poll_event() else { break };
+            self.on_event(i, ev)?;
+        }
+        let now = self.now;
+        let n = &mut self.nodes[i];
+        n.timer_generation += 1;
+        let generation = n.timer_generation;
+        if let Some(t) = n.swarm.as_ref().and_then(Swarm::poll_timeout) {
+            self.push(
+                t.max(now),
+                Ev::Timer {
+                    node: i,
+                    generation,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn index_of(&self, id: PeerId) -> Option<usize> {
+        self.nodes.iter().position(|n| n.id == id)
+    }
+
+    fn transmit(&mut self, from: usize, to: PeerId, msg: Message) {
+        let Some(to) = self.index_of(to) else { return };
+        let size = msg.to_frame().len();
+        let now = self.now;
+        let sender = &mut self.nodes[from];
+        let start = sender.up_free.max(now);
+        sender.up_free = start + bits_time(size, sender.spec.up_bps);
+        let mut arrive = sender.up_free + self.sc.latency;
+        if self.sc.loss > 0.0 && (self.rng.next_u64() as f64 / u64::MAX as f64) < self.sc.loss {
+            arrive += self.sc.rto;
+        }
+        let receiver = &mut self.nodes[to];
+        let rstart = receiver.down_free.max(arrive);
+        receiver.down_free = rstart + bits_time(size, receiver.spec.down_bps);
+        let at = receiver.down_free;
+        self.push(at, Ev::Deliver { to, from, msg });
+    }
+
+    fn on_event(&mut self, i: usize, ev: SwarmEvent) -> Result<(), String> {
+        let now = self.now;
+        match ev {
+            SwarmEvent::FetchOrigin { piece } => {
+                let p = piece.0 as usize;
+                if std::env::var_os("SHOAL_SIM_TRACE").is_some() {
+                    eprintln!("{:>9.3}s node {i:>2} fetches piece {p} from the origin", now.as_secs_f64());
+                }
+                let dead = self.sc.origin_dies_at.is_some_and(|t| now >= t);
+                if dead {
+                    // A dead origin: the connection attempt times out.
+                    self.push(
+                        now + Duration::from_secs(2),
+                        Ev::Origin {
+                            to: i,
+                            piece: piece.0,
+                            data: None,
+                        },
+                    );
+                } else {
+                    let data = self.truth[p].clone();
+                    let size = data.len() + 300;
+                    let start = self.origin_free.max(now + self.sc.latency);
+                    self.origin_free = start + bits_time(size, self.sc.origin_bps);
+                    // The response trickles in at the origin's pace over the whole
+                    // transfer; it does not hold the node's downlink FIFO until it ends
+                    // (that would delay every LAN message behind a future arrival).
+                    let node = &self.nodes[i];
+                    let at = (self.origin_free + self.sc.latency)
+                        .max(now + bits_time(size, node.spec.down_bps));
+                    self.origin_bytes += data.len() as u64;
+                    self.push(
+                        at,
+                        Ev::Origin {
+                            to: i,
+                            piece: piece.0,
+                            data: Some(data),
+                        },
+                    );
+                }
+            }
+            SwarmEvent::PieceVerified { piece, data, .. } => {
+                let p = piece.0 as usize;
+                if data != self.truth[p] {
+                    return Err(format!("node {i} verified wrong bytes for piece {p}"));
+                }
+                self.nodes[i].held[p] = true;
+            }
+            SwarmEvent::Upload { peer, block } => {
+                let p = block.piece.0 as usize;
+                if !self.nodes[i].held[p] {
+                    return Err(format!(
+                        "node {i} was asked to upload piece {p} it does not hold"
+                    ));
+                }
+                let start = block.offset as usize;
+                let mut data = self.truth[p][start..start + block.length as usize].to_vec();
+                if self.nodes[i].spec.lying {
+                    data[0] ^= 0x5a;
+                }
+                if let Some(s) = self.nodes[i].swarm.as_mut() {
+                    s.handle_upload_done(peer);
+                }
+                let msg = Message::Piece {
+                    piece: block.piece,
+                    offset: block.offset,
+                    data,
+                };
+                self.transmit(i, peer, msg);
+            }
+            SwarmEvent::Disconnect { peer, ban, .. } => {
+                if let Some(j) = self.index_of(peer) {
+                    if ban && self.nodes[j].spec.lying {
+                        self.bans_of_liars += 1;
+                    } else if ban {
+                        return Err(format!("node {i} banned honest node {j}"));
+                    }
+                    let me = self.nodes[i].id;
+                    if let Some(s) = self.nodes[j].swarm.as_mut() {
+                        s.handle_disconnected(me, now);
+                    }
+                    self.drain(j)?;
+                }
+            }
+            SwarmEvent::Complete => {
+                if self.nodes[i].finished.is_none() {
+                    self.nodes[i].finished = Some(now);
+                }
+            }
+            SwarmEvent::OriginFailed { .. }
+            | SwarmEvent::ManifestOffered { .. }
+            | SwarmEvent::PeerStats { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn report(&self) -> Report {
+        let f = self.sc.piece_len as u64 * self.sc.pieces as u64;
+        let fbits = f as f64 * 8.0;
+        let present: Vec<&Node> = self
+            .nodes
+            .iter()
+            .filter(|n| !n.spec.lying && !n.spec.seed && n.spec.join_at == Duration::ZERO)
+            .collect();
+        let n = present.len() as f64;
+        let d_min = present
+            .iter()
+            .map(|n| n.spec.down_bps)
+            .fold(f64::INFINITY, f64::min);
+        let sum_u: f64 = present.iter().map(|n| n.spec.up_bps).sum();
+        let bound = (fbits / self.sc.origin_bps)
+            .max(fbits / d_min)
+            .max(n * fbits / (self.sc.origin_bps + sum_u));
+        let finish: Vec<Option<Duration>> = self.nodes.iter().map(|n| n.finished).collect();
+        let completion = self
+            .nodes
+            .iter()
+            .filter(|n| !n.spec.lying && n.spec.crash_at.is_none())
+            .filter_map(|n| n.finished)
+            .max()
+            .unwrap_or_default();
+        Report {
+            release_bytes: f,
+            origin_bytes: self.origin_bytes,
+            finish,
+            completion,
+            bound: Duration::from_secs_f64(bound),
+            bans_of_liars: self.bans_of_liars,
+            steps: self.steps,
+        }
+    }
+}

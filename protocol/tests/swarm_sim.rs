@@ -1,0 +1,186 @@
+//! Swarm core scenarios in the deterministic simulator. Each prints its figures (origin
+//! bytes against the release size, completion against the Kumar–Ross bound
+//! T ≥ max(F/u_s, F/d_min, N·F/(u_s + Σu_i))) and asserts behaviour: everyone honest ends
+//! with correct bytes, the origin sends about one copy, liars are banned. A failure names
+//! the seed; re-run with `SHOAL_SIM_SEED=<seed>` to replay it.
+
+mod sim;
+
+use std::time::Duration;
+
+use shoal_protocol::swarm::SwarmConfig;
+use sim::{NodeSpec, Report, Scenario, run};
+
+const MBIT: f64 = 1_000_000.0;
+
+fn seed(default: u64) -> u64 {
+    std::env::var("SHOAL_SIM_SEED")
+        .ok()
+        .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+        .unwrap_or(default)
+}
+
+fn node(up: f64, down: f64) -> NodeSpec {
+    NodeSpec {
+        up_bps: up * MBIT,
+        down_bps: down * MBIT,
+        join_at: Duration::ZERO,
+        crash_at: None,
+        lying: false,
+        seed: false,
+    }
+}
+
+/// The lab's default shape: origin at 20 Mbit/s, N agents at 200 Mbit/s.
+fn lan(n: usize, seed: u64) -> Scenario {
+    Scenario {
+        seed,
+        piece_len: 256 * 1024,
+        pieces: 48,
+        nodes: (0..n).map(|_| node(200.0, 200.0)).collect(),
+        origin_bps: 20.0 * MBIT,
+        origin_dies_at: None,
+        latency: Duration::from_micros(300),
+        loss: 0.0,
+        rto: Duration::from_millis(200),
+        config: SwarmConfig {
+            block_len: 64 * 1024,
+            origin_grace: Duration::from_millis(500),
+            origin_stall: Duration::from_secs(5),
+            ..SwarmConfig::default()
+        },
+        time_limit: Duration::from_secs(600),
+    }
+}
+
+fn show(name: &str, r: &Report) {
+    eprintln!(
+        "{name}: origin {:.2} F, completion {:.2} s = {:.2} x bound {:.2} s, {} liar bans, {} steps",
+        r.origin_bytes as f64 / r.release_bytes as f64,
+        r.completion.as_secs_f64(),
+        r.completion.as_secs_f64() / r.bound.as_secs_f64(),
+        r.bound.as_secs_f64(),
+        r.bans_of_liars,
+        r.steps
+    );
+}
+
+fn must(sc: &Scenario) -> Report {
+    run(sc).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn thirty_two_peers_split_the_origin_work() {
+    let sc = lan(32, seed(0x5eed_0001));
+    let r = must(&sc);
+    show("32 peers", &r);
+    assert!(r.finish.iter().all(Option::is_some));
+    assert!(
+        r.origin_bytes as f64 <= 1.1 * r.release_bytes as f64,
+        "origin sent {} bytes for a {}-byte release",
+        r.origin_bytes,
+        r.release_bytes
+    );
+    // The origin link is the bottleneck; the LAN must not add much on top of it.
+    assert!(r.completion.as_secs_f64() <= 2.0 * r.bound.as_secs_f64());
+}
+
+#[test]
+fn late_joiners_take_everything_from_peers() {
+    let mut sc = lan(16, seed(0x5eed_0002));
+    for n in sc.nodes.iter_mut().skip(8) {
+        n.join_at = Duration::from_secs(60);
+    }
+    let r = must(&sc);
+    show("8 + 8 late", &r);
+    assert!(r.origin_bytes as f64 <= 1.1 * r.release_bytes as f64);
+    assert!(
+        r.finish[8..]
+            .iter()
+            .all(|f| f.is_some_and(|t| t < Duration::from_secs(65)))
+    );
+}
+
+#[test]
+fn a_lying_peer_is_banned_and_nobody_stores_its_bytes() {
+    let mut sc = lan(12, seed(0x5eed_0003));
+    sc.nodes[0].lying = true;
+    sc.nodes[0].seed = true; // it claims every piece from the start
+    let r = must(&sc);
+    show("liar seed", &r);
+    assert!(r.bans_of_liars >= 1, "the liar was never caught");
+    assert!(r.finish[1..].iter().all(Option::is_some));
+}
+
+#[test]
+fn crashing_peers_do_not_stop_the_rest() {
+    let mut sc = lan(16, seed(0x5eed_0004));
+    for (i, n) in sc.nodes.iter_mut().enumerate().take(4) {
+        n.crash_at = Some(Duration::from_millis(1500 + 400 * i as u64));
+    }
+    let r = must(&sc);
+    show("4 of 16 crash", &r);
+    assert!(r.finish[4..].iter().all(Option::is_some));
+    // Pieces owned by crashed peers are re-fetched at most once more.
+    assert!(r.origin_bytes as f64 <= 1.5 * r.release_bytes as f64);
+}
+
+#[test]
+fn the_lan_finishes_when_the_origin_dies_after_the_pieces_spread() {
+    let mut sc = lan(8, seed(0x5eed_0005));
+    sc.nodes[0].seed = true; // one machine already has the release
+    sc.origin_dies_at = Some(Duration::ZERO);
+    let r = must(&sc);
+    show("dead origin, one LAN seed", &r);
+    assert_eq!(r.origin_bytes, 0);
+    assert!(r.finish.iter().all(Option::is_some));
+}
+
+#[test]
+fn a_slow_origin_and_lossy_links_still_converge() {
+    let mut sc = lan(16, seed(0x5eed_0006));
+    sc.origin_bps = 4.0 * MBIT;
+    sc.loss = 0.02;
+    sc.latency = Duration::from_millis(5);
+    let r = must(&sc);
+    show("slow origin, 2% loss", &r);
+    assert!(r.finish.iter().all(Option::is_some));
+    assert!(r.origin_bytes as f64 <= 1.1 * r.release_bytes as f64);
+}
+
+/// Many random scenarios: sizes, joins, crashes, liars, loss. Each must end with every
+/// honest surviving node complete and correct.
+#[test]
+fn random_scenarios_hold_the_invariants() {
+    let base = seed(0x5eed_1000);
+    let runs = std::env::var("SHOAL_SIM_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12);
+    for k in 0..runs {
+        let s = base.wrapping_add(k);
+        let mut rng = shoal_protocol::swarm::Rng::new(s);
+        let n = 4 + rng.below(29);
+        let mut sc = lan(n, s);
+        sc.pieces = 8 + rng.below(40) as u32;
+        sc.loss = [0.0, 0.01, 0.05][rng.below(3)];
+        for node in sc.nodes.iter_mut().skip(1) {
+            match rng.below(10) {
+                0 => node.join_at = Duration::from_millis(rng.below(20_000) as u64),
+                1 => node.crash_at = Some(Duration::from_millis(rng.below(10_000) as u64)),
+                2 => node.lying = true,
+                3 => {
+                    node.up_bps = 20.0 * MBIT;
+                    node.down_bps = 50.0 * MBIT;
+                }
+                _ => {}
+            }
+        }
+        if rng.below(3) == 0 {
+            sc.nodes[0].seed = true;
+            sc.origin_dies_at = Some(Duration::from_millis(rng.below(5_000) as u64));
+        }
+        let r = must(&sc);
+        show(&format!("random {s:#x} n={n}"), &r);
+    }
+}
