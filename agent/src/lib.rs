@@ -1,6 +1,16 @@
 //! # shoal-agent
 //!
-//! The endpoint daemon: discovery, peer connections, the origin client, the piece store,
-//! the install hook, stats. Not built yet: this crate only reserves its place in the
-//! workspace (see the `shoal-agent` issue). Swarm policy will live in `shoal-protocol`'s
-//! state machine, never here.
+//! The endpoint side of Shoal. Built so far: the origin client ([`origin`]), release
+//! loading and verification ([`release`]), the content-addressed piece store ([`store`]),
+//! peer connections with the handshake ([`peer`]), the node that drives the swarm core
+//! ([`node`]) and one-shot `fetch` with static peers ([`fetch`]). Still to come (see the
+//! `shoal-agent` issue): mDNS discovery, the `run` daemon with channel polling, install
+//! hooks, stats API. Swarm policy lives in `shoal_protocol::swarm`, never here.
+
+pub mod error;
+pub mod fetch;
+pub mod node;
+pub mod origin;
+pub mod peer;
+pub mod release;
+pub mod store;

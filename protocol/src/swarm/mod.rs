@@ -273,6 +273,11 @@ impl Swarm {
         s
     }
 
+    /// Our own peer id.
+    pub fn me(&self) -> PeerId {
+        self.me
+    }
+
     /// The byte counters.
     pub fn counters(&self) -> Counters {
         self.counters

@@ -393,7 +393,10 @@ impl<'a> Sim<'a> {
             SwarmEvent::FetchOrigin { piece } => {
                 let p = piece.0 as usize;
                 if std::env::var_os("SHOAL_SIM_TRACE").is_some() {
-                    eprintln!("{:>9.3}s node {i:>2} fetches piece {p} from the origin", now.as_secs_f64());
+                    eprintln!(
+                        "{:>9.3}s node {i:>2} fetches piece {p} from the origin",
+                        now.as_secs_f64()
+                    );
                 }
                 let dead = self.sc.origin_dies_at.is_some_and(|t| now >= t);
                 if dead {

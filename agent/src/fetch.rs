@@ -1,0 +1,217 @@
+//! One-shot download of a channel's current release: verify the documents, join the
+//! swarm (static peers for now; mDNS discovery is the next step), fetch what no peer
+//! has from the origin, assemble the artifacts, keep seeding until told to stop.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use shoal_protocol::Name;
+use shoal_protocol::swarm::{Swarm, SwarmConfig};
+use shoal_protocol::wire::{PeerId, Role};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use crate::error::{Error, Result, exit};
+use crate::node::{self, Progress};
+use crate::origin::OriginClient;
+use crate::peer::{self, HandshakeInfo};
+use crate::store::Store;
+
+/// Most peer connections at once (inbound and outbound).
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// What `fetch` needs.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// Origin base URL.
+    pub origin: String,
+    /// The trust document shipped with the agent.
+    pub trust: PathBuf,
+    /// Channel.
+    pub channel: String,
+    /// Where finished artifacts go.
+    pub out: PathBuf,
+    /// Piece store directory.
+    pub state: PathBuf,
+    /// Peers to dial.
+    pub peers: Vec<SocketAddr>,
+    /// Extra CA for the origin.
+    pub ca: Option<PathBuf>,
+    /// Allow a plain-HTTP origin.
+    pub danger_allow_http: bool,
+    /// Swarm tunables.
+    pub swarm: SwarmConfig,
+}
+
+/// The outcome of a fetch.
+#[derive(Debug, Clone)]
+pub struct FetchReport {
+    /// Release version string.
+    pub release: String,
+    /// Files written.
+    pub files: Vec<PathBuf>,
+    /// Final counters.
+    pub progress: Progress,
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b)
+        .map_err(|e| Error::new(exit::IO, format!("no randomness from the OS: {e}"), ""))?;
+    Ok(b)
+}
+
+/// Downloads the release, writes the artifacts, then keeps seeding until `shutdown`
+/// turns true. `done` receives the report as soon as the artifacts are in place.
+pub async fn run(
+    o: FetchOptions,
+    listener: TcpListener,
+    done: Option<tokio::sync::oneshot::Sender<FetchReport>>,
+    mut shutdown: watch::Receiver<bool>,
+    on_progress: impl Fn(&Progress) + Send + 'static,
+) -> Result<FetchReport> {
+    let channel = Name::new(&o.channel)
+        .map_err(|e| Error::new(exit::USAGE, format!("channel {:?}: {e}", o.channel), ""))?;
+    let anchor = std::fs::read(&o.trust).map_err(|e| Error::io(o.trust.display(), e))?;
+    let origin = OriginClient::new(&o.origin, o.ca.as_deref(), o.danger_allow_http)?;
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let release = Arc::new(crate::release::load(&origin, &anchor, &channel, now_unix).await?);
+    let store = Store::open(&o.state)?;
+    let held = store.scan(&release.pieces);
+    let me = PeerId(random_bytes()?);
+    let epoch = Instant::now();
+    let swarm = Swarm::new(
+        o.swarm.clone(),
+        me,
+        release.pieces.clone(),
+        &held,
+        u64::from_le_bytes(random_bytes()?),
+        Duration::ZERO,
+    );
+    tracing::info!(
+        release = %release.manifest.body().release,
+        pieces = release.pieces.len(),
+        already_held = held.iter().filter(|h| **h).count(),
+        "release started"
+    );
+    let (in_tx, in_rx) = mpsc::unbounded_channel();
+    let (prog_tx, mut prog_rx) = watch::channel(Progress::default());
+    let info = HandshakeInfo {
+        me,
+        release: release.id(),
+    };
+    let conn_ids = Arc::new(AtomicU64::new(0));
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+
+    let node = tokio::spawn(node::run(
+        swarm,
+        release.clone(),
+        store.clone(),
+        origin,
+        in_tx.clone(),
+        in_rx,
+        prog_tx,
+        shutdown.clone(),
+        epoch,
+    ));
+    let accept = {
+        let (info, in_tx, ids, slots) =
+            (info.clone(), in_tx.clone(), conn_ids.clone(), slots.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    continue;
+                };
+                let id = ids.fetch_add(1, Ordering::Relaxed);
+                let (info, in_tx) = (info.clone(), in_tx.clone());
+                tokio::spawn(async move {
+                    peer::run(stream, Role::Responder, info, id, in_tx).await;
+                    drop(permit);
+                });
+            }
+        })
+    };
+    let mut dialers = Vec::new();
+    for addr in o.peers.clone() {
+        let (info, in_tx, ids, slots) =
+            (info.clone(), in_tx.clone(), conn_ids.clone(), slots.clone());
+        let mut stop = shutdown.clone();
+        dialers.push(tokio::spawn(async move {
+            // Keep a connection to each static peer; redial when it drops.
+            while !*stop.borrow() {
+                if let (Ok(Ok(stream)), Ok(permit)) = (
+                    tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(addr)).await,
+                    slots.clone().try_acquire_owned(),
+                ) {
+                    let id = ids.fetch_add(1, Ordering::Relaxed);
+                    peer::run(stream, Role::Initiator, info.clone(), id, in_tx.clone()).await;
+                    drop(permit);
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+        }));
+    }
+
+    let mut report = None;
+    let mut done = done;
+    loop {
+        tokio::select! {
+            r = prog_rx.changed() => {
+                if r.is_err() {
+                    break;
+                }
+                let p = *prog_rx.borrow_and_update();
+                on_progress(&p);
+                if p.complete && report.is_none() {
+                    let files = store.assemble(&release, &o.out)?;
+                    let total = release.total_len().max(1);
+                    tracing::info!(
+                        release = %release.manifest.body().release,
+                        from_peers = p.counters.from_peers,
+                        from_origin = p.counters.from_origin,
+                        peer_share = format!("{:.0}%", 100.0 * p.counters.from_peers as f64 / total as f64),
+                        "release finished"
+                    );
+                    let r = FetchReport {
+                        release: release.manifest.body().release.clone(),
+                        files,
+                        progress: p,
+                    };
+                    if let Some(tx) = done.take() {
+                        let _ = tx.send(r.clone());
+                    }
+                    report = Some(r);
+                }
+            }
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    break;
+                }
+            }
+        }
+    }
+    accept.abort();
+    for d in dialers {
+        d.abort();
+    }
+    let _ = node.await;
+    report.ok_or_else(|| {
+        Error::new(
+            exit::UNAVAILABLE,
+            "stopped before the release was complete",
+            "verified pieces are kept in the state directory; run again to resume",
+        )
+    })
+}

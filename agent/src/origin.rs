@@ -1,0 +1,137 @@
+//! The origin client: HTTPS (rustls, system roots plus an optional extra CA), range
+//! requests, bounded reads, retries with backoff. Plain HTTP only behind
+//! `danger_allow_http`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::error::{Error, Result, exit};
+
+/// Attempts per request before giving up.
+const ATTEMPTS: u32 = 3;
+
+/// A client for one origin base URL.
+#[derive(Clone)]
+pub struct OriginClient {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl OriginClient {
+    /// A client for `base` (`https://…`), trusting the system roots and `extra_ca`.
+    pub fn new(base: &str, extra_ca: Option<&Path>, danger_allow_http: bool) -> Result<Self> {
+        let allowed =
+            base.starts_with("https://") || (danger_allow_http && base.starts_with("http://"));
+        if !allowed {
+            return Err(Error::new(
+                exit::USAGE,
+                format!("origin URL {base:?} is not https://"),
+                "Shoal fetches only over HTTPS; for a test origin over plain HTTP pass \
+                 --danger-allow-http",
+            ));
+        }
+        let mut b = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(120));
+        if let Some(ca) = extra_ca {
+            let pem = std::fs::read(ca).map_err(|e| Error::io(ca.display(), e))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                Error::new(
+                    exit::USAGE,
+                    format!("{}: {e}", ca.display()),
+                    "--ca takes a PEM file",
+                )
+            })?;
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        }
+        let client = b
+            .build()
+            .map_err(|e| Error::new(exit::IO, format!("building the HTTPS client: {e}"), ""))?;
+        Ok(OriginClient {
+            base: base.trim_end_matches('/').to_owned(),
+            client,
+        })
+    }
+
+    /// GETs a small file, at most `max` bytes; `Ok(None)` on 404.
+    pub async fn get(&self, rel: &str, max: usize) -> Result<Option<Vec<u8>>> {
+        self.retry(rel, None, max).await
+    }
+
+    /// GETs `len` bytes at `start` of `rel` with a Range request.
+    pub async fn range(&self, rel: &str, start: u64, len: u64) -> Result<Vec<u8>> {
+        self.retry(rel, Some((start, len)), len as usize)
+            .await?
+            .ok_or_else(|| Error::new(exit::UNAVAILABLE, format!("{rel}: not on the origin"), ""))
+    }
+
+    async fn retry(
+        &self,
+        rel: &str,
+        range: Option<(u64, u64)>,
+        max: usize,
+    ) -> Result<Option<Vec<u8>>> {
+        let mut last = None;
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+            }
+            match self.once(rel, range, max).await {
+                Ok(v) => return Ok(v),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::new(exit::UNAVAILABLE, "no attempt made", "")))
+    }
+
+    async fn once(
+        &self,
+        rel: &str,
+        range: Option<(u64, u64)>,
+        max: usize,
+    ) -> Result<Option<Vec<u8>>> {
+        let url = format!("{}/{rel}", self.base);
+        let unavailable = |m: String| {
+            Error::new(
+                exit::UNAVAILABLE,
+                m,
+                "check the origin URL and that it is reachable",
+            )
+        };
+        let mut req = self.client.get(&url);
+        if let Some((start, len)) = range {
+            req = req.header("Range", format!("bytes={start}-{}", start + len - 1));
+        }
+        let mut resp = req
+            .send()
+            .await
+            .map_err(|e| unavailable(format!("GET {url}: {e}")))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let expected = match range {
+            Some(_) => reqwest::StatusCode::PARTIAL_CONTENT,
+            None => reqwest::StatusCode::OK,
+        };
+        if status != expected {
+            return Err(unavailable(format!("GET {url}: HTTP {status}")));
+        }
+        let mut out = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| unavailable(format!("GET {url}: {e}")))?
+        {
+            if out.len() + chunk.len() > max {
+                return Err(unavailable(format!(
+                    "GET {url}: more than the {max} bytes expected"
+                )));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(Some(out))
+    }
+}

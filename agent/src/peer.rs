@@ -1,0 +1,226 @@
+//! One TCP connection to a LAN peer: the handshake, then frames in both directions.
+//!
+//! The task owns the socket; the node owns policy. After the handshake the task hands
+//! the node a sender for outgoing messages and forwards every decoded incoming message.
+//! When the node drops the sender (it disconnected or banned the peer) the task closes
+//! the socket; when the socket ends the task tells the node. A peer that breaks framing
+//! or the handshake is dropped here without ever reaching the node.
+
+use std::time::Duration;
+
+use shoal_protocol::Digest;
+use shoal_protocol::wire::{
+    Capabilities, FrameDecoder, Hello, Message, PROTOCOL_VERSION, PeerId, Role, join_proof,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::mpsc;
+
+/// How long a peer has to complete the handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Identifies one connection (a peer may briefly have two: only one is used).
+pub type ConnId = u64;
+
+/// What connection tasks tell the node.
+#[derive(Debug)]
+pub enum NodeInput {
+    /// Handshake done; send messages to the peer through `tx`.
+    Joined {
+        /// Connection.
+        conn: ConnId,
+        /// The peer's id.
+        peer: PeerId,
+        /// Whether we opened the connection.
+        initiated: bool,
+        /// Outgoing messages.
+        tx: mpsc::UnboundedSender<Message>,
+    },
+    /// A message from the peer.
+    Message {
+        /// Connection.
+        conn: ConnId,
+        /// The message.
+        msg: Message,
+    },
+    /// The connection ended.
+    Closed {
+        /// Connection.
+        conn: ConnId,
+    },
+    /// Close a redundant connection (a second one to a peer already joined).
+    Retire {
+        /// Connection.
+        conn: ConnId,
+    },
+    /// An origin fetch finished.
+    Origin {
+        /// Piece number.
+        piece: u32,
+        /// The bytes, or `None` on failure.
+        data: Option<Vec<u8>>,
+    },
+}
+
+/// What a connection needs to know to handshake.
+#[derive(Debug, Clone)]
+pub struct HandshakeInfo {
+    /// Our peer id.
+    pub me: PeerId,
+    /// The release we serve and fetch.
+    pub release: Digest,
+}
+
+async fn read_message(rd: &mut OwnedReadHalf, dec: &mut FrameDecoder) -> std::io::Result<Message> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match dec.next_message() {
+            Ok(Some(m)) => return Ok(m),
+            Ok(None) => {}
+            Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        }
+        let want = dec
+            .wanted()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?
+            .min(buf.len());
+        let n = rd.read(&mut buf[..want]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        dec.push(&buf[..n]);
+    }
+}
+
+fn invalid(what: &'static str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what)
+}
+
+async fn handshake(
+    rd: &mut OwnedReadHalf,
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    dec: &mut FrameDecoder,
+    info: &HandshakeInfo,
+    role: Role,
+) -> std::io::Result<PeerId> {
+    let mut nonce = [0u8; 32];
+    getrandom::fill(&mut nonce).map_err(|_| invalid("no randomness"))?;
+    let hello = Message::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        capabilities: Capabilities::SEED | Capabilities::STATS,
+        peer_id: info.me,
+        nonce,
+    });
+    wr.write_all(&hello.to_frame()).await?;
+    let Message::Hello(theirs) = read_message(rd, dec).await? else {
+        return Err(invalid("first message is not Hello"));
+    };
+    if theirs.version != PROTOCOL_VERSION {
+        return Err(invalid("unsupported protocol version"));
+    }
+    if theirs.peer_id == info.me {
+        return Err(invalid("connected to ourselves"));
+    }
+    let (ni, nr) = match role {
+        Role::Initiator => (nonce, theirs.nonce),
+        Role::Responder => (theirs.nonce, nonce),
+    };
+    let mine = join_proof(role, &info.release, &ni, &nr);
+    let other = match role {
+        Role::Initiator => Role::Responder,
+        Role::Responder => Role::Initiator,
+    };
+    let expected = join_proof(other, &info.release, &ni, &nr);
+    if role == Role::Initiator {
+        wr.write_all(&Message::Join { proof: mine }.to_frame())
+            .await?;
+    }
+    match read_message(rd, dec).await? {
+        Message::Join { proof } if proof == expected => {}
+        _ => return Err(invalid("peer does not know this release")),
+    }
+    if role == Role::Responder {
+        wr.write_all(&Message::Join { proof: mine }.to_frame())
+            .await?;
+    }
+    Ok(theirs.peer_id)
+}
+
+/// Runs one connection until either side ends it.
+pub async fn run(
+    stream: TcpStream,
+    role: Role,
+    info: HandshakeInfo,
+    conn: ConnId,
+    node: mpsc::UnboundedSender<NodeInput>,
+) {
+    let _ = stream.set_nodelay(true);
+    let addr = stream.peer_addr().ok();
+    let (mut rd, mut wr) = stream.into_split();
+    let mut dec = FrameDecoder::new();
+    let peer = match tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        handshake(&mut rd, &mut wr, &mut dec, &info, role),
+    )
+    .await
+    {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => {
+            tracing::debug!(?addr, error = %e, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(?addr, "handshake timed out");
+            return;
+        }
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+    let initiated = role == Role::Initiator;
+    if node
+        .send(NodeInput::Joined {
+            conn,
+            peer,
+            initiated,
+            tx,
+        })
+        .is_err()
+    {
+        return;
+    }
+    let reader = async {
+        loop {
+            match read_message(&mut rd, &mut dec).await {
+                Ok(msg) => {
+                    if node.send(NodeInput::Message { conn, msg }).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(?addr, error = %e, "peer connection ended");
+                    return;
+                }
+            }
+        }
+    };
+    let writer = async {
+        let mut out = Vec::new();
+        while let Some(msg) = rx.recv().await {
+            out.clear();
+            msg.encode(&mut out);
+            while let Ok(more) = rx.try_recv() {
+                more.encode(&mut out);
+                if out.len() > 1 << 20 {
+                    break;
+                }
+            }
+            if wr.write_all(&out).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = reader => {}
+        () = writer => {}
+    }
+    let _ = node.send(NodeInput::Closed { conn });
+}

@@ -1,0 +1,134 @@
+//! A verified release: the trust chain walked from the anchor, the channel's manifest,
+//! and every artifact's piece index, all checked before a single piece is fetched.
+
+use shoal_protocol::index::PieceIndex;
+use shoal_protocol::limits::{MAX_MANIFEST_LEN, MAX_TRUST_LEN};
+use shoal_protocol::manifest::Artifact;
+use shoal_protocol::swarm::PieceSpec;
+use shoal_protocol::{ChannelRef, Digest, Name, VerifiedManifest, VerifiedTrust};
+
+use crate::error::{Error, Result, exit};
+use crate::origin::OriginClient;
+
+/// Where one release-global piece lies.
+#[derive(Debug, Clone, Copy)]
+pub struct PieceLocation {
+    /// Index of the artifact in the manifest.
+    pub artifact: usize,
+    /// Byte offset in the artifact.
+    pub offset: u64,
+}
+
+/// A release whose every document verified.
+pub struct Release {
+    /// The manifest.
+    pub manifest: VerifiedManifest,
+    /// One index per artifact, in manifest order.
+    pub indexes: Vec<PieceIndex>,
+    /// Every piece, numbered release-wide.
+    pub pieces: Vec<PieceSpec>,
+    /// Where each piece lies.
+    pub locations: Vec<PieceLocation>,
+}
+
+impl Release {
+    /// The release id (SHA-256 of the manifest's bytes).
+    pub fn id(&self) -> Digest {
+        self.manifest.digest()
+    }
+
+    /// The artifacts.
+    pub fn artifacts(&self) -> &[Artifact] {
+        &self.manifest.body().artifacts
+    }
+
+    /// Total bytes.
+    pub fn total_len(&self) -> u64 {
+        self.artifacts().iter().map(|a| a.length).sum()
+    }
+
+    /// URL path of an artifact on the origin.
+    pub fn artifact_path(a: &Artifact) -> String {
+        format!("artifacts/{}/{}", a.sha256, a.name)
+    }
+}
+
+fn untrusted(file: &str, e: impl std::fmt::Display) -> Error {
+    Error::new(
+        exit::UNTRUSTED,
+        format!("{file}: {e}"),
+        "the origin or a mirror serves a document the vendor's keys do not vouch for; \
+         nothing was installed",
+    )
+}
+
+/// Walks the trust chain from `anchor` on the origin, then fetches and verifies the
+/// channel's manifest and its piece indexes.
+pub async fn load(
+    origin: &OriginClient,
+    anchor: &[u8],
+    channel: &Name,
+    now: u64,
+) -> Result<Release> {
+    let mut trust = VerifiedTrust::anchor(anchor).map_err(|e| untrusted("trust anchor", e))?;
+    loop {
+        let rel = format!("trust/{}.json", trust.version() + 1);
+        match origin.get(&rel, MAX_TRUST_LEN).await? {
+            None => break,
+            Some(bytes) => trust = trust.successor(&bytes).map_err(|e| untrusted(&rel, e))?,
+        }
+    }
+    let rel = format!("channels/{channel}.json");
+    let bytes = origin.get(&rel, MAX_MANIFEST_LEN).await?.ok_or_else(|| {
+        Error::new(
+            exit::UNAVAILABLE,
+            format!("{rel} is not on the origin"),
+            "check --channel and the origin URL",
+        )
+    })?;
+    let want = ChannelRef {
+        product: trust.body().product.clone(),
+        channel: channel.clone(),
+    };
+    let manifest =
+        VerifiedManifest::verify(&bytes, &trust, &want, now).map_err(|e| untrusted(&rel, e))?;
+    let mut indexes = Vec::new();
+    let mut pieces = Vec::new();
+    let mut locations = Vec::new();
+    for (i, a) in manifest.body().artifacts.iter().enumerate() {
+        let rel = format!("indexes/{}.idx", a.index.sha256);
+        let bytes = origin
+            .get(&rel, a.index.length as usize)
+            .await?
+            .ok_or_else(|| {
+                Error::new(exit::UNAVAILABLE, format!("{rel} is not on the origin"), "")
+            })?;
+        if bytes.len() as u64 != a.index.length || Digest::of(&bytes) != a.index.sha256 {
+            return Err(untrusted(&rel, "does not match the manifest"));
+        }
+        let index = PieceIndex::parse(&bytes).map_err(|e| untrusted(&rel, e))?;
+        if index.total_len() != a.length {
+            return Err(untrusted(
+                &rel,
+                "describes another length than the manifest",
+            ));
+        }
+        for p in index.pieces() {
+            pieces.push(PieceSpec {
+                length: p.length,
+                digest: p.digest,
+            });
+            locations.push(PieceLocation {
+                artifact: i,
+                offset: p.offset,
+            });
+        }
+        indexes.push(index);
+    }
+    Ok(Release {
+        manifest,
+        indexes,
+        pieces,
+        locations,
+    })
+}

@@ -1,0 +1,118 @@
+//! The piece store: verified pieces on disk, named by their SHA-256.
+//!
+//! ```text
+//! <state>/pieces/<sha256>     one verified piece
+//! ```
+//!
+//! A piece is written to a temporary file, flushed, and renamed to its hash only after
+//! the core verified it, so a crash leaves either nothing or a whole piece. On start
+//! every piece file the release needs is re-hashed before it counts (a disk can lie too);
+//! because pieces are content-addressed, pieces of an earlier release that reappear in a
+//! new one are reused without a byte of traffic (delta updates). Finished artifacts are
+//! assembled from pieces, checked against the whole-file hash, and renamed into place.
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use shoal_protocol::Digest;
+use shoal_protocol::digest::Hasher;
+use shoal_protocol::swarm::PieceSpec;
+
+use crate::error::{Error, Result, exit};
+use crate::release::Release;
+
+/// An opened piece store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pieces: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating) the store under `state`.
+    pub fn open(state: &Path) -> Result<Self> {
+        let pieces = state.join("pieces");
+        fs::create_dir_all(&pieces).map_err(|e| Error::io(pieces.display(), e))?;
+        Ok(Store { pieces })
+    }
+
+    fn path(&self, d: &Digest) -> PathBuf {
+        self.pieces.join(d.to_hex())
+    }
+
+    /// Which of `pieces` the store holds, each re-verified.
+    pub fn scan(&self, pieces: &[PieceSpec]) -> Vec<bool> {
+        pieces
+            .iter()
+            .map(|p| match fs::read(self.path(&p.digest)) {
+                Ok(b) => b.len() == p.length as usize && Digest::of(&b) == p.digest,
+                Err(_) => false,
+            })
+            .collect()
+    }
+
+    /// Stores a verified piece durably.
+    pub fn put(&self, digest: &Digest, data: &[u8]) -> Result<()> {
+        let path = self.path(digest);
+        let tmp = self.pieces.join(format!(".{}.tmp", digest.to_hex()));
+        let r = (|| {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)
+        })();
+        if r.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        r.map_err(|e| Error::io(format!("storing piece {digest}"), e))
+    }
+
+    /// Reads `len` bytes at `offset` of a stored piece.
+    pub fn read(&self, digest: &Digest, offset: u32, len: u32) -> Result<Vec<u8>> {
+        let path = self.path(digest);
+        let mut f = fs::File::open(&path).map_err(|e| Error::io(path.display(), e))?;
+        f.seek(SeekFrom::Start(u64::from(offset)))
+            .map_err(|e| Error::io(path.display(), e))?;
+        let mut buf = vec![0u8; len as usize];
+        f.read_exact(&mut buf)
+            .map_err(|e| Error::io(path.display(), e))?;
+        Ok(buf)
+    }
+
+    /// Writes every artifact of `release` into `out`, each checked against its
+    /// whole-file hash before an atomic rename. All or nothing per artifact.
+    pub fn assemble(&self, release: &Release, out: &Path) -> Result<Vec<PathBuf>> {
+        fs::create_dir_all(out).map_err(|e| Error::io(out.display(), e))?;
+        let mut done = Vec::new();
+        for (a, index) in release.artifacts().iter().zip(&release.indexes) {
+            let dest = out.join(a.name.as_str());
+            let tmp = out.join(format!(".{}.partial", a.name));
+            let r = (|| -> Result<()> {
+                let mut f = fs::File::create(&tmp).map_err(|e| Error::io(tmp.display(), e))?;
+                let mut h = Hasher::new();
+                for p in index.pieces() {
+                    let data = fs::read(self.path(&p.digest))
+                        .map_err(|e| Error::io(format!("piece {}", p.digest), e))?;
+                    h.update(&data);
+                    f.write_all(&data)
+                        .map_err(|e| Error::io(tmp.display(), e))?;
+                }
+                f.sync_all().map_err(|e| Error::io(tmp.display(), e))?;
+                if h.finish() != a.sha256 {
+                    return Err(Error::new(
+                        exit::UNTRUSTED,
+                        format!("{} does not match its whole-file hash", a.name),
+                        "a stored piece changed on disk; remove the state directory and retry",
+                    ));
+                }
+                fs::rename(&tmp, &dest).map_err(|e| Error::io(dest.display(), e))
+            })();
+            if let Err(e) = r {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+            done.push(dest);
+        }
+        Ok(done)
+    }
+}
