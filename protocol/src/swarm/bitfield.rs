@@ -95,7 +95,8 @@ mod tests {
         assert_eq!(b.count(), 3);
         assert_eq!(Bitfield::from_wire(10, b.as_wire()), Some(b.clone()));
         assert_eq!(Bitfield::from_wire(10, &[0, 1]), None);
-        assert_eq!(Bitfield::from_wire(9, &[0, 0]), None);
+        assert_eq!(Bitfield::from_wire(8, &[0, 0]), None);
+        assert!(Bitfield::from_wire(9, &[0, 0]).is_some());
         assert_eq!(b.iter().collect::<Vec<_>>(), vec![0, 2, 9]);
     }
 }
