@@ -7,10 +7,13 @@
 //! `shoal-agent` issue): mDNS discovery, the `run` daemon with channel polling, install
 //! hooks, stats API. Swarm policy lives in `shoal_protocol::swarm`, never here.
 
+pub mod cli;
 pub mod error;
 pub mod fetch;
 pub mod node;
 pub mod origin;
 pub mod peer;
+pub mod progress;
 pub mod release;
+pub mod signals;
 pub mod store;

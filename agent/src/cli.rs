@@ -1,0 +1,231 @@
+//! The command line of `shoal-agent`: flags, user-facing output, exit codes. Each
+//! subcommand calls one library function.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use shoal_protocol::swarm::SwarmConfig;
+use tokio::sync::watch;
+
+use crate::error::{Error, exit};
+use crate::fetch::{FetchOptions, run};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  the release is verified and written
+  1  the release could not be verified (bad signature, rollback, expired, bad index)
+  2  bad flags or arguments
+  3  neither the origin nor the LAN could provide the release
+  4  a local file or network operation failed";
+
+/// The Shoal endpoint agent.
+#[derive(Parser, Debug)]
+#[command(name = "shoal-agent", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Download a channel's current release once, with help from LAN peers.
+    #[command(after_help = EXIT_CODES)]
+    Fetch {
+        /// Origin base URL (https://…).
+        url: String,
+        /// The vendor's trust document (shipped with the agent package).
+        #[arg(long)]
+        trust: PathBuf,
+        /// Channel, e.g. stable.
+        #[arg(long)]
+        channel: String,
+        /// Directory for the finished artifacts.
+        #[arg(long)]
+        out: PathBuf,
+        /// Piece store (resumes and delta updates); default OUT/.shoal-state.
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Address to accept peers on.
+        #[arg(long, default_value = "0.0.0.0:0")]
+        listen: SocketAddr,
+        /// A peer to connect to (repeatable), for networks without multicast.
+        #[arg(long = "peer")]
+        peers: Vec<SocketAddr>,
+        /// Extra CA certificate (PEM) for the origin.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Accept a plain-HTTP origin (tests only: no transport security).
+        #[arg(long)]
+        danger_allow_http: bool,
+        /// Keep serving peers this many seconds after the download finished.
+        #[arg(long, default_value_t = 0)]
+        seed_secs: u64,
+        /// Seconds to wait for LAN peers before the first origin fetch.
+        #[arg(long, default_value_t = 2.0)]
+        origin_grace: f64,
+        /// No progress output.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+}
+
+/// Parses the command line, runs it, returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { 0 });
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::from(exit::IO);
+        }
+    };
+    match rt.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+async fn dispatch(cmd: Command) -> Result<(), Error> {
+    match cmd {
+        Command::Fetch {
+            url,
+            trust,
+            channel,
+            out,
+            state,
+            listen,
+            peers,
+            ca,
+            danger_allow_http,
+            seed_secs,
+            origin_grace,
+            quiet,
+        } => {
+            if !(0.0..=600.0).contains(&origin_grace) {
+                return Err(Error::new(
+                    exit::USAGE,
+                    "--origin-grace must be 0 to 600 seconds",
+                    "",
+                ));
+            }
+            let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+                Error::new(
+                    exit::IO,
+                    format!("cannot listen on {listen}: {e}"),
+                    "pick a free address with --listen",
+                )
+            })?;
+            let addr = listener
+                .local_addr()
+                .map_err(|e| Error::io("listener", e))?;
+            if !quiet {
+                eprintln!("listening for peers on {addr}");
+            }
+            let o = FetchOptions {
+                origin: url,
+                trust,
+                channel,
+                state: state.unwrap_or_else(|| out.join(".shoal-state")),
+                out,
+                peers,
+                ca,
+                danger_allow_http,
+                swarm: SwarmConfig {
+                    origin_grace: Duration::from_secs_f64(origin_grace),
+                    ..SwarmConfig::default()
+                },
+            };
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+            // Stop on SIGTERM/Ctrl-C, or `seed_secs` after the download finished.
+            tokio::spawn({
+                let stop_tx = stop_tx.clone();
+                async move {
+                    crate::signals::terminated().await;
+                    stop_tx.send_replace(true);
+                }
+            });
+            tokio::spawn(async move {
+                if done_rx.await.is_ok() {
+                    tokio::time::sleep(Duration::from_secs(seed_secs)).await;
+                    stop_tx.send_replace(true);
+                }
+            });
+            let show = progress_printer(quiet);
+            let report = run(o, listener, Some(done_tx), stop_rx, show).await?;
+            let c = report.progress.counters;
+            let total = (c.from_peers + c.from_origin).max(1);
+            println!(
+                "release {}: {} file(s) verified; {} from peers ({:.0}%), {} from the origin",
+                report.release,
+                report.files.len(),
+                crate::progress::human_bytes(c.from_peers),
+                100.0 * c.from_peers as f64 / total as f64,
+                crate::progress::human_bytes(c.from_origin),
+            );
+            for f in &report.files {
+                println!("  {}", f.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn progress_printer(quiet: bool) -> impl Fn(&crate::node::Progress) + Send + 'static {
+    let tty = std::io::stderr().is_terminal();
+    let bar = (!quiet && tty).then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("[{bar:30}] {pos}/{len} pieces  {msg}")
+        {
+            b.set_style(style.progress_chars("=> "));
+        }
+        b
+    });
+    let last = std::sync::Mutex::new(std::time::Instant::now() - Duration::from_secs(10));
+    move |p| {
+        let c = p.counters;
+        let msg = format!(
+            "peers {} / origin {}",
+            crate::progress::human_bytes(c.from_peers),
+            crate::progress::human_bytes(c.from_origin)
+        );
+        if let Some(b) = &bar {
+            b.set_length(u64::from(p.total));
+            b.set_position(u64::from(p.have));
+            b.set_message(msg);
+            if p.complete {
+                b.finish_and_clear();
+            }
+        } else if !quiet
+            && let Ok(mut t) = last.lock()
+            && (t.elapsed() >= Duration::from_secs(1) || p.complete)
+        {
+            *t = std::time::Instant::now();
+            eprintln!("{}/{} pieces, {msg}", p.have, p.total);
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! `shoal-agent`: see `shoal_agent::cli`.
+
+fn main() -> std::process::ExitCode {
+    shoal_agent::cli::main()
+}
