@@ -1,0 +1,138 @@
+//! In-process fixtures for agent tests: vendor keys, releases, and a real HTTPS origin
+//! (`shoal-publisher`'s server) on a loopback port.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_agent::fetch::{FetchOptions, FetchReport, run};
+use shoal_protocol::swarm::SwarmConfig;
+use shoal_publisher::keygen::{KeygenOptions, keygen};
+use shoal_publisher::release::{ReleaseOptions, run as release};
+use shoal_publisher::serve::{self, Metrics};
+use shoal_tests::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Keys, a release directory and a running HTTPS origin serving it.
+pub struct Vendor {
+    pub dir: TempDir,
+    pub keys: PathBuf,
+    pub repo: PathBuf,
+    pub url: String,
+    pub cert: PathBuf,
+    pub metrics: Arc<Metrics>,
+    stop: watch::Sender<bool>,
+}
+
+impl Vendor {
+    pub async fn start(tag: &str) -> Vendor {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = TempDir::new(tag);
+        let (keys, repo) = (dir.join("keys"), dir.join("repo"));
+        keygen(&KeygenOptions {
+            keys: keys.clone(),
+            product: "acme".into(),
+            root_keys: 1,
+            root_threshold: 1,
+            expires_in: 86400,
+            now: now(),
+        })
+        .unwrap();
+        std::fs::create_dir_all(&repo).unwrap();
+        let cert = serve::tls::self_signed(&dir.join("tls"), &["127.0.0.1".into()]).unwrap();
+        let tls = cert.server_config().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let metrics = Arc::new(Metrics::default());
+        let (stop, mut stopped) = watch::channel(false);
+        {
+            let (repo, metrics) = (repo.clone(), metrics.clone());
+            tokio::spawn(async move {
+                serve::run(listener, tls, &repo, metrics, async move {
+                    let _ = stopped.changed().await;
+                })
+                .await
+            });
+        }
+        Vendor {
+            dir,
+            keys,
+            repo,
+            url,
+            cert: cert.cert_path.clone(),
+            metrics,
+            stop,
+        }
+    }
+
+    /// Publishes `files` as `version` on `stable`.
+    pub fn release(&self, version: &str, files: &[PathBuf]) {
+        release(&ReleaseOptions {
+            keys: self.keys.clone(),
+            repo: self.repo.clone(),
+            channel: "stable".into(),
+            version: version.into(),
+            files: files.to_vec(),
+            os: "any".into(),
+            arch: "any".into(),
+            expires_in: 86400,
+            quiet: true,
+            now: now(),
+        })
+        .unwrap();
+    }
+
+    /// Fetch options for an agent whose files live under `name`.
+    pub fn agent(&self, name: &str, peers: Vec<std::net::SocketAddr>) -> FetchOptions {
+        FetchOptions {
+            origin: self.url.clone(),
+            trust: self.keys.join("trust/1.json"),
+            channel: "stable".into(),
+            out: self.dir.join(&format!("{name}/out")),
+            state: self.dir.join(&format!("{name}/state")),
+            peers,
+            ca: Some(self.cert.clone()),
+            danger_allow_http: false,
+            swarm: SwarmConfig {
+                origin_grace: Duration::from_millis(300),
+                ..SwarmConfig::default()
+            },
+        }
+    }
+
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+}
+
+/// Runs one agent with no peers to completion and returns its report.
+pub async fn fetch_alone(o: FetchOptions) -> shoal_agent::error::Result<FetchReport> {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (stop, stopped) = watch::channel(false);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(run(o, l, Some(tx), stopped, |_| {}));
+    let outcome = tokio::time::timeout(Duration::from_secs(120), rx).await;
+    stop.send_replace(true);
+    let result = task.await.unwrap();
+    match outcome {
+        Ok(Ok(_)) => result,
+        _ => match result {
+            Err(e) => Err(e),
+            Ok(_) => panic!("agent did not report completion"),
+        },
+    }
+}
+
+pub fn read(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap()
+}
