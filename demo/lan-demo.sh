@@ -49,6 +49,9 @@ for s in socks: print(s.getsockname()[1])
 PY
 )
 
+# mDNS stays off here: this runs in the machine's own network namespace, and the mDNS
+# library joins the multicast group on every interface it sees. The namespace test
+# (agent/tests/netns_mdns.rs) exercises discovery.
 echo "== ${agents} agents on 127.0.0.1 (static peers; nothing leaves loopback)"
 for i in $(seq 0 $((agents - 1))); do
   peers=()
@@ -57,7 +60,7 @@ for i in $(seq 0 $((agents - 1))); do
   done
   "$A" fetch "$url" --trust "$work/keys/trust/1.json" --channel stable \
     --out "$work/agent$i" --listen "127.0.0.1:${ports[$i]}" "${peers[@]}" \
-    --ca "$work/tls/cert.pem" --seed-secs 600 --origin-grace 1 \
+    --ca "$work/tls/cert.pem" --seed-secs 600 --origin-grace 1 --no-mdns \
     > "$work/agent$i.out" 2> "$work/agent$i.log" &
   pids+=($!)
 done

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use shoal_protocol::swarm::SwarmConfig;
 use tokio::sync::watch;
 
+use crate::discovery::DiscoveryConfig;
 use crate::error::{Error, exit};
 use crate::fetch::{FetchOptions, run};
 
@@ -55,6 +56,15 @@ enum Command {
         /// A peer to connect to (repeatable), for networks without multicast.
         #[arg(long = "peer")]
         peers: Vec<SocketAddr>,
+        /// Do not discover peers over mDNS (use --peer only).
+        #[arg(long)]
+        no_mdns: bool,
+        /// Use only this interface for mDNS (repeatable); default all.
+        #[arg(long = "interface")]
+        interfaces: Vec<String>,
+        /// mDNS group tag: agents meet only agents with the same tag.
+        #[arg(long, default_value = "default")]
+        group: String,
         /// Extra CA certificate (PEM) for the origin.
         #[arg(long)]
         ca: Option<PathBuf>,
@@ -118,6 +128,9 @@ async fn dispatch(cmd: Command) -> Result<(), Error> {
             state,
             listen,
             peers,
+            no_mdns,
+            interfaces,
+            group,
             ca,
             danger_allow_http,
             seed_secs,
@@ -157,6 +170,7 @@ async fn dispatch(cmd: Command) -> Result<(), Error> {
                     origin_grace: Duration::from_secs_f64(origin_grace),
                     ..SwarmConfig::default()
                 },
+                discovery: (!no_mdns).then_some(DiscoveryConfig { interfaces, group }),
             };
             let (stop_tx, stop_rx) = watch::channel(false);
             let (done_tx, done_rx) = tokio::sync::oneshot::channel();

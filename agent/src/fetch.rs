@@ -14,6 +14,7 @@ use shoal_protocol::wire::{PeerId, Role};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
+use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::error::{Error, Result, exit};
 use crate::node::{self, Progress};
 use crate::origin::OriginClient;
@@ -44,6 +45,8 @@ pub struct FetchOptions {
     pub danger_allow_http: bool,
     /// Swarm tunables.
     pub swarm: SwarmConfig,
+    /// mDNS discovery (None: static peers only).
+    pub discovery: Option<DiscoveryConfig>,
 }
 
 /// The outcome of a fetch.
@@ -107,6 +110,10 @@ pub async fn run(
         release: release.id(),
     };
     let conn_ids = Arc::new(AtomicU64::new(0));
+    let listen_port = listener
+        .local_addr()
+        .map_err(|e| Error::io("listener", e))?
+        .port();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
 
     let node = tokio::spawn(node::run(
@@ -140,26 +147,59 @@ pub async fn run(
             }
         })
     };
-    let mut dialers = Vec::new();
-    for addr in o.peers.clone() {
-        let (info, in_tx, ids, slots) =
-            (info.clone(), in_tx.clone(), conn_ids.clone(), slots.clone());
-        let mut stop = shutdown.clone();
+    let dial = {
+        let (info, in_tx, ids, slots, stop) = (
+            info.clone(),
+            in_tx.clone(),
+            conn_ids.clone(),
+            slots.clone(),
+            shutdown.clone(),
+        );
+        move |addr: SocketAddr| {
+            let (info, in_tx, ids, slots) =
+                (info.clone(), in_tx.clone(), ids.clone(), slots.clone());
+            let mut stop = stop.clone();
+            tokio::spawn(async move {
+                // Keep a connection to the peer; redial when it drops.
+                while !*stop.borrow() {
+                    if let (Ok(Ok(stream)), Ok(permit)) = (
+                        tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(addr))
+                            .await,
+                        slots.clone().try_acquire_owned(),
+                    ) {
+                        let id = ids.fetch_add(1, Ordering::Relaxed);
+                        peer::run(stream, Role::Initiator, info.clone(), id, in_tx.clone()).await;
+                        drop(permit);
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+            })
+        }
+    };
+    let mut dialers: Vec<tokio::task::JoinHandle<()>> = o.peers.iter().map(|a| dial(*a)).collect();
+    let mut _discovery = None;
+    if let Some(cfg) = &o.discovery {
+        let (found_tx, mut found_rx) = mpsc::unbounded_channel();
+        _discovery = Some(Discovery::start(
+            cfg,
+            listen_port,
+            random_bytes()?,
+            found_tx,
+        )?);
+        let known: std::collections::HashSet<SocketAddr> = o.peers.iter().copied().collect();
         dialers.push(tokio::spawn(async move {
-            // Keep a connection to each static peer; redial when it drops.
-            while !*stop.borrow() {
-                if let (Ok(Ok(stream)), Ok(permit)) = (
-                    tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(addr)).await,
-                    slots.clone().try_acquire_owned(),
-                ) {
-                    let id = ids.fetch_add(1, Ordering::Relaxed);
-                    peer::run(stream, Role::Initiator, info.clone(), id, in_tx.clone()).await;
-                    drop(permit);
+            let mut known = known;
+            let mut tasks = Vec::new();
+            while let Some(addr) = found_rx.recv().await {
+                if known.insert(addr) {
+                    tasks.push(dial(addr));
                 }
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    _ = stop.changed() => {}
-                }
+            }
+            for t in tasks {
+                t.abort();
             }
         }));
     }

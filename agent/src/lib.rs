@@ -2,12 +2,13 @@
 //!
 //! The endpoint side of Shoal. Built so far: the origin client ([`origin`]), release
 //! loading and verification ([`release`]), the content-addressed piece store ([`store`]),
-//! peer connections with the handshake ([`peer`]), the node that drives the swarm core
+//! peer connections with the handshake ([`peer`]), mDNS discovery ([`discovery`]), the node that drives the swarm core
 //! ([`node`]) and one-shot `fetch` with static peers ([`fetch`]). Still to come (see the
-//! `shoal-agent` issue): mDNS discovery, the `run` daemon with channel polling, install
+//! `shoal-agent` issue): the `run` daemon with channel polling, install
 //! hooks, stats API. Swarm policy lives in `shoal_protocol::swarm`, never here.
 
 pub mod cli;
+pub mod discovery;
 pub mod error;
 pub mod fetch;
 pub mod node;

@@ -10,6 +10,8 @@
 //! guarantee the binary is built and fresh (a test in another package may find a stale
 //! one, or none on a fresh clone).
 
+pub mod netns;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

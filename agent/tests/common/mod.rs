@@ -36,6 +36,11 @@ pub struct Vendor {
 
 impl Vendor {
     pub async fn start(tag: &str) -> Vendor {
+        Self::start_on(tag, "127.0.0.1").await
+    }
+
+    /// Like [`Vendor::start`], with the origin listening on `ip`.
+    pub async fn start_on(tag: &str, ip: &str) -> Vendor {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = TempDir::new(tag);
         let (keys, repo) = (dir.join("keys"), dir.join("repo"));
@@ -49,9 +54,9 @@ impl Vendor {
         })
         .unwrap();
         std::fs::create_dir_all(&repo).unwrap();
-        let cert = serve::tls::self_signed(&dir.join("tls"), &["127.0.0.1".into()]).unwrap();
+        let cert = serve::tls::self_signed(&dir.join("tls"), &[ip.to_owned()]).unwrap();
         let tls = cert.server_config().unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TcpListener::bind((ip, 0)).await.unwrap();
         let url = format!("https://{}", listener.local_addr().unwrap());
         let metrics = Arc::new(Metrics::default());
         let (stop, mut stopped) = watch::channel(false);
@@ -107,6 +112,8 @@ impl Vendor {
                 origin_grace: Duration::from_millis(300),
                 ..SwarmConfig::default()
             },
+            // The test process runs in the machine's own namespace: no multicast here.
+            discovery: None,
         }
     }
 
