@@ -117,6 +117,11 @@ impl Vendor {
         }
     }
 
+    /// A handle that stops the origin when set to true.
+    pub fn stop_handle(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+
     pub fn stop(&self) {
         self.stop.send_replace(true);
     }

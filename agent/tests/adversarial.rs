@@ -1,0 +1,191 @@
+//! A lying peer is banned and the agent still ends with correct bytes; a dead origin does
+//! not stop a LAN that holds the pieces; an unreachable origin is a clear error.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Vendor, fetch_alone, read};
+use shoal_agent::error::exit;
+use shoal_agent::fetch::run;
+use shoal_protocol::Digest;
+use shoal_protocol::wire::{
+    Capabilities, FrameDecoder, Hello, Message, PROTOCOL_VERSION, PeerId, Role, join_proof,
+};
+use shoal_tests::random_file;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch};
+
+const LEN: usize = 12_000_000;
+
+async fn next(s: &mut TcpStream, d: &mut FrameDecoder) -> Option<Message> {
+    let mut buf = [0u8; 65536];
+    loop {
+        if let Ok(Some(m)) = d.next_message() {
+            return Some(m);
+        }
+        let n = s.read(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        d.push(&buf[..n]);
+    }
+}
+
+/// A peer that knows the release (so it passes the handshake), claims every piece and
+/// answers every request with garbage. Returns how many blocks it served.
+async fn liar(listener: TcpListener, release: Digest, pieces: u32) -> usize {
+    let Ok((mut s, _)) = listener.accept().await else {
+        return 0;
+    };
+    let mut d = FrameDecoder::new();
+    let Some(Message::Hello(theirs)) = next(&mut s, &mut d).await else {
+        return 0;
+    };
+    let nonce = [9u8; 32];
+    let hello = Message::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        capabilities: Capabilities::SEED,
+        peer_id: PeerId([0xee; 16]),
+        nonce,
+    });
+    s.write_all(&hello.to_frame()).await.unwrap();
+    let Some(Message::Join { .. }) = next(&mut s, &mut d).await else {
+        return 0;
+    };
+    let proof = join_proof(Role::Responder, &release, &theirs.nonce, &nonce);
+    s.write_all(&Message::Join { proof }.to_frame())
+        .await
+        .unwrap();
+    let mut bits = vec![0xffu8; pieces.div_ceil(8) as usize];
+    if pieces % 8 != 0 {
+        *bits.last_mut().unwrap() &= 0xffu8 << (8 - pieces % 8);
+    }
+    s.write_all(
+        &Message::PieceMap {
+            piece_count: pieces,
+            bits,
+        }
+        .to_frame(),
+    )
+    .await
+    .unwrap();
+    s.write_all(&Message::Unchoke { max_requests: 64 }.to_frame())
+        .await
+        .unwrap();
+    let mut served = 0;
+    while let Some(m) = next(&mut s, &mut d).await {
+        if let Message::Request(b) = m {
+            let garbage = Message::Piece {
+                piece: b.piece,
+                offset: b.offset,
+                data: vec![0x42; b.length as usize],
+            };
+            if s.write_all(&garbage.to_frame()).await.is_err() {
+                break;
+            }
+            served += 1;
+        }
+    }
+    served
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_peer_is_banned_and_the_download_still_verifies() {
+    let v = Vendor::start("liar").await;
+    let src = v.dir.join("fw.bin");
+    random_file(&src, LEN, 5);
+    v.release("1", std::slice::from_ref(&src));
+    let manifest = read(&v.repo.join("channels/stable.json"));
+    let index_count = std::fs::read_dir(v.repo.join("indexes")).unwrap().count();
+    assert_eq!(index_count, 1);
+    let idx = std::fs::read_dir(v.repo.join("indexes"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let pieces = shoal_protocol::index::PieceIndex::parse(&read(&idx))
+        .unwrap()
+        .pieces()
+        .len();
+
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let evil = tokio::spawn(liar(l, Digest::of(&manifest), pieces as u32));
+    let report = fetch_alone(v.agent("victim", vec![addr])).await.unwrap();
+    let served = tokio::time::timeout(Duration::from_secs(10), evil)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        served > 0,
+        "the liar was never asked: the test proves nothing"
+    );
+    assert_eq!(read(&report.files[0]), read(&src));
+    let c = report.progress.counters;
+    assert_eq!(c.from_peers, 0, "no byte from the liar may count");
+    assert_eq!(c.from_origin, LEN as u64);
+    assert!(c.wasted > 0);
+    v.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lan_finishes_after_the_origin_dies() {
+    let v = Vendor::start("dead-origin").await;
+    let src = v.dir.join("pack.bin");
+    random_file(&src, LEN, 6);
+    v.release("1", std::slice::from_ref(&src));
+
+    // A has the release and keeps seeding.
+    let la = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a_addr = la.local_addr().unwrap();
+    let (stop, stopped) = watch::channel(false);
+    let (a_done, a_rx) = oneshot::channel();
+    let a = tokio::spawn(run(
+        v.agent("a", vec![]),
+        la,
+        Some(a_done),
+        stopped.clone(),
+        |_| {},
+    ));
+    a_rx.await.unwrap();
+
+    // B starts; the origin dies as soon as B has its documents.
+    let lb = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (b_done, b_rx) = oneshot::channel();
+    let killer = v.stop_handle();
+    let b = tokio::spawn(run(
+        v.agent("b", vec![a_addr]),
+        lb,
+        Some(b_done),
+        stopped,
+        move |_| {
+            killer.send_replace(true);
+        },
+    ));
+    let rb = tokio::time::timeout(Duration::from_secs(60), b_rx)
+        .await
+        .unwrap()
+        .unwrap();
+    stop.send_replace(true);
+    a.await.unwrap().unwrap();
+    b.await.unwrap().unwrap();
+    assert_eq!(read(&rb.files[0]), read(&src));
+    assert_eq!(rb.progress.counters.from_origin, 0);
+    assert_eq!(rb.progress.counters.from_peers, LEN as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_origin_is_a_clear_error() {
+    let v = Vendor::start("no-origin").await;
+    let mut o = v.agent("pc", vec![]);
+    v.stop();
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    o.origin = format!("https://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let e = fetch_alone(o).await.unwrap_err();
+    assert_eq!(e.code, exit::UNAVAILABLE, "{e}");
+    assert!(e.to_string().contains("note:"), "{e}");
+}
