@@ -59,7 +59,7 @@ async fn liar(listener: TcpListener, release: Digest, pieces: u32) -> usize {
         .await
         .unwrap();
     let mut bits = vec![0xffu8; pieces.div_ceil(8) as usize];
-    if pieces % 8 != 0 {
+    if !pieces.is_multiple_of(8) {
         *bits.last_mut().unwrap() &= 0xffu8 << (8 - pieces % 8);
     }
     s.write_all(

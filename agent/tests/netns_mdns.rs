@@ -11,23 +11,28 @@ use common::{Vendor, read};
 use shoal_tests::netns::{self, Lan};
 use shoal_tests::random_file;
 
-const LEN: usize = 24_000_000;
-const AGENTS: usize = 3;
 const BIN: &str = env!("CARGO_BIN_EXE_shoal-agent");
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agents_in_namespaces_discover_each_other_over_mdns() {
-    if !netns::available() {
-        eprintln!("skipped: creating network namespaces needs root and iproute2");
-        return;
+/// Starts `agents` agents (one per host, mDNS only), waits until all hold the release,
+/// checks their bytes, and returns (origin bytes / release size, per-agent peer share %).
+async fn swarm_in_namespaces(
+    tag: &str,
+    agents: usize,
+    len: usize,
+    shaping: Option<(u32, u32)>,
+) -> (f64, Vec<f64>) {
+    let mut lan = Lan::new(agents).expect("build the test LAN");
+    if let Some((origin_mbit, host_mbit)) = shaping {
+        lan.shape_gateway(origin_mbit)
+            .expect("shape the origin link");
+        lan.shape_hosts(host_mbit).expect("shape the host links");
     }
-    let mut lan = Lan::new(AGENTS).expect("build the test LAN");
-    let v = Vendor::start_on("netns-mdns", Lan::GATEWAY).await;
+    let v = Vendor::start_on(tag, &lan.gateway()).await;
     let src = v.dir.join("update.bin");
-    random_file(&src, LEN, 3);
+    random_file(&src, len, 3);
     v.release("5.0", std::slice::from_ref(&src));
 
-    for i in 0..AGENTS {
+    for i in 0..agents {
         let out = v.dir.join(&format!("agent{i}"));
         let log = std::fs::File::create(v.dir.join(&format!("agent{i}.log"))).unwrap();
         let summary = std::fs::File::create(v.dir.join(&format!("agent{i}.out"))).unwrap();
@@ -41,7 +46,7 @@ async fn agents_in_namespaces_discover_each_other_over_mdns() {
             "--out",
             out.to_str().unwrap(),
             "--listen",
-            &format!("{}:7400", Lan::host_ip(i)),
+            &format!("{}:7400", lan.host_ip(i)),
             "--interface",
             "eth0",
             "--ca",
@@ -58,8 +63,8 @@ async fn agents_in_namespaces_discover_each_other_over_mdns() {
         lan.spawn(i, BIN, &args, Stdio::from(summary), Stdio::from(log));
     }
 
-    let deadline = Instant::now() + Duration::from_secs(120);
-    for i in 0..AGENTS {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    for i in 0..agents {
         let file = v.dir.join(&format!("agent{i}/update.bin"));
         while !file.exists() {
             if Instant::now() > deadline {
@@ -74,8 +79,8 @@ async fn agents_in_namespaces_discover_each_other_over_mdns() {
     v.stop();
 
     let want = read(&src);
-    let mut from_peers_total = 0.0;
-    for i in 0..AGENTS {
+    let mut shares = Vec::new();
+    for i in 0..agents {
         assert!(
             read(&v.dir.join(&format!("agent{i}/update.bin"))) == want,
             "agent {i} bytes"
@@ -88,17 +93,36 @@ async fn agents_in_namespaces_discover_each_other_over_mdns() {
             .and_then(|s| s.split('%').next())
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("agent {i} summary: {summary}"));
-        from_peers_total += pct;
+        shares.push(pct);
     }
-    eprintln!("origin sent {:.2} F", origin_bytes as f64 / LEN as f64);
+    let f = origin_bytes as f64 / len as f64;
+    eprintln!("origin sent {f:.2} F");
+    (f, shares)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_in_namespaces_discover_each_other_over_mdns() {
+    if !netns::available() {
+        eprintln!("skipped: creating network namespaces needs root and iproute2");
+        return;
+    }
+    let (f, shares) = swarm_in_namespaces("netns-mdns", 3, 24_000_000, None).await;
     // Peers were found by mDNS alone: without them every agent would fetch 100% from the
     // origin. With them the origin sends about one copy.
     assert!(
-        from_peers_total > 100.0,
-        "peers supplied too little: {from_peers_total}%"
+        shares.iter().sum::<f64>() > 100.0,
+        "peers supplied too little: {shares:?}"
     );
-    assert!(
-        (origin_bytes as f64) < 1.5 * LEN as f64,
-        "origin sent {origin_bytes}"
-    );
+    assert!(f < 1.5, "origin sent {f:.2} copies");
+}
+
+/// The shape: origin behind 20 Mbit/s, 8 agents at 200 Mbit/s on one bridge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_agents_behind_a_slow_origin_take_one_copy() {
+    if !netns::available() {
+        eprintln!("skipped: creating network namespaces needs root and iproute2");
+        return;
+    }
+    let (f, _) = swarm_in_namespaces("netns-shaped", 8, 16 * 1024 * 1024, Some((20, 200))).await;
+    assert!(f <= 1.1, "origin sent {f:.2} copies of the release");
 }

@@ -93,7 +93,8 @@ impl PieceIndex {
 
     /// Parses and validates an index (see the module docs for the rules).
     pub fn parse(bytes: &[u8]) -> Result<Self, IndexError> {
-        if bytes.len() < INDEX_HEADER_LEN || (bytes.len() - INDEX_HEADER_LEN) % INDEX_ENTRY_LEN != 0
+        if bytes.len() < INDEX_HEADER_LEN
+            || !(bytes.len() - INDEX_HEADER_LEN).is_multiple_of(INDEX_ENTRY_LEN)
         {
             return Err(IndexError::BadLength(bytes.len()));
         }

@@ -1,7 +1,8 @@
 //! Test hosts in network namespaces on one Linux bridge (needs root).
 //!
-//! [`Lan::new`] builds a bridge with address `198.18.0.1/24` in the test's own namespace
-//! and `n` hosts `198.18.0.10 …`, each in its own namespace with a veth on the bridge,
+//! [`Lan::new`] builds a bridge with address `198.18.N.1/24` in the test's own namespace
+//! (`N` chosen free under a file lock, so tests in parallel processes get separate
+//! subnets) and `n` hosts `198.18.N.10 …`, each in its own namespace with a veth on the bridge,
 //! multicast routed onto it and bridge multicast snooping off (so mDNS works between
 //! hosts). Dropping the `Lan` kills the processes started through it and deletes the
 //! namespaces, veths and bridge, also when the test panics. Names carry the test
@@ -37,8 +38,43 @@ fn ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// A token-bucket shaper on the egress of `dev` (in namespace `ns`, if given).
+fn tbf(ns: Option<&str>, dev: &str, mbit: u32) -> Result<(), String> {
+    let mut args: Vec<String> = Vec::new();
+    if let Some(ns) = ns {
+        args.extend(["-n".into(), ns.into()]);
+    }
+    // The burst must hold at least one timer tick's worth of bytes at this rate.
+    let burst_kb = (mbit / 8 * 4).max(64);
+    args.extend(
+        ["qdisc", "add", "dev", dev, "root", "tbf", "rate"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    args.extend([
+        format!("{mbit}mbit"),
+        "burst".into(),
+        format!("{burst_kb}kb"),
+        "latency".into(),
+        "100ms".into(),
+    ]);
+    let out = Command::new("tc")
+        .args(&args)
+        .output()
+        .map_err(|e| format!("tc {args:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "tc {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
 /// A bridge and its namespaced hosts.
 pub struct Lan {
+    subnet: u8,
     bridge: String,
     hosts: Vec<String>,
     veths: Vec<String>,
@@ -47,10 +83,33 @@ pub struct Lan {
 
 impl Lan {
     /// The bridge's address in the test's namespace (where an in-process origin listens).
-    pub const GATEWAY: &'static str = "198.18.0.1";
+    pub fn gateway(&self) -> String {
+        format!("198.18.{}.1", self.subnet)
+    }
+
+    /// Host `i`'s address.
+    pub fn host_ip(&self, i: usize) -> String {
+        format!("198.18.{}.{}", self.subnet, 10 + i)
+    }
 
     /// Builds the bridge and `n` hosts (at most 200).
     pub fn new(n: usize) -> Result<Lan, String> {
+        // Choose a free 198.18.N.0/24 while holding a lock shared by every test process.
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(std::env::temp_dir().join("shoal-netns.lock"))
+            .map_err(|e| format!("netns lock: {e}"))?;
+        lock.lock().map_err(|e| format!("netns lock: {e}"))?;
+        let used = Command::new("ip")
+            .args(["-o", "-4", "addr", "show"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let subnet = (1..=250u8)
+            .find(|n| !used.contains(&format!(" 198.18.{n}.1/")))
+            .ok_or("no free 198.18.N.0/24 subnet")?;
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let tag = format!(
             "{}{}",
@@ -58,6 +117,7 @@ impl Lan {
             SEQ.fetch_add(1, Ordering::Relaxed)
         );
         let mut lan = Lan {
+            subnet,
             bridge: format!("shb{tag}"),
             hosts: Vec::new(),
             veths: Vec::new(),
@@ -65,7 +125,8 @@ impl Lan {
         };
         let br = lan.bridge.clone();
         ip(&["link", "add", &br, "type", "bridge", "mcast_snooping", "0"])?;
-        ip(&["addr", "add", &format!("{}/24", Self::GATEWAY), "dev", &br])?;
+        ip(&["addr", "add", &format!("{}/24", lan.gateway()), "dev", &br])?;
+        drop(lock);
         ip(&["link", "set", &br, "up"])?;
         for i in 0..n.min(200) {
             let ns = format!("shoal{tag}h{i}");
@@ -78,7 +139,7 @@ impl Lan {
             lan.veths.push(veth.clone());
             ip(&["link", "set", &veth, "master", &br])?;
             ip(&["link", "set", &veth, "up"])?;
-            let addr = format!("{}/24", Self::host_ip(i));
+            let addr = format!("{}/24", lan.host_ip(i));
             ip(&["-n", &ns, "addr", "add", &addr, "dev", "eth0"])?;
             ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
@@ -87,9 +148,21 @@ impl Lan {
         Ok(lan)
     }
 
-    /// Host `i`'s address.
-    pub fn host_ip(i: usize) -> String {
-        format!("198.18.0.{}", 10 + i)
+    /// Shapes the link between the test's namespace and the bridge: traffic from an
+    /// origin listening on [`Lan::GATEWAY`] to the hosts leaves through the bridge
+    /// device, while host-to-host traffic is forwarded between ports and never crosses
+    /// it. So this is exactly the origin's uplink.
+    pub fn shape_gateway(&self, mbit: u32) -> Result<(), String> {
+        tbf(None, &self.bridge, mbit)
+    }
+
+    /// Shapes every host's link to `mbit` in both directions.
+    pub fn shape_hosts(&self, mbit: u32) -> Result<(), String> {
+        for (ns, veth) in self.hosts.iter().zip(&self.veths) {
+            tbf(None, veth, mbit)?;
+            tbf(Some(ns), "eth0", mbit)?;
+        }
+        Ok(())
     }
 
     /// Starts `program args` inside host `i`; the `Lan` kills it when dropped.

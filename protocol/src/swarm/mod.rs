@@ -689,7 +689,10 @@ impl Swarm {
         };
         let b = (offset / block_len) as usize;
         let end = offset as usize + data.len();
-        if offset % block_len != 0 || end > a.buf.len() || a.received.get(b) != Some(&false) {
+        if !offset.is_multiple_of(block_len)
+            || end > a.buf.len()
+            || a.received.get(b) != Some(&false)
+        {
             return Err(PeerError::Protocol("Piece data does not match the request"));
         }
         a.buf[offset as usize..end].copy_from_slice(&data);
