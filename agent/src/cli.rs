@@ -31,8 +31,18 @@ pub struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Follow a channel: fetch each new release with LAN peers, deliver it, install it,
+    /// keep seeding. Settings come from the config file (every key has a default).
+    #[command(after_help = EXIT_CODES)]
+    Run {
+        /// Config file (TOML); default /etc/shoal/agent.toml when it exists.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Download a channel's current release once, with help from LAN peers.
     #[command(after_help = EXIT_CODES)]
     Fetch {
@@ -92,8 +102,13 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit::USAGE } else { 0 });
         }
     };
+    let level = if matches!(cli.command, Command::Run { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -120,6 +135,17 @@ pub fn main() -> ExitCode {
 
 async fn dispatch(cmd: Command) -> Result<(), Error> {
     match cmd {
+        Command::Run { config } => {
+            let default = std::path::Path::new("/etc/shoal/agent.toml");
+            let path = config.or_else(|| default.exists().then(|| default.to_owned()));
+            let cfg = crate::config::Config::load(path.as_deref())?;
+            let (stop_tx, stop_rx) = watch::channel(false);
+            tokio::spawn(async move {
+                crate::signals::terminated().await;
+                stop_tx.send_replace(true);
+            });
+            crate::daemon::run(cfg, stop_rx).await
+        }
         Command::Fetch {
             url,
             trust,

@@ -73,9 +73,15 @@ pub async fn run(
     o: FetchOptions,
     listener: TcpListener,
     done: Option<tokio::sync::oneshot::Sender<FetchReport>>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     on_progress: impl Fn(&Progress) + Send + 'static,
 ) -> Result<FetchReport> {
+    let release = Arc::new(load(&o).await?);
+    run_loaded(o, release, listener, done, shutdown, on_progress).await
+}
+
+/// Fetches and verifies the documents of `o`'s channel (trust chain, manifest, indexes).
+pub async fn load(o: &FetchOptions) -> Result<crate::release::Release> {
     let channel = Name::new(&o.channel)
         .map_err(|e| Error::new(exit::USAGE, format!("channel {:?}: {e}", o.channel), ""))?;
     let anchor = std::fs::read(&o.trust).map_err(|e| Error::io(o.trust.display(), e))?;
@@ -84,7 +90,20 @@ pub async fn run(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let release = Arc::new(crate::release::load(&origin, &anchor, &channel, now_unix).await?);
+    crate::release::load(&origin, &anchor, &channel, now_unix).await
+}
+
+/// Like [`run`], for a release already loaded and verified.
+pub async fn run_loaded(
+    o: FetchOptions,
+    release: Arc<crate::release::Release>,
+    listener: TcpListener,
+    done: Option<tokio::sync::oneshot::Sender<FetchReport>>,
+    mut shutdown: watch::Receiver<bool>,
+    on_progress: impl Fn(&Progress) + Send + 'static,
+) -> Result<FetchReport> {
+    let origin = OriginClient::new(&o.origin, o.ca.as_deref(), o.danger_allow_http)?;
+    crate::space::check(&o.state, &release)?;
     let store = Store::open(&o.state)?;
     let held = store.scan(&release.pieces);
     let me = PeerId(random_bytes()?);

@@ -1,0 +1,190 @@
+//! The daemon's configuration: a TOML file in which every key has a default, so an empty
+//! file (or none) is valid; what a vendor's package ships is the origin URL, the channel
+//! and the trust document. Unknown keys are errors that name the known ones.
+//! `packaging/agent.toml` lists every key with its default (a test checks it).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result, exit};
+
+/// mDNS settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MdnsConfig {
+    /// Discover peers over mDNS.
+    pub enabled: bool,
+    /// Interfaces to use; empty means all.
+    pub interfaces: Vec<String>,
+    /// Agents meet only agents with the same group tag.
+    pub group: String,
+}
+
+impl Default for MdnsConfig {
+    fn default() -> Self {
+        MdnsConfig {
+            enabled: true,
+            interfaces: Vec::new(),
+            group: "default".into(),
+        }
+    }
+}
+
+/// Everything `shoal-agent run` reads.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Origin base URL (https://…). Set by the vendor's package.
+    pub origin: String,
+    /// Channel to follow.
+    pub channel: String,
+    /// The vendor's trust document.
+    pub trust: PathBuf,
+    /// Piece store and agent state.
+    pub state_dir: PathBuf,
+    /// Where verified releases are delivered, one directory per release version.
+    pub releases_dir: PathBuf,
+    /// Address for peer connections.
+    pub listen: SocketAddr,
+    /// Peers to dial, for networks without multicast.
+    pub peers: Vec<SocketAddr>,
+    /// Extra CA certificate (PEM) for the origin; empty for none.
+    pub origin_ca: PathBuf,
+    /// Accept a plain-HTTP origin (tests only).
+    pub danger_allow_http: bool,
+    /// Seconds between channel checks (jittered by ±10%).
+    pub poll_interval_secs: u64,
+    /// Delivered releases to keep.
+    pub keep_releases: usize,
+    /// Shell command run once a release verified, in its directory, with
+    /// `SHOAL_RELEASE_DIR` and `SHOAL_RELEASE_VERSION` set; empty for none.
+    pub install_command: String,
+    /// Seconds to wait for LAN peers before the first origin fetch.
+    pub origin_grace_secs: f64,
+    /// mDNS discovery.
+    pub mdns: MdnsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            origin: String::new(),
+            channel: "stable".into(),
+            trust: PathBuf::from("/usr/share/shoal/trust.json"),
+            state_dir: PathBuf::from("/var/lib/shoal"),
+            releases_dir: PathBuf::from("/var/lib/shoal/releases"),
+            listen: SocketAddr::from(([0, 0, 0, 0], 7400)),
+            peers: Vec::new(),
+            origin_ca: PathBuf::new(),
+            danger_allow_http: false,
+            poll_interval_secs: 3600,
+            keep_releases: 2,
+            install_command: String::new(),
+            origin_grace_secs: 2.0,
+            mdns: MdnsConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses TOML text; `source` names it in errors.
+    pub fn parse(text: &str, source: &str) -> Result<Config> {
+        let c: Config = toml::from_str(text).map_err(|e| {
+            Error::new(
+                exit::USAGE,
+                format!("{source}: {e}"),
+                "see packaging/agent.toml for every key and its default",
+            )
+        })?;
+        c.validate(source)?;
+        Ok(c)
+    }
+
+    /// Reads `path`, or the defaults when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Config> {
+        match path {
+            None => {
+                let c = Config::default();
+                c.validate("defaults")?;
+                Ok(c)
+            }
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| Error::io(p.display(), e))?;
+                Config::parse(&text, &p.display().to_string())
+            }
+        }
+    }
+
+    fn validate(&self, source: &str) -> Result<()> {
+        let bad = |m: String| Error::new(exit::USAGE, format!("{source}: {m}"), "");
+        if self.origin.is_empty() {
+            return Err(Error::new(
+                exit::USAGE,
+                format!("{source}: no origin is configured"),
+                "set `origin = \"https://…\"` (the vendor's package normally ships it)",
+            ));
+        }
+        if self.poll_interval_secs == 0 || self.poll_interval_secs > 7 * 24 * 3600 {
+            return Err(bad("poll_interval_secs must be 1 s to 7 days".into()));
+        }
+        if self.keep_releases == 0 {
+            return Err(bad("keep_releases must be at least 1".into()));
+        }
+        if !(0.0..=600.0).contains(&self.origin_grace_secs) {
+            return Err(bad("origin_grace_secs must be 0 to 600".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sample_lists_every_key_with_its_default() {
+        let sample = include_str!("../../packaging/agent.toml");
+        let parsed: Config = toml::from_str(sample).expect("sample parses");
+        assert_eq!(parsed, Config::default());
+        // Every field appears in the sample (a new key must be documented there).
+        for key in [
+            "origin",
+            "channel",
+            "trust",
+            "state_dir",
+            "releases_dir",
+            "listen",
+            "peers",
+            "origin_ca",
+            "danger_allow_http",
+            "poll_interval_secs",
+            "keep_releases",
+            "install_command",
+            "origin_grace_secs",
+            "[mdns]",
+            "enabled",
+            "interfaces",
+            "group",
+        ] {
+            assert!(sample.contains(&format!("\n{key}")), "sample lacks {key}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_origin_are_errors_with_hints() {
+        let e =
+            Config::parse("origin = \"https://x\"\npoll_intervall = 5\n", "t.toml").unwrap_err();
+        assert!(e.message.contains("poll_intervall"), "{e}");
+        assert!(
+            e.message.contains("poll_interval_secs"),
+            "the error lists known keys: {e}"
+        );
+        let e = Config::parse("channel = \"beta\"\n", "t.toml").unwrap_err();
+        assert!(e.to_string().contains("no origin is configured"));
+        let c = Config::parse("origin = \"https://u.example\"\n", "t.toml").unwrap();
+        assert_eq!(c.channel, "stable");
+        assert!(Config::parse("origin = \"https://u\"\nkeep_releases = 0\n", "t").is_err());
+    }
+}

@@ -1,0 +1,225 @@
+//! `shoal-agent run`: follow a channel for good.
+//!
+//! Every poll (jittered ±10%; after failures, backoff from 30 s up to the interval) the
+//! agent loads and verifies the channel's documents. A manifest that is not newer than
+//! the persisted version floor is ignored, a rollback or equivocation is refused (and
+//! logged), a newer one is downloaded with the LAN's help into
+//! `releases_dir/.incoming-<version>`, renamed atomically to `releases_dir/<version>`
+//! once every artifact verified, handed to the install command, and recorded as the new
+//! floor. The agent then keeps seeding that release until the next one appears, and
+//! keeps the newest `keep_releases` release directories.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_protocol::VersionFloor;
+use shoal_protocol::manifest::{Acceptance, accept};
+use shoal_protocol::swarm::SwarmConfig;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::discovery::DiscoveryConfig;
+use crate::error::{Error, Result, exit};
+use crate::fetch::{FetchOptions, FetchReport, load, run_loaded};
+
+/// The release being seeded now.
+struct Seeding {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<FetchReport>>,
+}
+
+fn options(cfg: &Config, out: PathBuf) -> FetchOptions {
+    FetchOptions {
+        origin: cfg.origin.clone(),
+        trust: cfg.trust.clone(),
+        channel: cfg.channel.clone(),
+        out,
+        state: cfg.state_dir.clone(),
+        peers: cfg.peers.clone(),
+        ca: (!cfg.origin_ca.as_os_str().is_empty()).then(|| cfg.origin_ca.clone()),
+        danger_allow_http: cfg.danger_allow_http,
+        swarm: SwarmConfig {
+            origin_grace: Duration::from_secs_f64(cfg.origin_grace_secs),
+            ..SwarmConfig::default()
+        },
+        discovery: cfg.mdns.enabled.then(|| DiscoveryConfig {
+            interfaces: cfg.mdns.interfaces.clone(),
+            group: cfg.mdns.group.clone(),
+        }),
+    }
+}
+
+/// The persisted version floor of the channel (TOML).
+fn floor_path(cfg: &Config) -> PathBuf {
+    cfg.state_dir.join(format!("floor-{}.toml", cfg.channel))
+}
+
+fn read_floor(cfg: &Config) -> Option<VersionFloor> {
+    let text = std::fs::read_to_string(floor_path(cfg)).ok()?;
+    toml::from_str(&text).ok()
+}
+
+fn write_floor(cfg: &Config, floor: &VersionFloor) -> Result<()> {
+    let path = floor_path(cfg);
+    let text = toml::to_string(floor)
+        .map_err(|e| Error::new(exit::IO, format!("encoding the version floor: {e}"), ""))?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(|e| Error::io(path.display(), e))
+}
+
+/// Runs until `shutdown` turns true.
+pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    std::fs::create_dir_all(&cfg.state_dir).map_err(|e| Error::io(cfg.state_dir.display(), e))?;
+    std::fs::create_dir_all(&cfg.releases_dir)
+        .map_err(|e| Error::io(cfg.releases_dir.display(), e))?;
+    let mut seeding: Option<Seeding> = None;
+    let mut failures: u32 = 0;
+    loop {
+        let wait = match check(&cfg, &mut seeding, &mut shutdown).await {
+            Ok(()) => {
+                failures = 0;
+                jitter(Duration::from_secs(cfg.poll_interval_secs))
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                tracing::warn!(error = %e.message, note = %e.note, "channel check failed");
+                let backoff = Duration::from_secs(30).saturating_mul(1 << failures.min(10));
+                jitter(backoff.min(Duration::from_secs(cfg.poll_interval_secs)))
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+    }
+    if let Some(s) = seeding {
+        s.stop.send_replace(true);
+        let _ = s.task.await;
+    }
+    Ok(())
+}
+
+/// ±10% around `d`, so a fleet does not poll in lockstep.
+fn jitter(d: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    let _ = getrandom::fill(&mut b);
+    let r = f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX); // 0..=1
+    d.mul_f64(0.9 + 0.2 * r)
+}
+
+async fn check(
+    cfg: &Config,
+    seeding: &mut Option<Seeding>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<()> {
+    let probe = options(cfg, cfg.releases_dir.clone());
+    let release = Arc::new(load(&probe).await?);
+    let floor = read_floor(cfg);
+    match accept(floor.as_ref(), &release.manifest) {
+        Ok(Acceptance::Current) if seeding.is_some() => return Ok(()),
+        Ok(_) => {}
+        Err(e) => {
+            return Err(Error::new(
+                exit::UNTRUSTED,
+                format!("refused the channel's manifest: {e}"),
+                "the origin or a mirror serves an older or conflicting release; nothing changed",
+            ));
+        }
+    }
+    let label = release.manifest.body().release.clone();
+    let incoming = cfg.releases_dir.join(format!(".incoming-{label}"));
+    if let Some(s) = seeding.take() {
+        s.stop.send_replace(true);
+        let _ = s.task.await;
+    }
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| {
+            Error::new(
+                exit::IO,
+                format!("cannot listen on {}: {e}", cfg.listen),
+                "change `listen`",
+            )
+        })?;
+    let (stop, stopped) = watch::channel(false);
+    let (done_tx, done_rx) = oneshot::channel();
+    let task = tokio::spawn(run_loaded(
+        options(cfg, incoming.clone()),
+        release.clone(),
+        listener,
+        Some(done_tx),
+        stopped,
+        |_| {},
+    ));
+    let finished = tokio::select! {
+        r = done_rx => r.ok(),
+        _ = shutdown.changed() => None,
+    };
+    *seeding = Some(Seeding { stop, task });
+    if finished.is_none() {
+        return Ok(()); // shutting down; verified pieces stay for next time
+    }
+    let dest = cfg.releases_dir.join(&label);
+    if dest.exists() {
+        std::fs::remove_dir_all(&dest).map_err(|e| Error::io(dest.display(), e))?;
+    }
+    std::fs::rename(&incoming, &dest).map_err(|e| Error::io(dest.display(), e))?;
+    install(cfg, &dest, &label).await;
+    write_floor(cfg, &release.manifest.floor())?;
+    prune(&cfg.releases_dir, cfg.keep_releases, &label);
+    Ok(())
+}
+
+/// Runs the install command, if any, for a delivered release.
+async fn install(cfg: &Config, dir: &Path, label: &str) {
+    if cfg.install_command.trim().is_empty() {
+        return;
+    }
+    let (cmd, dir, label) = (
+        cfg.install_command.clone(),
+        dir.to_owned(),
+        label.to_owned(),
+    );
+    let status = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .current_dir(&dir)
+            .env("SHOAL_RELEASE_DIR", &dir)
+            .env("SHOAL_RELEASE_VERSION", &label)
+            .status()
+    })
+    .await;
+    match status {
+        Ok(Ok(s)) if s.success() => tracing::info!("install command succeeded"),
+        Ok(Ok(s)) => tracing::error!(%s, "install command failed"),
+        Ok(Err(e)) => tracing::error!(error = %e, "install command could not start"),
+        Err(e) => tracing::error!(error = %e, "install command panicked"),
+    }
+}
+
+/// Keeps the `keep` most recently delivered release directories (always `current`).
+fn prune(releases: &Path, keep: usize, current: &str) {
+    let Ok(entries) = std::fs::read_dir(releases) else {
+        return;
+    };
+    let mut dirs: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.0));
+    for (_, d) in dirs.into_iter().skip(keep) {
+        if d.file_name().is_some_and(|n| n != current) {
+            let _ = std::fs::remove_dir_all(&d);
+        }
+    }
+}

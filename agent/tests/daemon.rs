@@ -1,0 +1,88 @@
+//! `shoal-agent run` in-process: follows the channel, delivers each new release
+//! atomically, runs the install command once per release, keeps the newest K, and
+//! refuses a rolled-back manifest.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Vendor, read};
+use shoal_agent::config::{Config, MdnsConfig};
+use shoal_tests::random_file;
+use tokio::sync::watch;
+
+async fn wait_for(path: &std::path::Path, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} did not appear",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_the_channel_delivers_installs_and_refuses_rollback() {
+    let v = Vendor::start("daemon").await;
+    let a = v.dir.join("src1/tool.bin");
+    std::fs::create_dir_all(a.parent().unwrap()).unwrap();
+    random_file(&a, 3_000_000, 1);
+    v.release("1.0", std::slice::from_ref(&a));
+
+    let releases = v.dir.join("releases");
+    let log = v.dir.join("installed.log");
+    let cfg = Config {
+        origin: v.url.clone(),
+        trust: v.keys.join("trust/1.json"),
+        state_dir: v.dir.join("state"),
+        releases_dir: releases.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        origin_ca: v.cert.clone(),
+        poll_interval_secs: 1,
+        keep_releases: 1,
+        install_command: format!(
+            "test -f tool.bin && echo \"$SHOAL_RELEASE_VERSION\" >> {}",
+            log.display()
+        ),
+        origin_grace_secs: 0.0,
+        mdns: MdnsConfig {
+            enabled: false,
+            ..MdnsConfig::default()
+        },
+        ..Config::default()
+    };
+    let (stop, stopped) = watch::channel(false);
+    let daemon = tokio::spawn(shoal_agent::daemon::run(cfg, stopped));
+
+    wait_for(&releases.join("1.0/tool.bin"), 60).await;
+    assert_eq!(read(&releases.join("1.0/tool.bin")), read(&a));
+
+    let b = v.dir.join("src2/tool.bin");
+    std::fs::create_dir_all(b.parent().unwrap()).unwrap();
+    random_file(&b, 3_000_000, 2);
+    v.release("1.1", std::slice::from_ref(&b));
+    wait_for(&releases.join("1.1/tool.bin"), 60).await;
+    assert_eq!(read(&releases.join("1.1/tool.bin")), read(&b));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !releases.join("1.0").exists(),
+        "keep_releases = 1 prunes 1.0"
+    );
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "1.0\n1.1\n");
+
+    // A mirror serves the old manifest again: refused, nothing delivered or installed.
+    std::fs::copy(
+        v.repo.join("channels/stable/1.json"),
+        v.repo.join("channels/stable.json"),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(!releases.join("1.0").exists());
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "1.0\n1.1\n");
+
+    stop.send_replace(true);
+    daemon.await.unwrap().unwrap();
+    v.stop();
+}
