@@ -56,14 +56,18 @@ async fn follows_the_channel_delivers_installs_and_refuses_rollback() {
     let (stop, stopped) = watch::channel(false);
     let daemon = tokio::spawn(shoal_agent::daemon::run(cfg, stopped));
 
+    let t0 = Instant::now();
     wait_for(&releases.join("1.0/tool.bin"), 60).await;
+    eprintln!("1.0 delivered after {:?}", t0.elapsed());
     assert_eq!(read(&releases.join("1.0/tool.bin")), read(&a));
 
     let b = v.dir.join("src2/tool.bin");
     std::fs::create_dir_all(b.parent().unwrap()).unwrap();
     random_file(&b, 3_000_000, 2);
     v.release("1.1", std::slice::from_ref(&b));
+    let t1 = Instant::now();
     wait_for(&releases.join("1.1/tool.bin"), 60).await;
+    eprintln!("1.1 delivered {:?} after its release", t1.elapsed());
     assert_eq!(read(&releases.join("1.1/tool.bin")), read(&b));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
@@ -82,7 +86,9 @@ async fn follows_the_channel_delivers_installs_and_refuses_rollback() {
     assert!(!releases.join("1.0").exists());
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "1.0\n1.1\n");
 
+    let t2 = Instant::now();
     stop.send_replace(true);
     daemon.await.unwrap().unwrap();
+    eprintln!("stopped in {:?}", t2.elapsed());
     v.stop();
 }

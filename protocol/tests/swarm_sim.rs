@@ -184,3 +184,30 @@ fn random_scenarios_hold_the_invariants() {
         show(&format!("random {s:#x} n={n}"), &r);
     }
 }
+
+/// Regression: with no origin grace a lone agent must start fetching at once, not after
+/// the next unrelated deadline (the stall timer, 10 s).
+#[test]
+fn a_lone_agent_without_grace_starts_at_once() {
+    use shoal_protocol::swarm::{PieceSpec, Swarm, SwarmEvent};
+    use shoal_protocol::wire::PeerId;
+    let cfg = SwarmConfig {
+        origin_grace: Duration::ZERO,
+        ..SwarmConfig::default()
+    };
+    let pieces = vec![
+        PieceSpec {
+            length: 10,
+            digest: shoal_protocol::Digest::of(b"0123456789"),
+        };
+        2
+    ];
+    let mut s = Swarm::new(cfg, PeerId([1; 16]), pieces, &[], 7, Duration::ZERO);
+    let mut fetches = 0;
+    while let Some(e) = s.poll_event() {
+        if matches!(e, SwarmEvent::FetchOrigin { .. }) {
+            fetches += 1;
+        }
+    }
+    assert_eq!(fetches, 2);
+}

@@ -270,6 +270,9 @@ impl Swarm {
         };
         s.recompute_ownership();
         s.check_complete();
+        // With no grace the first origin fetches are due now; nothing else would trigger
+        // them before the next deadline.
+        s.schedule(now);
         s
     }
 
