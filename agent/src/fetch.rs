@@ -122,7 +122,8 @@ pub async fn run_loaded(
         already_held = held.iter().filter(|h| **h).count(),
         "release started"
     );
-    let (in_tx, in_rx) = mpsc::unbounded_channel();
+    // Bounded: a peer that floods messages is slowed by TCP backpressure, not buffered.
+    let (in_tx, in_rx) = mpsc::channel(crate::node::INPUT_QUEUE);
     let (prog_tx, mut prog_rx) = watch::channel(Progress::default());
     let info = HandshakeInfo {
         me,

@@ -22,6 +22,9 @@ use crate::peer::{ConnId, NodeInput};
 use crate::release::Release;
 use crate::store::Store;
 
+/// Inputs queued for the node at most; senders wait beyond that (backpressure).
+pub const INPUT_QUEUE: usize = 1024;
+
 /// How long a redundant connection stays open before it is closed.
 pub const RETIRE_AFTER: Duration = Duration::from_secs(5);
 
@@ -51,8 +54,8 @@ pub async fn run(
     release: Arc<Release>,
     store: Store,
     origin: OriginClient,
-    inputs_tx: mpsc::UnboundedSender<NodeInput>,
-    mut inputs: mpsc::UnboundedReceiver<NodeInput>,
+    inputs_tx: mpsc::Sender<NodeInput>,
+    mut inputs: mpsc::Receiver<NodeInput>,
     progress: watch::Sender<Progress>,
     mut shutdown: watch::Receiver<bool>,
     epoch: Instant,
@@ -92,10 +95,12 @@ pub async fn run(
                                 None
                             }
                         };
-                        let _ = tx.send(NodeInput::Origin {
-                            piece: piece.0,
-                            data,
-                        });
+                        let _ = tx
+                            .send(NodeInput::Origin {
+                                piece: piece.0,
+                                data,
+                            })
+                            .await;
                     });
                 }
                 SwarmEvent::PieceVerified { piece, data, .. } => {
@@ -180,7 +185,7 @@ pub async fn run(
                                 let input = inputs_tx.clone();
                                 tokio::spawn(async move {
                                     tokio::time::sleep(RETIRE_AFTER).await;
-                                    let _ = input.send(NodeInput::Retire { conn: id });
+                                    let _ = input.send(NodeInput::Retire { conn: id }).await;
                                 });
                             }
                         }

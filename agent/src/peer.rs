@@ -152,7 +152,7 @@ pub async fn run(
     role: Role,
     info: HandshakeInfo,
     conn: ConnId,
-    node: mpsc::UnboundedSender<NodeInput>,
+    node: mpsc::Sender<NodeInput>,
 ) {
     let _ = stream.set_nodelay(true);
     let addr = stream.peer_addr().ok();
@@ -183,6 +183,7 @@ pub async fn run(
             initiated,
             tx,
         })
+        .await
         .is_err()
     {
         return;
@@ -191,7 +192,7 @@ pub async fn run(
         loop {
             match read_message(&mut rd, &mut dec).await {
                 Ok(msg) => {
-                    if node.send(NodeInput::Message { conn, msg }).is_err() {
+                    if node.send(NodeInput::Message { conn, msg }).await.is_err() {
                         return;
                     }
                 }
@@ -222,5 +223,5 @@ pub async fn run(
         () = reader => {}
         () = writer => {}
     }
-    let _ = node.send(NodeInput::Closed { conn });
+    let _ = node.send(NodeInput::Closed { conn }).await;
 }
