@@ -70,7 +70,13 @@ pub async fn load(
     channel: &Name,
     now: u64,
 ) -> Result<Release> {
-    let mut trust = VerifiedTrust::anchor(anchor).map_err(|e| untrusted("trust anchor", e))?;
+    let mut trust = VerifiedTrust::anchor(anchor).map_err(|e| {
+        Error::new(
+            exit::UNTRUSTED,
+            format!("the trust document given with --trust (or `trust`) is not valid: {e}"),
+            "use the trust document the vendor ships with the agent package",
+        )
+    })?;
     loop {
         let rel = format!("trust/{}.json", trust.version() + 1);
         match origin.get(&rel, MAX_TRUST_LEN).await? {
