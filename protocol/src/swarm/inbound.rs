@@ -1,0 +1,196 @@
+//! Inbound peer messages: what each one does to the swarm's state, and which ones are
+//! protocol violations.
+
+use super::*;
+
+impl Swarm {
+    pub(super) fn on_message(
+        &mut self,
+        peer: PeerId,
+        msg: Message,
+        now: Duration,
+    ) -> Result<(), PeerError> {
+        let n = self.tracker.len();
+        let got_map = self.peers.get(&peer).is_some_and(|p| p.got_map);
+        if !got_map && !matches!(msg, Message::PieceMap { .. } | Message::KeepAlive) {
+            return Err(PeerError::Protocol(
+                "first message after joining must be PieceMap",
+            ));
+        }
+        match msg {
+            Message::Hello(_) | Message::Join { .. } => {
+                return Err(PeerError::Protocol("handshake message after joining"));
+            }
+            Message::PieceMap { piece_count, bits } => {
+                if got_map {
+                    return Err(PeerError::Protocol("second PieceMap"));
+                }
+                let map = Bitfield::from_wire(piece_count, &bits)
+                    .filter(|m| m.len() == n)
+                    .ok_or(PeerError::Protocol("PieceMap does not match the release"))?;
+                for i in map.iter() {
+                    self.availability[i as usize] += 1;
+                }
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.have = map;
+                    p.got_map = true;
+                }
+            }
+            Message::Have(PieceNumber(i)) => {
+                if i >= n {
+                    return Err(PeerError::Protocol("Have names a piece past the release"));
+                }
+                if let Some(p) = self.peers.get_mut(&peer)
+                    && p.have.set(i)
+                {
+                    if self.availability[i as usize] == 0 && !self.tracker.has(i) {
+                        self.lan_progress = now;
+                    }
+                    self.availability[i as usize] += 1;
+                }
+            }
+            Message::Choke => {
+                // Requests to a choking peer are void; its attempts go back to Missing.
+                let pieces = self.peers.get_mut(&peer).map(|p| {
+                    p.choked_us = true;
+                    p.outstanding.clear();
+                    p.pieces.clone()
+                });
+                for piece in pieces.unwrap_or_default() {
+                    self.abandon(peer, piece, now);
+                }
+            }
+            Message::Unchoke { max_requests } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.choked_us = false;
+                    p.window = max_requests;
+                }
+            }
+            Message::Request(block) => self.on_request(peer, block, now)?,
+            Message::Cancel(_) => {
+                // Blocks already handed to the agent are sent anyway; they are small.
+            }
+            Message::Piece {
+                piece,
+                offset,
+                data,
+            } => self.on_piece(peer, piece.0, offset, data, now)?,
+            Message::Reject { block, reason } => {
+                let was_ours = self.peers.get_mut(&peer).is_some_and(|p| {
+                    let before = p.outstanding.len();
+                    p.outstanding.retain(|b| *b != block);
+                    before != p.outstanding.len()
+                });
+                if was_ours {
+                    if reason == RejectReason::NotHeld {
+                        return Err(PeerError::Protocol("rejected a piece it announced"));
+                    }
+                    self.abandon(peer, block.piece.0, now);
+                }
+            }
+            Message::KeepAlive => {}
+            Message::ManifestOffer(bytes) => {
+                self.events
+                    .push_back(SwarmEvent::ManifestOffered { peer, bytes });
+            }
+            Message::Stats(summary) => {
+                self.events
+                    .push_back(SwarmEvent::PeerStats { peer, summary });
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_request(
+        &mut self,
+        peer: PeerId,
+        block: BlockRef,
+        now: Duration,
+    ) -> Result<(), PeerError> {
+        let p = block.piece.0;
+        let Some(spec) = self.tracker.spec(p).copied() else {
+            return Err(PeerError::Protocol(
+                "Request names a piece past the release",
+            ));
+        };
+        let reason = match self.peers.get(&peer) {
+            _ if u64::from(block.offset) + u64::from(block.length) > u64::from(spec.length) => {
+                Some(RejectReason::Invalid)
+            }
+            Some(pe) if !pe.unchoked => Some(RejectReason::Choked),
+            Some(pe) if pe.uploads >= self.cfg.grant_window => Some(RejectReason::Overloaded),
+            _ if !self.tracker.has(p) => Some(RejectReason::NotHeld),
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            self.send(peer, Message::Reject { block, reason }, now);
+            return Ok(());
+        }
+        if let Some(pe) = self.peers.get_mut(&peer) {
+            pe.uploads += 1;
+        }
+        self.counters.uploaded += u64::from(block.length);
+        self.events.push_back(SwarmEvent::Upload { peer, block });
+        Ok(())
+    }
+
+    pub(super) fn on_piece(
+        &mut self,
+        peer: PeerId,
+        p: u32,
+        offset: u32,
+        data: Vec<u8>,
+        now: Duration,
+    ) -> Result<(), PeerError> {
+        let block = BlockRef {
+            piece: PieceNumber(p),
+            offset,
+            length: data.len() as u32,
+        };
+        let requested = self.peers.get_mut(&peer).is_some_and(|pe| {
+            let before = pe.outstanding.len();
+            pe.outstanding.retain(|b| *b != block);
+            before != pe.outstanding.len()
+        });
+        let block_len = self.cfg.block_len;
+        let Some(a) = self
+            .tracker
+            .attempt_mut(p, Source::Peer(peer))
+            .filter(|_| requested)
+        else {
+            // Cancelled or unrequested: drop it.
+            self.counters.wasted += data.len() as u64;
+            return Ok(());
+        };
+        let b = (offset / block_len) as usize;
+        let end = offset as usize + data.len();
+        if !offset.is_multiple_of(block_len)
+            || end > a.buf.len()
+            || a.received.get(b) != Some(&false)
+        {
+            return Err(PeerError::Protocol("Piece data does not match the request"));
+        }
+        a.buf[offset as usize..end].copy_from_slice(&data);
+        a.received[b] = true;
+        a.last_progress = now;
+        if !a.complete() {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut a.buf);
+        let good = self
+            .tracker
+            .spec(p)
+            .is_some_and(|s| Digest::of(&buf) == s.digest);
+        if let Some(pe) = self.peers.get_mut(&peer) {
+            pe.pieces.retain(|x| *x != p);
+        }
+        if !good {
+            self.counters.wasted += buf.len() as u64;
+            self.tracker.abort(p, Source::Peer(peer), now);
+            return Err(PeerError::BadPiece(p));
+        }
+        self.counters.from_peers += buf.len() as u64;
+        self.finish_piece(p, buf, Source::Peer(peer), now);
+        Ok(())
+    }
+}

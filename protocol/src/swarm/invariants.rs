@@ -1,0 +1,69 @@
+//! The core's consistency rules, checked by the simulator after every step.
+
+use super::*;
+
+impl Swarm {
+    /// Checks the core's internal consistency; the simulator calls it after every step.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut avail = vec![0u32; self.availability.len()];
+        for (id, pe) in &self.peers {
+            for i in pe.have.iter() {
+                avail[i as usize] += 1;
+            }
+            if pe.pieces.len() > self.cfg.pieces_per_peer {
+                return Err(format!("{id:?} has {} pieces in flight", pe.pieces.len()));
+            }
+            for p in &pe.pieces {
+                if self.attempt(*p, Source::Peer(*id)).is_none() {
+                    return Err(format!("{id:?} lists piece {p} with no attempt"));
+                }
+            }
+            for b in &pe.outstanding {
+                if !pe.pieces.contains(&b.piece.0) {
+                    return Err(format!(
+                        "{id:?} has a request for untracked piece {}",
+                        b.piece.0
+                    ));
+                }
+            }
+        }
+        if avail != self.availability {
+            return Err("availability counts disagree with peer maps".into());
+        }
+        let mut have = 0;
+        for (p, state) in self.tracker.states() {
+            match state {
+                PieceState::Have => have += 1,
+                PieceState::Downloading(attempts) => {
+                    if attempts.is_empty() || attempts.len() > 2 {
+                        return Err(format!("piece {p} has {} attempts", attempts.len()));
+                    }
+                    for a in attempts {
+                        match a.source {
+                            Source::Origin if !self.origin_in_flight.contains_key(&p) => {
+                                return Err(format!("piece {p}: origin attempt not in flight"));
+                            }
+                            Source::Peer(id)
+                                if !self
+                                    .peers
+                                    .get(&id)
+                                    .is_some_and(|pe| pe.pieces.contains(&p)) =>
+                            {
+                                return Err(format!("piece {p}: attempt by unknown {id:?}"));
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                PieceState::Missing { .. } => {}
+            }
+        }
+        if have != self.tracker.have_count() {
+            return Err("have count is off".into());
+        }
+        if self.origin_in_flight.len() > self.cfg.origin_parallel {
+            return Err("too many origin fetches in flight".into());
+        }
+        Ok(())
+    }
+}

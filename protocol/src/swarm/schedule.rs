@@ -1,0 +1,182 @@
+//! Scheduling policy: who owns which origin fetch (rendezvous hashing), which piece to
+//! ask which peer for (rarest first, endgame), and when to go to the origin.
+
+use super::*;
+
+impl Swarm {
+    /// Rendezvous hashing: which pieces we fetch from the origin first. A change of the
+    /// peer set restarts the stall clock: the new owners get their chance.
+    pub(super) fn recompute_ownership(&mut self) {
+        self.lan_progress = self.now;
+        let mut members: Vec<PeerId> = self.peers.keys().copied().collect();
+        members.push(self.me);
+        for p in 0..self.tracker.len() {
+            let owner = members
+                .iter()
+                .max_by_key(|id| rendezvous_score(p, id))
+                .copied();
+            self.mine[p as usize] = owner == Some(self.me);
+        }
+    }
+
+    /// Starts new attempts and requests (see the module docs for the policy).
+    pub(super) fn schedule(&mut self, now: Duration) {
+        if self.complete_sent {
+            return;
+        }
+        let mut ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        self.rng.shuffle(&mut ids);
+        let endgame = !self
+            .tracker
+            .states()
+            .any(|(_, s)| matches!(s, PieceState::Missing { .. }));
+        for id in ids {
+            self.fill_peer(id, endgame, now);
+        }
+        self.start_origin(now);
+    }
+
+    fn fill_peer(&mut self, id: PeerId, endgame: bool, now: Duration) {
+        let Some(pe) = self.peers.get(&id) else {
+            return;
+        };
+        if pe.choked_us || !pe.got_map || pe.snubbed_until > now {
+            return;
+        }
+        while self
+            .peers
+            .get(&id)
+            .is_some_and(|p| p.pieces.len() < self.cfg.pieces_per_peer)
+        {
+            let Some(p) = self.pick_for(id, endgame) else {
+                break;
+            };
+            self.tracker.start(p, Source::Peer(id), now);
+            if let Some(pe) = self.peers.get_mut(&id) {
+                pe.pieces.push(p);
+            }
+        }
+        loop {
+            let Some(pe) = self.peers.get(&id) else {
+                return;
+            };
+            let limit = usize::from(pe.window.min(self.cfg.request_window));
+            if pe.outstanding.len() >= limit {
+                return;
+            }
+            let pieces = pe.pieces.clone();
+            let mut sent = false;
+            for p in pieces {
+                let blocks = self.tracker.blocks(p);
+                let Some(a) = self.tracker.attempt_mut(p, Source::Peer(id)) else {
+                    continue;
+                };
+                if a.next_block >= blocks {
+                    continue;
+                }
+                let b = a.next_block;
+                a.next_block += 1;
+                let (offset, length) = self.tracker.block(p, b);
+                let block = BlockRef {
+                    piece: PieceNumber(p),
+                    offset,
+                    length,
+                };
+                if let Some(pe) = self.peers.get_mut(&id) {
+                    pe.outstanding.push(block);
+                }
+                self.send(id, Message::Request(block), now);
+                sent = true;
+                break;
+            }
+            if !sent {
+                return;
+            }
+        }
+    }
+
+    /// The rarest piece `id` can give us, ties broken at random; in endgame also pieces
+    /// already being fetched from one other source.
+    fn pick_for(&mut self, id: PeerId, endgame: bool) -> Option<u32> {
+        let pe = self.peers.get(&id)?;
+        let mut best: Vec<u32> = Vec::new();
+        let mut best_avail = u32::MAX;
+        for (p, state) in self.tracker.states() {
+            let eligible = match state {
+                PieceState::Missing { .. } => true,
+                PieceState::Downloading(a) => {
+                    endgame && a.len() == 1 && a[0].source != Source::Peer(id)
+                }
+                PieceState::Have => false,
+            };
+            if !eligible || !pe.have.get(p) {
+                continue;
+            }
+            let avail = self.availability[p as usize];
+            if avail < best_avail {
+                best_avail = avail;
+                best.clear();
+            }
+            if avail == best_avail {
+                best.push(p);
+            }
+        }
+        if best.is_empty() {
+            return None;
+        }
+        let i = self.rng.below(best.len());
+        Some(best[i])
+    }
+
+    fn start_origin(&mut self, now: Duration) {
+        if now < self.started + self.cfg.origin_grace || now < self.origin_retry_at {
+            return;
+        }
+        let free = self
+            .cfg
+            .origin_parallel
+            .saturating_sub(self.origin_in_flight.len());
+        if free == 0 {
+            return;
+        }
+        let stalled = now >= self.lan_progress + self.cfg.origin_stall;
+        // Missing pieces no usable peer holds: ours first (in piece order, friendly to
+        // the origin's read-ahead); when the LAN stalls, others' too, in our own
+        // rendezvous order so that helping agents pick different pieces.
+        let mut ours = Vec::new();
+        let mut others = Vec::new();
+        for (p, state) in self.tracker.states() {
+            if !matches!(state, PieceState::Missing { .. }) {
+                continue;
+            }
+            let held_nearby = self
+                .peers
+                .values()
+                .any(|pe| pe.have.get(p) && pe.snubbed_until <= now);
+            if held_nearby {
+                continue;
+            }
+            if self.mine[p as usize] {
+                ours.push(p);
+            } else if stalled {
+                others.push(p);
+            }
+        }
+        let me = self.me;
+        others.sort_by_key(|p| std::cmp::Reverse(rendezvous_score(*p, &me)));
+        let picks: Vec<u32> = ours.into_iter().chain(others).take(free).collect();
+        for p in picks {
+            self.tracker.start(p, Source::Origin, now);
+            self.origin_in_flight.insert(p, now);
+            self.events.push_back(SwarmEvent::FetchOrigin {
+                piece: PieceNumber(p),
+            });
+        }
+    }
+}
+
+/// The rendezvous score of `peer` for piece `p` (highest wins the origin fetch).
+pub fn rendezvous_score(p: u32, peer: &PeerId) -> u64 {
+    let d = Digest::of_parts(&[b"SHOAL-RDV-V1\0", &p.to_be_bytes(), &peer.0]);
+    u64::from_be_bytes(d.0[..8].try_into().unwrap_or_default())
+}

@@ -1,0 +1,152 @@
+//! The swarm core's public vocabulary: its configuration, the events it asks the agent
+//! to carry out, why it drops peers, and its byte counters.
+
+use std::time::Duration;
+
+use super::Source;
+use crate::wire::{BlockRef, PeerId, PieceNumber, StatsSummary};
+
+/// Tunables of the swarm core. Every field has a default fit for a LAN.
+#[derive(Debug, Clone)]
+pub struct SwarmConfig {
+    /// Bytes per block request (≤ `MAX_BLOCK_LEN`).
+    pub block_len: u32,
+    /// Requests we keep outstanding to one peer (capped by the window it grants).
+    pub request_window: u16,
+    /// Pieces fetched from one peer at a time.
+    pub pieces_per_peer: usize,
+    /// Peers we unchoke at once.
+    pub upload_slots: usize,
+    /// Requests an unchoked peer may keep outstanding with us.
+    pub grant_window: u16,
+    /// An attempt with no progress for this long is abandoned.
+    pub block_timeout: Duration,
+    /// A peer whose attempt stalled is not used for this long.
+    pub snub_time: Duration,
+    /// No origin fetch before this long after start (time to discover the LAN).
+    pub origin_grace: Duration,
+    /// When no piece new to the LAN has appeared for this long, fetch pieces other peers
+    /// own from the origin too.
+    pub origin_stall: Duration,
+    /// Origin fetches in flight at once.
+    pub origin_parallel: usize,
+    /// An origin fetch unanswered for this long is abandoned.
+    pub origin_timeout: Duration,
+    /// Longest wait between origin retries after failures.
+    pub origin_max_backoff: Duration,
+    /// Send a keep-alive after this long without sending.
+    pub keepalive: Duration,
+    /// Drop a peer silent for this long.
+    pub idle_timeout: Duration,
+}
+
+impl Default for SwarmConfig {
+    fn default() -> Self {
+        SwarmConfig {
+            block_len: 128 * 1024,
+            request_window: 16,
+            pieces_per_peer: 2,
+            upload_slots: 32,
+            grant_window: 32,
+            block_timeout: Duration::from_secs(10),
+            snub_time: Duration::from_secs(30),
+            origin_grace: Duration::from_secs(2),
+            origin_stall: Duration::from_secs(10),
+            origin_parallel: 4,
+            origin_timeout: Duration::from_secs(120),
+            origin_max_backoff: Duration::from_secs(30),
+            keepalive: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Why the core dropped a peer. None of these is fatal to the agent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeerError {
+    /// The peer broke a protocol rule.
+    #[error("protocol violation: {0}")]
+    Protocol(&'static str),
+    /// The peer sent a piece whose hash did not match the index.
+    #[error("sent piece {0} with a wrong hash")]
+    BadPiece(u32),
+    /// The peer said nothing for too long.
+    #[error("silent for too long")]
+    Idle,
+    /// The peer is banned.
+    #[error("banned")]
+    Banned,
+}
+
+/// Something the agent must do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SwarmEvent {
+    /// Fetch piece `piece` from the origin (an HTTP range request) and report with
+    /// [`Swarm::handle_origin_piece`].
+    FetchOrigin {
+        /// The piece.
+        piece: PieceNumber,
+    },
+    /// A piece verified against the index: store it (flushed) before announcing it in
+    /// stats; the core already counts it as held.
+    PieceVerified {
+        /// The piece.
+        piece: PieceNumber,
+        /// Its bytes.
+        data: Vec<u8>,
+        /// Where it came from.
+        source: Source,
+    },
+    /// Send `peer` a `Piece` message with this block, read from the store.
+    Upload {
+        /// The requester.
+        peer: PeerId,
+        /// The block.
+        block: BlockRef,
+    },
+    /// Close the connection to `peer`; with `ban`, refuse it from now on.
+    Disconnect {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: PeerError,
+        /// Whether it is banned.
+        ban: bool,
+    },
+    /// The origin sent a piece that failed verification, or failed to answer.
+    OriginFailed {
+        /// The piece.
+        piece: PieceNumber,
+        /// Whether the bytes were wrong (rather than missing).
+        corrupt: bool,
+    },
+    /// A peer handed over a manifest: verify it and possibly switch releases.
+    ManifestOffered {
+        /// The peer.
+        peer: PeerId,
+        /// The manifest bytes.
+        bytes: Vec<u8>,
+    },
+    /// A peer's progress report.
+    PeerStats {
+        /// The peer.
+        peer: PeerId,
+        /// What it said.
+        summary: StatsSummary,
+    },
+    /// Every piece is held (emitted once).
+    Complete,
+}
+
+/// Byte counters of this swarm.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Verified piece bytes received from peers.
+    pub from_peers: u64,
+    /// Verified piece bytes received from the origin.
+    pub from_origin: u64,
+    /// Block bytes we agreed to upload.
+    pub uploaded: u64,
+    /// Bytes received and thrown away (bad pieces, cancelled duplicates, unrequested).
+    pub wasted: u64,
+}
