@@ -13,13 +13,15 @@ use shoal_tests::random_file;
 
 const BIN: &str = env!("CARGO_BIN_EXE_shoal-agent");
 
-/// Starts `agents` agents (one per host, mDNS only), waits until all hold the release,
+/// Starts `agents` agents (one per host, mDNS only; optionally stops the origin once the
+/// first one finished), waits until all hold the release,
 /// checks their bytes, and returns (origin bytes / release size, per-agent peer share %).
 async fn swarm_in_namespaces(
     tag: &str,
     agents: usize,
     len: usize,
     shaping: Option<(u32, u32)>,
+    kill_origin_after_first: bool,
 ) -> (f64, Vec<f64>) {
     let mut lan = Lan::new(agents).expect("build the test LAN");
     if let Some((origin_mbit, host_mbit)) = shaping {
@@ -64,6 +66,18 @@ async fn swarm_in_namespaces(
     }
 
     let deadline = Instant::now() + Duration::from_secs(300);
+    if kill_origin_after_first {
+        // As soon as one agent holds the whole release, every piece exists on the LAN:
+        // the origin goes away and the others must finish without it.
+        loop {
+            if (0..agents).any(|i| v.dir.join(&format!("agent{i}/update.bin")).exists()) {
+                v.stop();
+                break;
+            }
+            assert!(Instant::now() < deadline, "no agent finished");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     for i in 0..agents {
         let file = v.dir.join(&format!("agent{i}/update.bin"));
         while !file.exists() {
@@ -106,7 +120,7 @@ async fn agents_in_namespaces_discover_each_other_over_mdns() {
         eprintln!("skipped: creating network namespaces needs root and iproute2");
         return;
     }
-    let (f, shares) = swarm_in_namespaces("netns-mdns", 3, 24_000_000, None).await;
+    let (f, shares) = swarm_in_namespaces("netns-mdns", 3, 24_000_000, None, false).await;
     // Peers were found by mDNS alone: without them every agent would fetch 100% from the
     // origin. With them the origin sends about one copy.
     assert!(
@@ -123,6 +137,18 @@ async fn eight_agents_behind_a_slow_origin_take_one_copy() {
         eprintln!("skipped: creating network namespaces needs root and iproute2");
         return;
     }
-    let (f, _) = swarm_in_namespaces("netns-shaped", 8, 16 * 1024 * 1024, Some((20, 200))).await;
+    let (f, _) =
+        swarm_in_namespaces("netns-shaped", 8, 16 * 1024 * 1024, Some((20, 200)), false).await;
+    assert!(f <= 1.1, "origin sent {f:.2} copies of the release");
+}
+
+/// The origin dies once one agent holds the release; the LAN still completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lan_completes_after_the_origin_dies() {
+    if !netns::available() {
+        eprintln!("skipped: creating network namespaces needs root and iproute2");
+        return;
+    }
+    let (f, _) = swarm_in_namespaces("netns-dies", 6, 8 * 1024 * 1024, Some((20, 200)), true).await;
     assert!(f <= 1.1, "origin sent {f:.2} copies of the release");
 }
