@@ -5,91 +5,16 @@ mod common;
 
 use std::time::Duration;
 
+use common::liar::liar;
 use common::{Vendor, fetch_alone, read};
 use shoal_agent::error::exit;
 use shoal_agent::fetch::run;
 use shoal_protocol::Digest;
-use shoal_protocol::wire::{
-    Capabilities, FrameDecoder, Hello, Message, PROTOCOL_VERSION, PeerId, Role, join_proof,
-};
 use shoal_tests::random_file;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
 const LEN: usize = 12_000_000;
-
-async fn next(s: &mut TcpStream, d: &mut FrameDecoder) -> Option<Message> {
-    let mut buf = [0u8; 65536];
-    loop {
-        if let Ok(Some(m)) = d.next_message() {
-            return Some(m);
-        }
-        let n = s.read(&mut buf).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        d.push(&buf[..n]);
-    }
-}
-
-/// A peer that knows the release (so it passes the handshake), claims every piece and
-/// answers every request with garbage. Returns how many blocks it served.
-async fn liar(listener: TcpListener, release: Digest, pieces: u32) -> usize {
-    let Ok((mut s, _)) = listener.accept().await else {
-        return 0;
-    };
-    let mut d = FrameDecoder::new();
-    let Some(Message::Hello(theirs)) = next(&mut s, &mut d).await else {
-        return 0;
-    };
-    let nonce = [9u8; 32];
-    let hello = Message::Hello(Hello {
-        version: PROTOCOL_VERSION,
-        capabilities: Capabilities::SEED,
-        peer_id: PeerId([0xee; 16]),
-        nonce,
-    });
-    s.write_all(&hello.to_frame()).await.unwrap();
-    let Some(Message::Join { .. }) = next(&mut s, &mut d).await else {
-        return 0;
-    };
-    let proof = join_proof(Role::Responder, &release, &theirs.nonce, &nonce);
-    s.write_all(&Message::Join { proof }.to_frame())
-        .await
-        .unwrap();
-    let mut bits = vec![0xffu8; pieces.div_ceil(8) as usize];
-    if !pieces.is_multiple_of(8) {
-        *bits.last_mut().unwrap() &= 0xffu8 << (8 - pieces % 8);
-    }
-    s.write_all(
-        &Message::PieceMap {
-            piece_count: pieces,
-            bits,
-        }
-        .to_frame(),
-    )
-    .await
-    .unwrap();
-    s.write_all(&Message::Unchoke { max_requests: 64 }.to_frame())
-        .await
-        .unwrap();
-    let mut served = 0;
-    while let Some(m) = next(&mut s, &mut d).await {
-        if let Message::Request(b) = m {
-            let garbage = Message::Piece {
-                piece: b.piece,
-                offset: b.offset,
-                data: vec![0x42; b.length as usize],
-            };
-            if s.write_all(&garbage.to_frame()).await.is_err() {
-                break;
-            }
-            served += 1;
-        }
-    }
-    served
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lying_peer_is_banned_and_the_download_still_verifies() {
@@ -113,7 +38,10 @@ async fn a_lying_peer_is_banned_and_the_download_still_verifies() {
 
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    let evil = tokio::spawn(liar(l, Digest::of(&manifest), pieces as u32));
+    let evil = tokio::spawn(async move {
+        let (s, _) = l.accept().await.unwrap();
+        liar(s, Digest::of(&manifest), pieces as u32).await
+    });
     let report = fetch_alone(v.agent("victim", vec![addr])).await.unwrap();
     let served = tokio::time::timeout(Duration::from_secs(10), evil)
         .await

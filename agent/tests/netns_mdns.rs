@@ -7,23 +7,58 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use common::liar::liar;
 use common::{Vendor, read};
+use shoal_agent::discovery::{Discovery, DiscoveryConfig};
+use shoal_protocol::Digest;
+use shoal_protocol::index::PieceIndex;
 use shoal_tests::netns::{self, Lan};
 use shoal_tests::random_file;
 
 const BIN: &str = env!("CARGO_BIN_EXE_shoal-agent");
 
-/// Starts `agents` agents (one per host, mDNS only; optionally stops the origin once the
-/// first one finished), waits until all hold the release,
-/// checks their bytes, and returns (origin bytes / release size, per-agent peer share %).
-async fn swarm_in_namespaces(
-    tag: &str,
+/// One namespace scenario.
+#[derive(Default)]
+struct Setup {
+    tag: &'static str,
     agents: usize,
     len: usize,
+    /// (origin Mbit/s, host Mbit/s).
     shaping: Option<(u32, u32)>,
+    /// Stop the origin once the first agent holds the whole release.
     kill_origin_after_first: bool,
-) -> (f64, Vec<f64>) {
-    let mut lan = Lan::new(agents).expect("build the test LAN");
+    /// Add a host that announces itself over mDNS and serves garbage.
+    liar: bool,
+}
+
+/// What a scenario produced.
+struct Outcome {
+    /// Origin bytes / release size.
+    origin_copies: f64,
+    /// Per agent: percentage of its bytes that came from peers.
+    peer_shares: Vec<f64>,
+    /// Blocks the liar served (0 without a liar).
+    liar_blocks: usize,
+    /// Agents whose log reports banning a peer.
+    agents_that_banned: usize,
+}
+
+/// Starts one agent process per host (mDNS only, no `--peer`), waits until every agent
+/// holds the release, checks their bytes against the published file.
+async fn swarm_in_namespaces(setup: Setup) -> Outcome {
+    let Setup {
+        tag,
+        agents,
+        len,
+        shaping,
+        kill_origin_after_first,
+        liar: with_liar,
+    } = setup;
+    let hosts = agents + usize::from(with_liar);
+    let mut lan = Lan::new(hosts).expect("build the test LAN");
     if let Some((origin_mbit, host_mbit)) = shaping {
         lan.shape_gateway(origin_mbit)
             .expect("shape the origin link");
@@ -33,6 +68,23 @@ async fn swarm_in_namespaces(
     let src = v.dir.join("update.bin");
     random_file(&src, len, 3);
     v.release("5.0", std::slice::from_ref(&src));
+    let liar_served = Arc::new(AtomicUsize::new(0));
+    let liar_stop = Arc::new(AtomicBool::new(false));
+    let liar_thread = with_liar.then(|| {
+        let manifest = read(&v.repo.join("channels/stable.json"));
+        let idx = std::fs::read_dir(v.repo.join("indexes"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let pieces = PieceIndex::parse(&read(&idx)).unwrap().pieces().len() as u32;
+        let ip = lan.host_ip(agents);
+        let (served, stop) = (liar_served.clone(), liar_stop.clone());
+        lan.spawn_thread_in(agents, move || {
+            run_liar(&ip, Digest::of(&manifest), pieces, served, stop)
+        })
+    });
 
     for i in 0..agents {
         let out = v.dir.join(&format!("agent{i}"));
@@ -91,6 +143,10 @@ async fn swarm_in_namespaces(
     let origin_bytes = v.metrics.bytes_total();
     lan.terminate_all();
     v.stop();
+    liar_stop.store(true, Ordering::Relaxed);
+    if let Some(t) = liar_thread {
+        t.join().expect("liar thread");
+    }
 
     let want = read(&src);
     let mut shares = Vec::new();
@@ -109,9 +165,57 @@ async fn swarm_in_namespaces(
             .unwrap_or_else(|| panic!("agent {i} summary: {summary}"));
         shares.push(pct);
     }
-    let f = origin_bytes as f64 / len as f64;
-    eprintln!("origin sent {f:.2} F");
-    (f, shares)
+    let origin_copies = origin_bytes as f64 / len as f64;
+    eprintln!("origin sent {origin_copies:.2} F");
+    let agents_that_banned = (0..agents)
+        .filter(|i| {
+            std::fs::read_to_string(v.dir.join(&format!("agent{i}.log")))
+                .is_ok_and(|l| l.contains("banned peer"))
+        })
+        .count();
+    Outcome {
+        origin_copies,
+        peer_shares: shares,
+        liar_blocks: liar_served.load(Ordering::Relaxed),
+        agents_that_banned,
+    }
+}
+
+/// A host that announces itself over mDNS like an agent and serves garbage to whoever
+/// connects, until `stop` (or two minutes).
+fn run_liar(
+    ip: &str,
+    release: Digest,
+    pieces: u32,
+    served: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let l = tokio::net::TcpListener::bind((ip, 7400))
+            .await
+            .expect("liar listens");
+        let (found, _ignored) = tokio::sync::mpsc::unbounded_channel();
+        let cfg = DiscoveryConfig {
+            interfaces: vec!["eth0".into()],
+            group: "default".into(),
+        };
+        let _announce = Discovery::start(&cfg, 7400, [0x11; 8], found).expect("liar announces");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+            if let Ok(Ok((s, _))) =
+                tokio::time::timeout(Duration::from_millis(100), l.accept()).await
+            {
+                let served = served.clone();
+                tokio::spawn(async move {
+                    served.fetch_add(liar(s, release, pieces).await, Ordering::Relaxed);
+                });
+            }
+        }
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,7 +224,14 @@ async fn agents_in_namespaces_discover_each_other_over_mdns() {
         eprintln!("skipped: creating network namespaces needs root and iproute2");
         return;
     }
-    let (f, shares) = swarm_in_namespaces("netns-mdns", 3, 24_000_000, None, false).await;
+    let o = swarm_in_namespaces(Setup {
+        tag: "netns-mdns",
+        agents: 3,
+        len: 24_000_000,
+        ..Setup::default()
+    })
+    .await;
+    let (f, shares) = (o.origin_copies, o.peer_shares);
     // Peers were found by mDNS alone: without them every agent would fetch 100% from the
     // origin. With them the origin sends about one copy.
     assert!(
@@ -137,8 +248,15 @@ async fn eight_agents_behind_a_slow_origin_take_one_copy() {
         eprintln!("skipped: creating network namespaces needs root and iproute2");
         return;
     }
-    let (f, _) =
-        swarm_in_namespaces("netns-shaped", 8, 16 * 1024 * 1024, Some((20, 200)), false).await;
+    let f = swarm_in_namespaces(Setup {
+        tag: "netns-shaped",
+        agents: 8,
+        len: 16 * 1024 * 1024,
+        shaping: Some((20, 200)),
+        ..Setup::default()
+    })
+    .await
+    .origin_copies;
     assert!(f <= 1.1, "origin sent {f:.2} copies of the release");
 }
 
@@ -149,6 +267,42 @@ async fn the_lan_completes_after_the_origin_dies() {
         eprintln!("skipped: creating network namespaces needs root and iproute2");
         return;
     }
-    let (f, _) = swarm_in_namespaces("netns-dies", 6, 8 * 1024 * 1024, Some((20, 200)), true).await;
+    let f = swarm_in_namespaces(Setup {
+        tag: "netns-dies",
+        agents: 6,
+        len: 8 * 1024 * 1024,
+        shaping: Some((20, 200)),
+        kill_origin_after_first: true,
+        ..Setup::default()
+    })
+    .await
+    .origin_copies;
     assert!(f <= 1.1, "origin sent {f:.2} copies of the release");
+}
+
+/// A host that serves corrupt pieces is banned, and every agent still ends with the
+/// published bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_host_is_banned_and_everyone_ends_correct() {
+    if !netns::available() {
+        eprintln!("skipped: creating network namespaces needs root and iproute2");
+        return;
+    }
+    let o = swarm_in_namespaces(Setup {
+        tag: "netns-liar",
+        agents: 4,
+        len: 8 * 1024 * 1024,
+        shaping: Some((20, 200)),
+        liar: true,
+        ..Setup::default()
+    })
+    .await;
+    assert!(
+        o.liar_blocks > 0,
+        "nobody asked the liar: the test proves nothing"
+    );
+    assert!(
+        o.agents_that_banned >= 1,
+        "no agent reported banning the liar"
+    );
 }

@@ -187,6 +187,24 @@ impl Lan {
         pid
     }
 
+    /// Runs `f` on a new thread inside host `i`'s namespace: sockets it opens and threads
+    /// it starts (an mDNS daemon, a runtime) live on that host.
+    pub fn spawn_thread_in<T: Send + 'static>(
+        &self,
+        i: usize,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let path = format!("/var/run/netns/{}", self.hosts[i]);
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            let ns = std::fs::File::open(&path).expect("open the namespace");
+            // SAFETY: a valid namespace fd; affects only this new thread.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns into {path}");
+            f()
+        })
+    }
+
     /// Sends SIGTERM to every process started here and waits for them.
     pub fn terminate_all(&mut self) {
         for c in &self.children {
