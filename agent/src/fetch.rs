@@ -180,8 +180,14 @@ pub async fn run_loaded(
                 (info.clone(), in_tx.clone(), ids.clone(), slots.clone());
             let mut stop = stop.clone();
             tokio::spawn(async move {
-                // Keep a connection to the peer; redial when it drops.
+                // Keep a connection to the peer; redial when it drops. The first retries
+                // are quick (peers start at about the same time, and meeting them before
+                // the origin grace ends is what splits the origin work); after that a
+                // connection that keeps ending quickly (peer down, or it dropped us: a
+                // ban) backs off up to a minute. One that lasted resets it all.
+                let mut quick_failures = 0u32;
                 while !*stop.borrow() {
+                    let began = tokio::time::Instant::now();
                     if let (Ok(Ok(stream)), Ok(permit)) = (
                         tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(addr))
                             .await,
@@ -191,8 +197,16 @@ pub async fn run_loaded(
                         peer::run(stream, Role::Initiator, info.clone(), id, in_tx.clone()).await;
                         drop(permit);
                     }
+                    quick_failures = if began.elapsed() > Duration::from_secs(30) {
+                        0
+                    } else {
+                        quick_failures.saturating_add(1)
+                    };
+                    let delay = Duration::from_millis(500)
+                        .saturating_mul(1 << quick_failures.saturating_sub(6).min(7))
+                        .min(Duration::from_secs(60));
                     tokio::select! {
-                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        () = tokio::time::sleep(delay) => {}
                         _ = stop.changed() => {}
                     }
                 }
