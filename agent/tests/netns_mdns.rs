@@ -57,7 +57,9 @@ async fn swarm_in_namespaces(setup: Setup) -> Outcome {
         kill_origin_after_first,
         liar: with_liar,
     } = setup;
-    let hosts = agents + usize::from(with_liar);
+    // Host 0 is the origin, hosts 1..=agents the agents, then the liar if any.
+    let hosts = 1 + agents + usize::from(with_liar);
+    let liar_host = agents + 1;
     let mut lan = Lan::new(hosts).expect("build the test LAN");
     if let Some((origin_mbit, host_mbit)) = shaping {
         lan.shape_gateway(origin_mbit)
@@ -79,9 +81,9 @@ async fn swarm_in_namespaces(setup: Setup) -> Outcome {
             .unwrap()
             .path();
         let pieces = PieceIndex::parse(&read(&idx)).unwrap().pieces().len() as u32;
-        let ip = lan.host_ip(agents);
+        let ip = lan.host_ip(liar_host);
         let (served, stop) = (liar_served.clone(), liar_stop.clone());
-        lan.spawn_thread_in(agents, move || {
+        lan.spawn_thread_in(liar_host, move || {
             run_liar(&ip, Digest::of(&manifest), pieces, served, stop)
         })
     });
@@ -100,7 +102,7 @@ async fn swarm_in_namespaces(setup: Setup) -> Outcome {
             "--out",
             out.to_str().unwrap(),
             "--listen",
-            &format!("{}:7400", lan.host_ip(i)),
+            &format!("{}:7400", lan.host_ip(i + 1)),
             "--interface",
             "eth0",
             "--ca",
@@ -114,7 +116,7 @@ async fn swarm_in_namespaces(setup: Setup) -> Outcome {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        lan.spawn(i, BIN, &args, Stdio::from(summary), Stdio::from(log));
+        lan.spawn(i + 1, BIN, &args, Stdio::from(summary), Stdio::from(log));
     }
 
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -241,7 +243,8 @@ async fn agents_in_namespaces_discover_each_other_over_mdns() {
     assert!(f < 1.5, "origin sent {f:.2} copies");
 }
 
-/// The shape: origin behind 20 Mbit/s, 8 agents at 200 Mbit/s on one bridge.
+/// The shape: the origin in its own namespace behind 20 Mbit/s, 8 agents at
+/// 200 Mbit/s on one bridge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_agents_behind_a_slow_origin_take_one_copy() {
     if !netns::available() {

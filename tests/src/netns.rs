@@ -158,11 +158,33 @@ impl Lan {
 
     /// Shapes every host's link to `mbit` in both directions.
     pub fn shape_hosts(&self, mbit: u32) -> Result<(), String> {
-        for (ns, veth) in self.hosts.iter().zip(&self.veths) {
-            tbf(None, veth, mbit)?;
-            tbf(Some(ns), "eth0", mbit)?;
-        }
-        Ok(())
+        (0..self.hosts.len()).try_for_each(|i| self.shape_host(i, mbit))
+    }
+
+    /// Shapes host `i`'s link to `mbit` in both directions (replacing earlier shaping).
+    pub fn shape_host(&self, i: usize, mbit: u32) -> Result<(), String> {
+        let (ns, veth) = (&self.hosts[i], &self.veths[i]);
+        let _ = Command::new("tc")
+            .args(["qdisc", "del", "dev", veth, "root"])
+            .output();
+        let _ = Command::new("tc")
+            .args(["-n", ns, "qdisc", "del", "dev", "eth0", "root"])
+            .output();
+        tbf(None, veth, mbit)?;
+        tbf(Some(ns), "eth0", mbit)
+    }
+
+    /// A TCP listener bound to `port` on host `i` (its socket lives in that namespace,
+    /// whichever thread later serves it).
+    pub fn listen_on(&self, i: usize, port: u16) -> std::net::TcpListener {
+        let addr = format!("{}:{port}", self.host_ip(i));
+        let l = self
+            .spawn_thread_in(i, move || std::net::TcpListener::bind(addr))
+            .join()
+            .expect("bind thread")
+            .expect("bind in the namespace");
+        l.set_nonblocking(true).expect("non-blocking listener");
+        l
     }
 
     /// Starts `program args` inside host `i`; the `Lan` kills it when dropped.

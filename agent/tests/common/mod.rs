@@ -43,6 +43,13 @@ impl Vendor {
 
     /// Like [`Vendor::start`], with the origin listening on `ip`.
     pub async fn start_on(tag: &str, ip: &str) -> Vendor {
+        let l = std::net::TcpListener::bind((ip, 0)).unwrap();
+        l.set_nonblocking(true).unwrap();
+        Self::start_with(tag, ip, l).await
+    }
+
+    /// Like [`Vendor::start`], serving on `listener` (reached as `ip`).
+    pub async fn start_with(tag: &str, ip: &str, listener: std::net::TcpListener) -> Vendor {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = TempDir::new(tag);
         let (keys, repo) = (dir.join("keys"), dir.join("repo"));
@@ -58,7 +65,7 @@ impl Vendor {
         std::fs::create_dir_all(&repo).unwrap();
         let cert = serve::tls::self_signed(&dir.join("tls"), &[ip.to_owned()]).unwrap();
         let tls = cert.server_config().unwrap();
-        let listener = TcpListener::bind((ip, 0)).await.unwrap();
+        let listener = TcpListener::from_std(listener).unwrap();
         let url = format!("https://{}", listener.local_addr().unwrap());
         let metrics = Arc::new(Metrics::default());
         let (stop, mut stopped) = watch::channel(false);
