@@ -248,6 +248,14 @@ pub async fn run_loaded(
                 }
                 let p = *prog_rx.borrow_and_update();
                 on_progress(&p);
+                if p.fatal {
+                    return Err(Error::new(
+                        exit::IO,
+                        format!("cannot write pieces to {}", o.state.display()),
+                        "free disk space or fix the directory's permissions; verified pieces \
+                         are kept and the next run resumes",
+                    ));
+                }
                 if p.complete && report.is_none() {
                     let files = store.assemble(&release, &o.out)?;
                     let total = release.total_len().max(1);

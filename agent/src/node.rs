@@ -45,6 +45,8 @@ pub struct Progress {
     pub counters: Counters,
     /// Every piece is held and stored.
     pub complete: bool,
+    /// A local failure that stops the download (e.g. the disk is full).
+    pub fatal: bool,
 }
 
 /// Runs the node until `shutdown` turns true; publishes progress on `progress`.
@@ -64,6 +66,7 @@ pub async fn run(
     let mut peers: HashMap<PeerId, PeerConns> = HashMap::new();
     let me = swarm.me();
     let mut complete = false;
+    let mut fatal = false;
     loop {
         loop {
             if let Some((peer, msg)) = swarm.poll_transmit() {
@@ -107,7 +110,9 @@ pub async fn run(
                     if let Some(spec) = release.pieces.get(piece.0 as usize)
                         && let Err(e) = store.put(&spec.digest, &data)
                     {
-                        tracing::error!(error = %e, "cannot store a verified piece");
+                        // Nothing unverified was written; what is stored stays valid.
+                        tracing::error!(error = %e, "cannot store a verified piece; stopping");
+                        fatal = true;
                     }
                 }
                 SwarmEvent::Upload { peer, block } => {
@@ -149,7 +154,11 @@ pub async fn run(
             total,
             counters: swarm.counters(),
             complete,
+            fatal,
         });
+        if fatal {
+            return;
+        }
         let now = epoch.elapsed();
         let sleep = swarm
             .poll_timeout()

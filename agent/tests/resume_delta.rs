@@ -81,3 +81,48 @@ async fn a_resumed_download_refetches_nothing_it_verified() {
     assert_eq!(resumed.progress.counters.from_origin, LEN as u64 - kept);
     v.stop();
 }
+
+/// Too little disk space is refused before any byte is fetched, with a clear error.
+/// Needs root (mounts a small tmpfs); elsewhere it says so and passes without running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_little_disk_space_is_refused_up_front() {
+    if !shoal_tests::netns::available() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let v = Vendor::start("full-disk").await;
+    let src = v.dir.join("src/big.bin");
+    std::fs::create_dir_all(src.parent().unwrap()).unwrap();
+    random_file(&src, LEN, 3);
+    v.release("1", std::slice::from_ref(&src));
+    let small = v.dir.join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(small.clone());
+    let mut o = v.agent("pc", vec![]);
+    o.state = small.join("state");
+    let e = fetch_alone(o).await.unwrap_err();
+    assert_eq!(e.code, shoal_agent::error::exit::IO, "{e}");
+    assert!(e.to_string().contains("free disk space"), "{e}");
+    // Only the manifest and the index left the origin: not one piece (≥ 256 KiB).
+    assert!(
+        v.metrics.bytes_total() < 64 * 1024,
+        "{} bytes",
+        v.metrics.bytes_total()
+    );
+    v.stop();
+}
