@@ -7,7 +7,8 @@
 //! `releases_dir/.incoming-<version>`, renamed atomically to `releases_dir/<version>`
 //! once every artifact verified, handed to the install command, and recorded as the new
 //! floor. The agent then keeps seeding that release until the next one appears, and
-//! keeps the newest `keep_releases` release directories.
+//! keeps the newest `keep_releases` release directories; pieces no kept release needs
+//! are deleted from the store.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -173,8 +174,69 @@ async fn check(
     std::fs::rename(&incoming, &dest).map_err(|e| Error::io(dest.display(), e))?;
     install(cfg, &dest, &label).await;
     write_floor(cfg, &release.manifest.floor())?;
+    record_pieces(cfg, &label, &release)?;
     prune(&cfg.releases_dir, cfg.keep_releases, &label);
+    collect_garbage(cfg);
     Ok(())
+}
+
+/// Where the piece list of a delivered release is kept.
+fn pieces_list(cfg: &Config, label: &str) -> PathBuf {
+    cfg.state_dir
+        .join("delivered")
+        .join(format!("{label}.pieces"))
+}
+
+/// Records which pieces a delivered release needs (one hex digest per line).
+fn record_pieces(cfg: &Config, label: &str, release: &crate::release::Release) -> Result<()> {
+    let path = pieces_list(cfg, label);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
+    }
+    let text: String = release
+        .pieces
+        .iter()
+        .map(|p| format!("{}\n", p.digest))
+        .collect();
+    std::fs::write(&path, text).map_err(|e| Error::io(path.display(), e))
+}
+
+/// Drops stored pieces that no kept release needs, and the lists of pruned releases.
+fn collect_garbage(cfg: &Config) {
+    let kept: std::collections::HashSet<String> = std::fs::read_dir(&cfg.releases_dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    let mut keep = std::collections::HashSet::new();
+    let lists = cfg.state_dir.join("delivered");
+    for e in std::fs::read_dir(&lists)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(label) = name.strip_suffix(".pieces") else {
+            continue;
+        };
+        if !kept.contains(label) {
+            let _ = std::fs::remove_file(e.path());
+            continue;
+        }
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        keep.extend(text.lines().filter_map(shoal_protocol::Digest::from_hex));
+    }
+    if keep.is_empty() {
+        return; // never wipe the store on missing bookkeeping
+    }
+    if let Ok(store) = crate::store::Store::open(&cfg.state_dir) {
+        let removed = store.retain(&keep);
+        if removed > 0 {
+            tracing::info!(removed, "dropped pieces no kept release needs");
+        }
+    }
 }
 
 /// Runs the install command, if any, for a delivered release.

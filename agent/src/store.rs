@@ -79,6 +79,24 @@ impl Store {
         Ok(buf)
     }
 
+    /// Deletes every stored piece not in `keep` (and stale temporary files); returns how
+    /// many files went.
+    pub fn retain(&self, keep: &std::collections::HashSet<Digest>) -> usize {
+        let Ok(entries) = fs::read_dir(&self.pieces) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for e in entries.filter_map(|e| e.ok()) {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let wanted = Digest::from_hex(&name).is_some_and(|d| keep.contains(&d));
+            if !wanted && fs::remove_file(e.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
     /// Writes every artifact of `release` into `out`, each checked against its
     /// whole-file hash before an atomic rename. All or nothing per artifact.
     pub fn assemble(&self, release: &Release, out: &Path) -> Result<Vec<PathBuf>> {
