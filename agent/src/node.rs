@@ -145,7 +145,24 @@ pub async fn run(
                 SwarmEvent::OriginFailed { piece, corrupt } => {
                     tracing::warn!(piece = piece.0, corrupt, "origin fetch failed");
                 }
-                SwarmEvent::ManifestOffered { .. } | SwarmEvent::PeerStats { .. } => {}
+                SwarmEvent::IndexRequested {
+                    peer,
+                    index,
+                    offset,
+                    ..
+                } => {
+                    // Not held: this agent offers no older-release gossip yet.
+                    if let Some(pc) = peers.get(&peer) {
+                        let _ = pc.current.1.send(Message::IndexData {
+                            index,
+                            offset,
+                            data: Vec::new(),
+                        });
+                    }
+                }
+                SwarmEvent::ManifestOffered { .. }
+                | SwarmEvent::PeerStats { .. }
+                | SwarmEvent::IndexReceived { .. } => {}
             }
         }
         let (have, total) = swarm.progress();

@@ -93,6 +93,30 @@ impl Swarm {
                 self.events
                     .push_back(SwarmEvent::ManifestOffered { peer, bytes });
             }
+            Message::IndexRequest {
+                index,
+                offset,
+                length,
+            } => {
+                self.events.push_back(SwarmEvent::IndexRequested {
+                    peer,
+                    index,
+                    offset,
+                    length,
+                });
+            }
+            Message::IndexData {
+                index,
+                offset,
+                data,
+            } => {
+                self.events.push_back(SwarmEvent::IndexReceived {
+                    peer,
+                    index,
+                    offset,
+                    data,
+                });
+            }
             Message::Stats(summary) => {
                 self.events
                     .push_back(SwarmEvent::PeerStats { peer, summary });

@@ -127,6 +127,29 @@ pub enum SwarmEvent {
         /// The manifest bytes.
         bytes: Vec<u8>,
     },
+    /// A peer asks for part of a piece index (of a release we offered it); answer with
+    /// `IndexData`, empty if not held.
+    IndexRequested {
+        /// The peer.
+        peer: PeerId,
+        /// SHA-256 of the index file.
+        index: [u8; 32],
+        /// Offset in the file.
+        offset: u32,
+        /// Bytes wanted.
+        length: u32,
+    },
+    /// Part of a piece index arrived (verify the whole file against its manifest).
+    IndexReceived {
+        /// The peer.
+        peer: PeerId,
+        /// SHA-256 of the index file.
+        index: [u8; 32],
+        /// Offset in the file.
+        offset: u32,
+        /// The bytes (empty: the peer does not hold it).
+        data: Vec<u8>,
+    },
     /// A peer's progress report.
     PeerStats {
         /// The peer.

@@ -160,6 +160,26 @@ pub enum Message {
     ManifestOffer(Vec<u8>),
     /// The sender's progress on this release.
     Stats(StatsSummary),
+    /// Asks for a range of a piece index file, named by its SHA-256 (after a
+    /// `ManifestOffer`, so a newer release can start without the origin).
+    IndexRequest {
+        /// SHA-256 of the index file.
+        index: [u8; 32],
+        /// Offset in the file.
+        offset: u32,
+        /// Bytes wanted, 1 to `MAX_BLOCK_LEN`.
+        length: u32,
+    },
+    /// Index file bytes answering an `IndexRequest`; empty when the sender does not
+    /// hold that index.
+    IndexData {
+        /// SHA-256 of the index file.
+        index: [u8; 32],
+        /// Offset in the file.
+        offset: u32,
+        /// 0 to `MAX_BLOCK_LEN` bytes.
+        data: Vec<u8>,
+    },
 }
 
 /// The one-byte message types.
@@ -192,6 +212,10 @@ pub enum MessageType {
     ManifestOffer = 0x0c,
     /// [`Message::Stats`]
     Stats = 0x0d,
+    /// [`Message::IndexRequest`]
+    IndexRequest = 0x0e,
+    /// [`Message::IndexData`]
+    IndexData = 0x0f,
 }
 
 const STATS_FIXED_LEN: u32 = 8 + 4 + 4 + 8 + 8 + 8 + 1;
@@ -214,6 +238,8 @@ impl MessageType {
             0x0b => KeepAlive,
             0x0c => ManifestOffer,
             0x0d => Stats,
+            0x0e => IndexRequest,
+            0x0f => IndexData,
             _ => return None,
         })
     }
@@ -233,6 +259,8 @@ impl MessageType {
             Unchoke => (2, 2),
             ManifestOffer => (1, MAX_MANIFEST_LEN as u32),
             Stats => (STATS_FIXED_LEN, STATS_FIXED_LEN + MAX_PEER_NAME_LEN as u32),
+            IndexRequest => (40, 40),
+            IndexData => (36, 36 + MAX_BLOCK_LEN),
         }
     }
 }
@@ -254,6 +282,8 @@ impl Message {
             Message::KeepAlive => MessageType::KeepAlive,
             Message::ManifestOffer(_) => MessageType::ManifestOffer,
             Message::Stats(_) => MessageType::Stats,
+            Message::IndexRequest { .. } => MessageType::IndexRequest,
+            Message::IndexData { .. } => MessageType::IndexData,
         }
     }
 
@@ -299,6 +329,24 @@ impl Message {
                 out.extend_from_slice(&s.bytes_uploaded.to_be_bytes());
                 out.push(s.name.len() as u8);
                 out.extend_from_slice(s.name.as_bytes());
+            }
+            Message::IndexRequest {
+                index,
+                offset,
+                length,
+            } => {
+                out.extend_from_slice(index);
+                out.extend_from_slice(&offset.to_be_bytes());
+                out.extend_from_slice(&length.to_be_bytes());
+            }
+            Message::IndexData {
+                index,
+                offset,
+                data,
+            } => {
+                out.extend_from_slice(index);
+                out.extend_from_slice(&offset.to_be_bytes());
+                out.extend_from_slice(data);
             }
         }
     }
@@ -386,6 +434,24 @@ impl Message {
                     bytes_uploaded,
                 })
             }
+            MessageType::IndexRequest => {
+                let index = r.array()?;
+                let offset = r.u32()?;
+                let length = r.u32()?;
+                if length == 0 || length > MAX_BLOCK_LEN {
+                    return Err("index request length outside 1..=MAX_BLOCK_LEN");
+                }
+                Message::IndexRequest {
+                    index,
+                    offset,
+                    length,
+                }
+            }
+            MessageType::IndexData => Message::IndexData {
+                index: r.array()?,
+                offset: r.u32()?,
+                data: r.rest().to_vec(),
+            },
         };
         if !r.0.is_empty() {
             return Err("payload has trailing bytes");

@@ -43,6 +43,16 @@ fn samples() -> Vec<Message> {
         Message::Unchoke { max_requests: 32 },
         Message::KeepAlive,
         Message::ManifestOffer(b"{}".to_vec()),
+        Message::IndexRequest {
+            index: [0x44; 32],
+            offset: 0,
+            length: 36,
+        },
+        Message::IndexData {
+            index: [0x44; 32],
+            offset: 0,
+            data: vec![],
+        },
         Message::Stats(StatsSummary {
             name: "pc-7".into(),
             uptime_secs: 60,
@@ -153,6 +163,18 @@ fn golden_vectors() {
         ),
         (samples()[8].clone(), "00000001 09   # Choke"),
         (
+            samples()[12].clone(),
+            "00000029 0e                                                      # length 41, IndexRequest
+             4444444444444444444444444444444444444444444444444444444444444444 # index SHA-256
+             00000000 00000024                                                # offset 0, length 36",
+        ),
+        (
+            samples()[13].clone(),
+            "00000025 0f                                                      # length 37, IndexData
+             4444444444444444444444444444444444444444444444444444444444444444 # index SHA-256
+             00000000                                                         # offset 0; no data: not held",
+        ),
+        (
             samples()[9].clone(),
             "00000003 0a 0020   # Unchoke, window 32",
         ),
@@ -162,7 +184,7 @@ fn golden_vectors() {
             "00000003 0c 7b7d   # ManifestOffer '{}'",
         ),
         (
-            samples()[12].clone(),
+            samples()[14].clone(),
             "0000002e 0d                  # length 46, Stats
              000000000000003c             # uptime 60 s
              00000003 0000000a            # 3 of 10 pieces
@@ -320,6 +342,23 @@ fn arb_message() -> impl Strategy<Value = Message> {
         (1..=u16::MAX).prop_map(|max_requests| Message::Unchoke { max_requests }),
         Just(Message::KeepAlive),
         proptest::collection::vec(any::<u8>(), 1..500).prop_map(Message::ManifestOffer),
+        (any::<[u8; 32]>(), any::<u32>(), 1..=MAX_BLOCK_LEN).prop_map(|(index, offset, length)| {
+            Message::IndexRequest {
+                index,
+                offset,
+                length,
+            }
+        }),
+        (
+            any::<[u8; 32]>(),
+            any::<u32>(),
+            proptest::collection::vec(any::<u8>(), 0..600)
+        )
+            .prop_map(|(index, offset, data)| Message::IndexData {
+                index,
+                offset,
+                data
+            }),
         (
             "[a-z0-9é-]{0,20}",
             any::<u64>(),

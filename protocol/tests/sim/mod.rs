@@ -481,7 +481,9 @@ impl<'a> Sim<'a> {
             }
             SwarmEvent::OriginFailed { .. }
             | SwarmEvent::ManifestOffered { .. }
-            | SwarmEvent::PeerStats { .. } => {}
+            | SwarmEvent::PeerStats { .. }
+            | SwarmEvent::IndexRequested { .. }
+            | SwarmEvent::IndexReceived { .. } => {}
         }
         Ok(())
     }
