@@ -49,6 +49,22 @@ pub struct Progress {
     pub fatal: bool,
 }
 
+/// Bytes `offset..offset+length` of the release's index file named `index` (clipped to
+/// the file); empty if the release has no such index.
+pub fn index_range(release: &Release, index: &[u8; 32], offset: u32, length: u32) -> Vec<u8> {
+    let found = release
+        .artifacts()
+        .iter()
+        .position(|a| a.index.sha256.0 == *index)
+        .and_then(|i| release.index_bytes.get(i));
+    let Some(bytes) = found else {
+        return Vec::new();
+    };
+    let start = (offset as usize).min(bytes.len());
+    let end = start.saturating_add(length as usize).min(bytes.len());
+    bytes[start..end].to_vec()
+}
+
 /// Runs the node until `shutdown` turns true; publishes progress on `progress`.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(

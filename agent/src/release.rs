@@ -21,10 +21,14 @@ pub struct PieceLocation {
 
 /// A release whose every document verified.
 pub struct Release {
+    /// The trust it was verified under (verifies manifests peers offer later).
+    pub trust: VerifiedTrust,
     /// The manifest.
     pub manifest: VerifiedManifest,
     /// One index per artifact, in manifest order.
     pub indexes: Vec<PieceIndex>,
+    /// The exact bytes of each index (handed to peers that learn the release from us).
+    pub index_bytes: Vec<Vec<u8>>,
     /// Every piece, numbered release-wide.
     pub pieces: Vec<PieceSpec>,
     /// Where each piece lies.
@@ -98,10 +102,8 @@ pub async fn load(
     };
     let manifest =
         VerifiedManifest::verify(&bytes, &trust, &want, now).map_err(|e| untrusted(&rel, e))?;
-    let mut indexes = Vec::new();
-    let mut pieces = Vec::new();
-    let mut locations = Vec::new();
-    for (i, a) in manifest.body().artifacts.iter().enumerate() {
+    let mut index_bytes = Vec::new();
+    for a in &manifest.body().artifacts {
         let rel = format!("indexes/{}.idx", a.index.sha256);
         let bytes = origin
             .get(&rel, a.index.length as usize)
@@ -109,10 +111,36 @@ pub async fn load(
             .ok_or_else(|| {
                 Error::new(exit::UNAVAILABLE, format!("{rel} is not on the origin"), "")
             })?;
-        if bytes.len() as u64 != a.index.length || Digest::of(&bytes) != a.index.sha256 {
+        index_bytes.push(bytes);
+    }
+    from_parts(trust, manifest, index_bytes)
+}
+
+/// Builds a release from a verified manifest and its index files, whoever supplied
+/// them: each index must match the manifest's length and SHA-256 before it is parsed.
+pub fn from_parts(
+    trust: VerifiedTrust,
+    manifest: VerifiedManifest,
+    index_bytes: Vec<Vec<u8>>,
+) -> Result<Release> {
+    if index_bytes.len() != manifest.body().artifacts.len() {
+        return Err(untrusted("indexes", "one index per artifact is needed"));
+    }
+    let mut indexes = Vec::new();
+    let mut pieces = Vec::new();
+    let mut locations = Vec::new();
+    for (i, (a, bytes)) in manifest
+        .body()
+        .artifacts
+        .iter()
+        .zip(&index_bytes)
+        .enumerate()
+    {
+        let rel = format!("indexes/{}.idx", a.index.sha256);
+        if bytes.len() as u64 != a.index.length || Digest::of(bytes) != a.index.sha256 {
             return Err(untrusted(&rel, "does not match the manifest"));
         }
-        let index = PieceIndex::parse(&bytes).map_err(|e| untrusted(&rel, e))?;
+        let index = PieceIndex::parse(bytes).map_err(|e| untrusted(&rel, e))?;
         if index.total_len() != a.length {
             return Err(untrusted(
                 &rel,
@@ -132,8 +160,10 @@ pub async fn load(
         indexes.push(index);
     }
     Ok(Release {
+        trust,
         manifest,
         indexes,
+        index_bytes,
         pieces,
         locations,
     })
