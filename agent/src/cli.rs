@@ -197,6 +197,8 @@ async fn dispatch(cmd: Command) -> Result<(), Error> {
                     ..SwarmConfig::default()
                 },
                 discovery: (!no_mdns).then_some(DiscoveryConfig { interfaces, group }),
+                older: Vec::new(),
+                gossip: None,
             };
             let (stop_tx, stop_rx) = watch::channel(false);
             let (done_tx, done_rx) = tokio::sync::oneshot::channel();

@@ -49,6 +49,8 @@ fn options(cfg: &Config, out: PathBuf) -> FetchOptions {
             interfaces: cfg.mdns.interfaces.clone(),
             group: cfg.mdns.group.clone(),
         }),
+        older: Vec::new(),
+        gossip: None,
     }
 }
 

@@ -18,7 +18,7 @@ use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::error::{Error, Result, exit};
 use crate::node::{self, Progress};
 use crate::origin::OriginClient;
-use crate::peer::{self, HandshakeInfo};
+use crate::peer::{self, GossipOffer, HandshakeInfo};
 use crate::store::Store;
 
 /// Most peer connections at once (inbound and outbound).
@@ -47,6 +47,11 @@ pub struct FetchOptions {
     pub swarm: SwarmConfig,
     /// mDNS discovery (None: static peers only).
     pub discovery: Option<DiscoveryConfig>,
+    /// Older releases of the channel this agent delivered (id, piece count): peers still
+    /// on one of them are handed the current release.
+    pub older: Vec<(shoal_protocol::Digest, u32)>,
+    /// Where manifests and indexes offered by peers go (the daemon verifies them).
+    pub gossip: Option<mpsc::Sender<crate::node::GossipEvent>>,
 }
 
 /// The outcome of a fetch.
@@ -125,9 +130,22 @@ pub async fn run_loaded(
     // Bounded: a peer that floods messages is slowed by TCP backpressure, not buffered.
     let (in_tx, in_rx) = mpsc::channel(crate::node::INPUT_QUEUE);
     let (prog_tx, mut prog_rx) = watch::channel(Progress::default());
+    let gossip = (!o.older.is_empty()).then(|| {
+        Arc::new(GossipOffer {
+            older: o.older.clone(),
+            manifest: release.manifest.bytes().to_vec(),
+            indexes: release
+                .artifacts()
+                .iter()
+                .map(|a| a.index.sha256.0)
+                .zip(release.index_bytes.iter().cloned())
+                .collect(),
+        })
+    });
     let info = HandshakeInfo {
         me,
         release: release.id(),
+        gossip,
     };
     let conn_ids = Arc::new(AtomicU64::new(0));
     let listen_port = listener
@@ -146,6 +164,7 @@ pub async fn run_loaded(
         prog_tx,
         shutdown.clone(),
         epoch,
+        o.gossip.clone(),
     ));
     let accept = {
         let (info, in_tx, ids, slots) =

@@ -25,6 +25,22 @@ use crate::store::Store;
 /// Inputs queued for the node at most; senders wait beyond that (backpressure).
 pub const INPUT_QUEUE: usize = 1024;
 
+/// A document a peer handed over, passed on to whoever decides about releases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GossipEvent {
+    /// A manifest the peer believes newer (unverified).
+    Manifest(Vec<u8>),
+    /// Part of an index file (unverified).
+    Index {
+        /// SHA-256 of the index file.
+        index: [u8; 32],
+        /// Offset in the file.
+        offset: u32,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+}
+
 /// How long a redundant connection stays open before it is closed.
 pub const RETIRE_AFTER: Duration = Duration::from_secs(5);
 
@@ -77,6 +93,7 @@ pub async fn run(
     progress: watch::Sender<Progress>,
     mut shutdown: watch::Receiver<bool>,
     epoch: Instant,
+    gossip: Option<mpsc::Sender<GossipEvent>>,
 ) {
     let mut conns: HashMap<ConnId, PeerId> = HashMap::new();
     let mut peers: HashMap<PeerId, PeerConns> = HashMap::new();
@@ -176,9 +193,26 @@ pub async fn run(
                         });
                     }
                 }
-                SwarmEvent::ManifestOffered { .. }
-                | SwarmEvent::PeerStats { .. }
-                | SwarmEvent::IndexReceived { .. } => {}
+                SwarmEvent::ManifestOffered { bytes, .. } => {
+                    if let Some(g) = &gossip {
+                        let _ = g.try_send(GossipEvent::Manifest(bytes));
+                    }
+                }
+                SwarmEvent::IndexReceived {
+                    index,
+                    offset,
+                    data,
+                    ..
+                } => {
+                    if let Some(g) = &gossip {
+                        let _ = g.try_send(GossipEvent::Index {
+                            index,
+                            offset,
+                            data,
+                        });
+                    }
+                }
+                SwarmEvent::PeerStats { .. } => {}
             }
         }
         let (have, total) = swarm.progress();

@@ -6,9 +6,11 @@
 //! the socket; when the socket ends the task tells the node. A peer that breaks framing
 //! or the handshake is dropped here without ever reaching the node.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_protocol::Digest;
+use shoal_protocol::limits::MAX_BLOCK_LEN;
 use shoal_protocol::wire::{
     Capabilities, FrameDecoder, Hello, Message, PROTOCOL_VERSION, PeerId, Role, join_proof,
 };
@@ -70,6 +72,33 @@ pub struct HandshakeInfo {
     pub me: PeerId,
     /// The release we serve and fetch.
     pub release: Digest,
+    /// For peers still on an older release of the channel: the newer one to hand over.
+    pub gossip: Option<Arc<GossipOffer>>,
+}
+
+/// The current release, as handed to peers that join with an older one.
+#[derive(Debug)]
+pub struct GossipOffer {
+    /// Older releases of the channel we delivered: id and piece count.
+    pub older: Vec<(Digest, u32)>,
+    /// The current manifest's exact bytes.
+    pub manifest: Vec<u8>,
+    /// The current release's index files: SHA-256 and bytes.
+    pub indexes: Vec<([u8; 32], Vec<u8>)>,
+}
+
+/// How long a gossip session waits for the peer's next request.
+const GOSSIP_IDLE: Duration = Duration::from_secs(30);
+
+/// What the handshake established.
+enum Joined {
+    /// The peer joined our current release.
+    Current(PeerId),
+    /// The peer joined an older release we know: hand it the newer one.
+    Older {
+        /// Pieces in that older release (for the empty piece map).
+        piece_count: u32,
+    },
 }
 
 async fn read_message(rd: &mut OwnedReadHalf, dec: &mut FrameDecoder) -> std::io::Result<Message> {
@@ -102,12 +131,12 @@ async fn handshake(
     dec: &mut FrameDecoder,
     info: &HandshakeInfo,
     role: Role,
-) -> std::io::Result<PeerId> {
+) -> std::io::Result<Joined> {
     let mut nonce = [0u8; 32];
     getrandom::fill(&mut nonce).map_err(|_| invalid("no randomness"))?;
     let hello = Message::Hello(Hello {
         version: PROTOCOL_VERSION,
-        capabilities: Capabilities::SEED | Capabilities::STATS,
+        capabilities: Capabilities::SEED | Capabilities::STATS | Capabilities::MANIFEST_GOSSIP,
         peer_id: info.me,
         nonce,
     });
@@ -135,15 +164,88 @@ async fn handshake(
         wr.write_all(&Message::Join { proof: mine }.to_frame())
             .await?;
     }
-    match read_message(rd, dec).await? {
-        Message::Join { proof } if proof == expected => {}
-        _ => return Err(invalid("peer does not know this release")),
+    let Message::Join { proof } = read_message(rd, dec).await? else {
+        return Err(invalid("second message is not Join"));
+    };
+    if proof == expected {
+        if role == Role::Responder {
+            wr.write_all(&Message::Join { proof: mine }.to_frame())
+                .await?;
+        }
+        return Ok(Joined::Current(theirs.peer_id));
     }
-    if role == Role::Responder {
-        wr.write_all(&Message::Join { proof: mine }.to_frame())
-            .await?;
+    // A responder may accept a release it delivered earlier, to hand over the newer one.
+    let gossip_ok =
+        role == Role::Responder && theirs.capabilities.contains(Capabilities::MANIFEST_GOSSIP);
+    let older = info.gossip.as_ref().filter(|_| gossip_ok).and_then(|g| {
+        g.older
+            .iter()
+            .find(|(id, _)| proof == join_proof(Role::Initiator, id, &ni, &nr))
+            .copied()
+    });
+    let Some((old, piece_count)) = older else {
+        return Err(invalid("peer does not know this release"));
+    };
+    let answer = join_proof(Role::Responder, &old, &ni, &nr);
+    wr.write_all(&Message::Join { proof: answer }.to_frame())
+        .await?;
+    Ok(Joined::Older { piece_count })
+}
+
+/// Hands a peer on an older release the current manifest and its indexes, then answers
+/// its index requests until it goes quiet.
+async fn offer_newer(
+    rd: &mut OwnedReadHalf,
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    dec: &mut FrameDecoder,
+    offer: &GossipOffer,
+    piece_count: u32,
+) -> std::io::Result<()> {
+    let empty = shoal_protocol::swarm::Bitfield::new(piece_count);
+    let mut out = Message::PieceMap {
+        piece_count,
+        bits: empty.as_wire().to_vec(),
     }
-    Ok(theirs.peer_id)
+    .to_frame();
+    Message::ManifestOffer(offer.manifest.clone()).encode(&mut out);
+    for (index, bytes) in &offer.indexes {
+        for (k, chunk) in bytes.chunks(MAX_BLOCK_LEN as usize).enumerate() {
+            let data = Message::IndexData {
+                index: *index,
+                offset: (k * MAX_BLOCK_LEN as usize) as u32,
+                data: chunk.to_vec(),
+            };
+            data.encode(&mut out);
+        }
+    }
+    wr.write_all(&out).await?;
+    loop {
+        let msg = tokio::time::timeout(GOSSIP_IDLE, read_message(rd, dec))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        if let Message::IndexRequest {
+            index,
+            offset,
+            length,
+        } = msg
+        {
+            let data = offer
+                .indexes
+                .iter()
+                .find(|(i, _)| *i == index)
+                .map(|(_, b)| {
+                    let start = (offset as usize).min(b.len());
+                    b[start..start.saturating_add(length as usize).min(b.len())].to_vec()
+                })
+                .unwrap_or_default();
+            let reply = Message::IndexData {
+                index,
+                offset,
+                data,
+            };
+            wr.write_all(&reply.to_frame()).await?;
+        }
+    }
 }
 
 /// Runs one connection until either side ends it.
@@ -158,19 +260,29 @@ pub async fn run(
     let addr = stream.peer_addr().ok();
     let (mut rd, mut wr) = stream.into_split();
     let mut dec = FrameDecoder::new();
-    let peer = match tokio::time::timeout(
+    let joined = match tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
         handshake(&mut rd, &mut wr, &mut dec, &info, role),
     )
     .await
     {
-        Ok(Ok(p)) => p,
+        Ok(Ok(j)) => j,
         Ok(Err(e)) => {
             tracing::debug!(?addr, error = %e, "handshake failed");
             return;
         }
         Err(_) => {
             tracing::debug!(?addr, "handshake timed out");
+            return;
+        }
+    };
+    let peer = match joined {
+        Joined::Current(peer) => peer,
+        Joined::Older { piece_count } => {
+            if let Some(offer) = &info.gossip {
+                let r = offer_newer(&mut rd, &mut wr, &mut dec, offer, piece_count).await;
+                tracing::debug!(?addr, ?r, "handed a newer manifest to a peer");
+            }
             return;
         }
     };

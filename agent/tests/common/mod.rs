@@ -123,6 +123,8 @@ impl Vendor {
             },
             // The test process runs in the machine's own namespace: no multicast here.
             discovery: None,
+            older: Vec::new(),
+            gossip: None,
         }
     }
 
