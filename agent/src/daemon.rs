@@ -24,12 +24,29 @@ use crate::config::Config;
 use crate::discovery::DiscoveryConfig;
 use crate::error::{Error, Result, exit};
 use crate::fetch::{FetchOptions, FetchReport, load, run_loaded};
+use crate::node::GossipEvent;
+use crate::release::{Release, from_parts};
+use shoal_protocol::{ChannelRef, Digest, Name, VerifiedManifest};
+use tokio::sync::mpsc;
 
 /// The release being seeded now.
 struct Seeding {
+    release: Arc<Release>,
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<FetchReport>>,
 }
+
+/// What the daemon keeps between checks.
+struct State {
+    seeding: Option<Seeding>,
+    /// Releases delivered by this process (id, piece count): peers still on one of them
+    /// are handed the current release.
+    delivered: Vec<(Digest, u32)>,
+    gossip_tx: mpsc::Sender<GossipEvent>,
+}
+
+/// How long the pushed indexes of an offered manifest may take to arrive.
+const OFFER_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn options(cfg: &Config, out: PathBuf) -> FetchOptions {
     FetchOptions {
@@ -79,10 +96,15 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<()>
     std::fs::create_dir_all(&cfg.state_dir).map_err(|e| Error::io(cfg.state_dir.display(), e))?;
     std::fs::create_dir_all(&cfg.releases_dir)
         .map_err(|e| Error::io(cfg.releases_dir.display(), e))?;
-    let mut seeding: Option<Seeding> = None;
+    let (gossip_tx, mut gossip_rx) = mpsc::channel(256);
+    let mut state = State {
+        seeding: None,
+        delivered: Vec::new(),
+        gossip_tx,
+    };
     let mut failures: u32 = 0;
     loop {
-        let wait = match check(&cfg, &mut seeding, &mut shutdown).await {
+        let wait = match check(&cfg, &mut state, &mut shutdown).await {
             Ok(()) => {
                 failures = 0;
                 jitter(Duration::from_secs(cfg.poll_interval_secs))
@@ -94,15 +116,27 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<()>
                 jitter(backoff.min(Duration::from_secs(cfg.poll_interval_secs)))
             }
         };
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            _ = shutdown.changed() => {}
+        let sleep = tokio::time::sleep(wait);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = &mut sleep => break,
+                _ = shutdown.changed() => break,
+                Some(ev) = gossip_rx.recv() => {
+                    // A peer handed over a manifest: verify it and switch, origin or not.
+                    if let GossipEvent::Manifest(bytes) = ev
+                        && let Err(e) = adopt_offer(&cfg, bytes, &mut gossip_rx, &mut state, &mut shutdown).await
+                    {
+                        tracing::warn!(error = %e.message, "ignored a manifest offered by a peer");
+                    }
+                }
+            }
         }
         if *shutdown.borrow() {
             break;
         }
     }
-    if let Some(s) = seeding {
+    if let Some(s) = state.seeding {
         s.stop.send_replace(true);
         let _ = s.task.await;
     }
@@ -119,14 +153,89 @@ fn jitter(d: Duration) -> Duration {
 
 async fn check(
     cfg: &Config,
-    seeding: &mut Option<Seeding>,
+    state: &mut State,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<()> {
     let probe = options(cfg, cfg.releases_dir.clone());
     let release = Arc::new(load(&probe).await?);
+    switch_to(cfg, release, state, shutdown).await
+}
+
+/// Verifies a manifest a peer offered under the current trust and floor, collects its
+/// indexes from the peer's pushed `IndexData`, and switches to it.
+async fn adopt_offer(
+    cfg: &Config,
+    bytes: Vec<u8>,
+    gossip_rx: &mut mpsc::Receiver<GossipEvent>,
+    state: &mut State,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<()> {
+    let Some(current) = state.seeding.as_ref().map(|s| s.release.clone()) else {
+        return Ok(()); // nothing verified yet to judge an offer by
+    };
+    let trust = current.trust.clone();
+    let channel = Name::new(&cfg.channel)
+        .map_err(|e| Error::new(exit::USAGE, format!("channel: {e}"), ""))?;
+    let want = ChannelRef {
+        product: trust.body().product.clone(),
+        channel,
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let manifest = VerifiedManifest::verify(&bytes, &trust, &want, now)
+        .map_err(|e| Error::new(exit::UNTRUSTED, format!("offered manifest: {e}"), ""))?;
+    if !matches!(
+        accept(read_floor(cfg).as_ref(), &manifest),
+        Ok(Acceptance::Newer)
+    ) {
+        return Ok(());
+    }
+    // Indexes arrive in order right after the offer; their lengths come from the
+    // verified manifest, so nothing beyond them is buffered.
+    let wanted: Vec<([u8; 32], usize)> = manifest
+        .body()
+        .artifacts
+        .iter()
+        .map(|a| (a.index.sha256.0, a.index.length as usize))
+        .collect();
+    let mut bufs: Vec<Vec<u8>> = wanted.iter().map(|_| Vec::new()).collect();
+    let deadline = tokio::time::Instant::now() + OFFER_TIMEOUT;
+    while bufs.iter().zip(&wanted).any(|(b, (_, len))| b.len() < *len) {
+        let ev = tokio::time::timeout_at(deadline, gossip_rx.recv())
+            .await
+            .map_err(|_| Error::new(exit::UNAVAILABLE, "offered indexes did not arrive", ""))?;
+        let Some(GossipEvent::Index {
+            index,
+            offset,
+            data,
+        }) = ev
+        else {
+            continue;
+        };
+        for ((sha, len), buf) in wanted.iter().zip(bufs.iter_mut()) {
+            if *sha == index && offset as usize == buf.len() && buf.len() + data.len() <= *len {
+                buf.extend_from_slice(&data);
+            }
+        }
+    }
+    let release = Arc::new(from_parts(trust, manifest, bufs)?);
+    tracing::info!(release = %release.manifest.body().release, "learned a newer release from a peer");
+    switch_to(cfg, release, state, shutdown).await
+}
+
+/// Makes `release` the current one if it is newer than the floor: fetch it with the
+/// LAN's help, deliver it, install it, and seed it.
+async fn switch_to(
+    cfg: &Config,
+    release: Arc<Release>,
+    state: &mut State,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<()> {
     let floor = read_floor(cfg);
     match accept(floor.as_ref(), &release.manifest) {
-        Ok(Acceptance::Current) if seeding.is_some() => return Ok(()),
+        Ok(Acceptance::Current) if state.seeding.is_some() => return Ok(()),
         Ok(_) => {}
         Err(e) => {
             return Err(Error::new(
@@ -138,7 +247,7 @@ async fn check(
     }
     let label = release.manifest.body().release.clone();
     let incoming = cfg.releases_dir.join(format!(".incoming-{label}"));
-    if let Some(s) = seeding.take() {
+    if let Some(s) = state.seeding.take() {
         s.stop.send_replace(true);
         let _ = s.task.await;
     }
@@ -153,8 +262,16 @@ async fn check(
         })?;
     let (stop, stopped) = watch::channel(false);
     let (done_tx, done_rx) = oneshot::channel();
+    let mut o = options(cfg, incoming.clone());
+    o.older = state
+        .delivered
+        .iter()
+        .filter(|(id, _)| *id != release.id())
+        .copied()
+        .collect();
+    o.gossip = Some(state.gossip_tx.clone());
     let task = tokio::spawn(run_loaded(
-        options(cfg, incoming.clone()),
+        o,
         release.clone(),
         listener,
         Some(done_tx),
@@ -165,7 +282,11 @@ async fn check(
         r = done_rx => r.ok(),
         _ = shutdown.changed() => None,
     };
-    *seeding = Some(Seeding { stop, task });
+    state.seeding = Some(Seeding {
+        release: release.clone(),
+        stop,
+        task,
+    });
     if finished.is_none() {
         return Ok(()); // shutting down; verified pieces stay for next time
     }
@@ -177,6 +298,15 @@ async fn check(
     install(cfg, &dest, &label).await;
     write_floor(cfg, &release.manifest.floor())?;
     record_pieces(cfg, &label, &release)?;
+    state.delivered.retain(|(id, _)| *id != release.id());
+    state
+        .delivered
+        .push((release.id(), release.pieces.len() as u32));
+    let excess = state
+        .delivered
+        .len()
+        .saturating_sub(cfg.keep_releases.max(2));
+    state.delivered.drain(..excess);
     prune(&cfg.releases_dir, cfg.keep_releases, &label);
     collect_garbage(cfg);
     Ok(())
@@ -190,7 +320,7 @@ fn pieces_list(cfg: &Config, label: &str) -> PathBuf {
 }
 
 /// Records which pieces a delivered release needs (one hex digest per line).
-fn record_pieces(cfg: &Config, label: &str, release: &crate::release::Release) -> Result<()> {
+fn record_pieces(cfg: &Config, label: &str, release: &Release) -> Result<()> {
     let path = pieces_list(cfg, label);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
@@ -228,7 +358,7 @@ fn collect_garbage(cfg: &Config) {
             continue;
         }
         let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-        keep.extend(text.lines().filter_map(shoal_protocol::Digest::from_hex));
+        keep.extend(text.lines().filter_map(Digest::from_hex));
     }
     if keep.is_empty() {
         return; // never wipe the store on missing bookkeeping
