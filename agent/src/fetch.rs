@@ -259,55 +259,68 @@ pub async fn run_loaded(
 
     let mut report = None;
     let mut done = done;
-    loop {
-        tokio::select! {
-            r = prog_rx.changed() => {
-                if r.is_err() {
-                    break;
-                }
-                let p = *prog_rx.borrow_and_update();
-                on_progress(&p);
-                if p.fatal {
-                    return Err(Error::new(
-                        exit::IO,
-                        format!("cannot write pieces to {}", o.state.display()),
-                        "free disk space or fix the directory's permissions; verified pieces \
-                         are kept and the next run resumes",
-                    ));
-                }
-                if p.complete && report.is_none() {
-                    let files = store.assemble(&release, &o.out)?;
-                    let total = release.total_len().max(1);
-                    tracing::info!(
-                        release = %release.manifest.body().release,
-                        from_peers = p.counters.from_peers,
-                        from_origin = p.counters.from_origin,
-                        peer_share = format!("{:.0}%", 100.0 * p.counters.from_peers as f64 / total as f64),
-                        "release finished"
-                    );
-                    let r = FetchReport {
-                        release: release.manifest.body().release.clone(),
-                        files,
-                        progress: p,
-                    };
-                    if let Some(tx) = done.take() {
-                        let _ = tx.send(r.clone());
+    let outcome: Result<()> = async {
+        loop {
+            tokio::select! {
+                r = prog_rx.changed() => {
+                    if r.is_err() {
+                        break;
                     }
-                    report = Some(r);
+                    let p = *prog_rx.borrow_and_update();
+                    on_progress(&p);
+                    if p.fatal {
+                        return Err(Error::new(
+                            exit::IO,
+                            format!("cannot write pieces to {}", o.state.display()),
+                            "free disk space or fix the directory's permissions; verified pieces \
+                             are kept and the next run resumes",
+                        ));
+                    }
+                    if p.complete && report.is_none() {
+                        let files = store.assemble(&release, &o.out)?;
+                        let total = release.total_len().max(1);
+                        tracing::info!(
+                            release = %release.manifest.body().release,
+                            from_peers = p.counters.from_peers,
+                            from_origin = p.counters.from_origin,
+                            peer_share = format!("{:.0}%", 100.0 * p.counters.from_peers as f64 / total as f64),
+                            "release finished"
+                        );
+                        let r = FetchReport {
+                            release: release.manifest.body().release.clone(),
+                            files,
+                            progress: p,
+                        };
+                        if let Some(tx) = done.take() {
+                            let _ = tx.send(r.clone());
+                        }
+                        report = Some(r);
+                    }
                 }
-            }
-            _ = shutdown.changed() => {
-                if *shutdown.borrow() {
-                    break;
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() {
+                        break;
+                    }
                 }
             }
         }
+        Ok(())
     }
+    .await;
+    // Await the aborted tasks too: only then are their sockets closed, and a caller
+    // (the daemon switching releases) can bind the same port again.
     accept.abort();
-    for d in dialers {
+    let _ = accept.await;
+    for d in &dialers {
         d.abort();
     }
+    for d in dialers {
+        let _ = d.await;
+    }
+    // After an error the node may still run; it holds nothing that needs a clean close.
+    node.abort();
     let _ = node.await;
+    outcome?;
     report.ok_or_else(|| {
         Error::new(
             exit::UNAVAILABLE,

@@ -92,3 +92,72 @@ async fn follows_the_channel_delivers_installs_and_refuses_rollback() {
     eprintln!("stopped in {:?}", t2.elapsed());
     v.stop();
 }
+
+fn free_port() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Two daemons deliver 1.0. Release 1.1 appears; A fetches it from the origin, then the
+/// origin dies. B, which does not poll again, learns 1.1 from A (manifest and indexes
+/// over the peer protocol, verified under the vendor's keys) and fetches it from A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_release_reaches_a_peer_while_the_origin_is_down() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            std::env::var("SHOAL_LOG").unwrap_or_else(|_| "warn".into()),
+        ))
+        .with_test_writer()
+        .try_init();
+    let v = Vendor::start("gossip").await;
+    eprintln!("gossip test dir {}", v.dir.path().display());
+    let one = v.dir.join("src1/app.bin");
+    std::fs::create_dir_all(one.parent().unwrap()).unwrap();
+    random_file(&one, 2_000_000, 11);
+    v.release("1.0", std::slice::from_ref(&one));
+    let (pa, pb) = (free_port(), free_port());
+    let daemon = |name: &str, listen, peer, poll| Config {
+        origin: v.url.clone(),
+        trust: v.keys.join("trust/1.json"),
+        state_dir: v.dir.join(&format!("{name}/state")),
+        releases_dir: v.dir.join(&format!("{name}/releases")),
+        listen,
+        peers: vec![peer],
+        origin_ca: v.cert.clone(),
+        poll_interval_secs: poll,
+        keep_releases: 2,
+        origin_grace_secs: 0.0,
+        mdns: MdnsConfig {
+            enabled: false,
+            ..MdnsConfig::default()
+        },
+        ..Config::default()
+    };
+    let (stop, stopped) = watch::channel(false);
+    let a = tokio::spawn(shoal_agent::daemon::run(
+        daemon("a", pa, pb, 1),
+        stopped.clone(),
+    ));
+    let b = tokio::spawn(shoal_agent::daemon::run(daemon("b", pb, pa, 3600), stopped));
+    wait_for(&v.dir.join("a/releases/1.0/app.bin"), 60).await;
+    wait_for(&v.dir.join("b/releases/1.0/app.bin"), 60).await;
+
+    let two = v.dir.join("src2/app.bin");
+    std::fs::create_dir_all(two.parent().unwrap()).unwrap();
+    random_file(&two, 2_000_000, 12);
+    v.release("1.1", std::slice::from_ref(&two));
+    wait_for(&v.dir.join("a/releases/1.1/app.bin"), 60).await;
+    v.stop();
+    let served = v.metrics.bytes_total();
+
+    wait_for(&v.dir.join("b/releases/1.1/app.bin"), 60).await;
+    assert_eq!(read(&v.dir.join("b/releases/1.1/app.bin")), read(&two));
+    assert_eq!(
+        v.metrics.bytes_total(),
+        served,
+        "B took nothing from the origin"
+    );
+    stop.send_replace(true);
+    a.await.unwrap().unwrap();
+    b.await.unwrap().unwrap();
+}
