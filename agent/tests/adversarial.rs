@@ -9,7 +9,6 @@ use common::liar::liar;
 use common::{Vendor, fetch_alone, read};
 use shoal_agent::error::exit;
 use shoal_agent::fetch::run;
-use shoal_protocol::Digest;
 use shoal_tests::random_file;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -22,25 +21,13 @@ async fn a_lying_peer_is_banned_and_the_download_still_verifies() {
     let src = v.dir.join("fw.bin");
     random_file(&src, LEN, 5);
     v.release("1", std::slice::from_ref(&src));
-    let manifest = read(&v.repo.join("channels/stable.json"));
-    let index_count = std::fs::read_dir(v.repo.join("indexes")).unwrap().count();
-    assert_eq!(index_count, 1);
-    let idx = std::fs::read_dir(v.repo.join("indexes"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let pieces = shoal_protocol::index::PieceIndex::parse(&read(&idx))
-        .unwrap()
-        .pieces()
-        .len();
+    let (release, pieces) = v.current_release();
 
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let evil = tokio::spawn(async move {
         let (s, _) = l.accept().await.unwrap();
-        liar(s, Digest::of(&manifest), pieces as u32).await
+        liar(s, release, pieces).await
     });
     let report = fetch_alone(v.agent("victim", vec![addr])).await.unwrap();
     let served = tokio::time::timeout(Duration::from_secs(10), evil)

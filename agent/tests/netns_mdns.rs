@@ -14,7 +14,6 @@ use common::liar::liar;
 use common::{Vendor, read};
 use shoal_agent::discovery::{Discovery, DiscoveryConfig};
 use shoal_protocol::Digest;
-use shoal_protocol::index::PieceIndex;
 use shoal_tests::netns::{self, Lan};
 use shoal_tests::random_file;
 
@@ -73,18 +72,11 @@ async fn swarm_in_namespaces(setup: Setup) -> Outcome {
     let liar_served = Arc::new(AtomicUsize::new(0));
     let liar_stop = Arc::new(AtomicBool::new(false));
     let liar_thread = with_liar.then(|| {
-        let manifest = read(&v.repo.join("channels/stable.json"));
-        let idx = std::fs::read_dir(v.repo.join("indexes"))
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
-        let pieces = PieceIndex::parse(&read(&idx)).unwrap().pieces().len() as u32;
+        let (release, pieces) = v.current_release();
         let ip = lan.host_ip(liar_host);
         let (served, stop) = (liar_served.clone(), liar_stop.clone());
         lan.spawn_thread_in(liar_host, move || {
-            run_liar(&ip, Digest::of(&manifest), pieces, served, stop)
+            run_liar(&ip, release, pieces, served, stop)
         })
     });
 

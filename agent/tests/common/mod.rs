@@ -128,6 +128,20 @@ impl Vendor {
         }
     }
 
+    /// The current release's id and piece count (a single-artifact release): what a
+    /// fake peer needs to pass the handshake and claim every piece.
+    pub fn current_release(&self) -> (shoal_protocol::Digest, u32) {
+        let manifest = read(&self.repo.join("channels/stable.json"));
+        let mut indexes = std::fs::read_dir(self.repo.join("indexes")).unwrap();
+        let idx = indexes.next().unwrap().unwrap().path();
+        assert!(indexes.next().is_none(), "one artifact expected");
+        let pieces = shoal_protocol::index::PieceIndex::parse(&read(&idx)).unwrap();
+        (
+            shoal_protocol::Digest::of(&manifest),
+            pieces.pieces().len() as u32,
+        )
+    }
+
     /// A handle that stops the origin when set to true.
     pub fn stop_handle(&self) -> watch::Sender<bool> {
         self.stop.clone()
