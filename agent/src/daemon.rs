@@ -206,13 +206,14 @@ async fn adopt_offer(
         let ev = tokio::time::timeout_at(deadline, gossip_rx.recv())
             .await
             .map_err(|_| Error::new(exit::UNAVAILABLE, "offered indexes did not arrive", ""))?;
-        let Some(GossipEvent::Index {
-            index,
-            offset,
-            data,
-        }) = ev
-        else {
-            continue;
+        let (index, offset, data) = match ev {
+            Some(GossipEvent::Index {
+                index,
+                offset,
+                data,
+            }) => (index, offset, data),
+            Some(GossipEvent::Manifest(_)) => continue,
+            None => return Err(Error::new(exit::UNAVAILABLE, "gossip channel closed", "")),
         };
         for ((sha, len), buf) in wanted.iter().zip(bufs.iter_mut()) {
             if *sha == index && offset as usize == buf.len() && buf.len() + data.len() <= *len {
