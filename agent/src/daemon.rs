@@ -23,8 +23,9 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::discovery::DiscoveryConfig;
 use crate::error::{Error, Result, exit};
-use crate::fetch::{FetchOptions, FetchReport, load, run_loaded};
+use crate::fetch::{FetchOptions, FetchReport, load_manifest, run_loaded};
 use crate::node::GossipEvent;
+use crate::release::load_indexes;
 use crate::release::{Release, from_parts};
 use shoal_protocol::{ChannelRef, Digest, Name, VerifiedManifest};
 use tokio::sync::mpsc;
@@ -156,9 +157,30 @@ async fn check(
     state: &mut State,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<()> {
+    // The manifest decides; indexes (up to MiBs each) are fetched only for a release we
+    // will actually switch to, so an unchanged channel costs the origin a few KiB a poll.
     let probe = options(cfg, cfg.releases_dir.clone());
-    let release = Arc::new(load(&probe).await?);
+    let (origin, trust, manifest) = load_manifest(&probe).await?;
+    if !wanted(cfg, &manifest, state)? {
+        return Ok(());
+    }
+    let release = Arc::new(load_indexes(&origin, trust, manifest).await?);
     switch_to(cfg, release, state, shutdown).await
+}
+
+/// Whether `manifest` should become the current release: newer than the persisted
+/// floor, or the floor's own release when nothing is being seeded yet (a restart).
+/// A rollback or equivocation is an error.
+fn wanted(cfg: &Config, manifest: &VerifiedManifest, state: &State) -> Result<bool> {
+    match accept(read_floor(cfg).as_ref(), manifest) {
+        Ok(Acceptance::Newer) => Ok(true),
+        Ok(Acceptance::Current) => Ok(state.seeding.is_none()),
+        Err(e) => Err(Error::new(
+            exit::UNTRUSTED,
+            format!("refused the channel's manifest: {e}"),
+            "the origin or a mirror serves an older or conflicting release; nothing changed",
+        )),
+    }
 }
 
 /// Verifies a manifest a peer offered under the current trust and floor, collects its
@@ -234,17 +256,8 @@ async fn switch_to(
     state: &mut State,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<()> {
-    let floor = read_floor(cfg);
-    match accept(floor.as_ref(), &release.manifest) {
-        Ok(Acceptance::Current) if state.seeding.is_some() => return Ok(()),
-        Ok(_) => {}
-        Err(e) => {
-            return Err(Error::new(
-                exit::UNTRUSTED,
-                format!("refused the channel's manifest: {e}"),
-                "the origin or a mirror serves an older or conflicting release; nothing changed",
-            ));
-        }
+    if !wanted(cfg, &release.manifest, state)? {
+        return Ok(());
     }
     let label = release.manifest.body().release.clone();
     let incoming = cfg.releases_dir.join(format!(".incoming-{label}"));

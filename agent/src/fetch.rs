@@ -87,6 +87,19 @@ pub async fn run(
 
 /// Fetches and verifies the documents of `o`'s channel (trust chain, manifest, indexes).
 pub async fn load(o: &FetchOptions) -> Result<crate::release::Release> {
+    let (origin, trust, manifest) = load_manifest(o).await?;
+    crate::release::load_indexes(&origin, trust, manifest).await
+}
+
+/// Fetches and verifies only the trust chain and the channel's manifest (see
+/// [`crate::release::load_manifest`]); the client is returned for fetching indexes.
+pub async fn load_manifest(
+    o: &FetchOptions,
+) -> Result<(
+    OriginClient,
+    shoal_protocol::VerifiedTrust,
+    shoal_protocol::VerifiedManifest,
+)> {
     let channel = Name::new(&o.channel)
         .map_err(|e| Error::new(exit::USAGE, format!("channel {:?}: {e}", o.channel), ""))?;
     let anchor = std::fs::read(&o.trust).map_err(|e| Error::io(o.trust.display(), e))?;
@@ -95,7 +108,9 @@ pub async fn load(o: &FetchOptions) -> Result<crate::release::Release> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    crate::release::load(&origin, &anchor, &channel, now_unix).await
+    let (trust, manifest) =
+        crate::release::load_manifest(&origin, &anchor, &channel, now_unix).await?;
+    Ok((origin, trust, manifest))
 }
 
 /// Like [`run`], for a release already loaded and verified.

@@ -74,6 +74,19 @@ pub async fn load(
     channel: &Name,
     now: u64,
 ) -> Result<Release> {
+    let (trust, manifest) = load_manifest(origin, anchor, channel, now).await?;
+    load_indexes(origin, trust, manifest).await
+}
+
+/// Walks the trust chain from `anchor` on the origin and fetches and verifies the
+/// channel's current manifest: the cheap part of a poll (a few KiB), enough to decide
+/// whether anything changed before any index is fetched.
+pub async fn load_manifest(
+    origin: &OriginClient,
+    anchor: &[u8],
+    channel: &Name,
+    now: u64,
+) -> Result<(VerifiedTrust, VerifiedManifest)> {
     let mut trust = VerifiedTrust::anchor(anchor).map_err(|e| {
         Error::new(
             exit::UNTRUSTED,
@@ -102,6 +115,15 @@ pub async fn load(
     };
     let manifest =
         VerifiedManifest::verify(&bytes, &trust, &want, now).map_err(|e| untrusted(&rel, e))?;
+    Ok((trust, manifest))
+}
+
+/// Fetches a verified manifest's piece indexes from the origin and builds the release.
+pub async fn load_indexes(
+    origin: &OriginClient,
+    trust: VerifiedTrust,
+    manifest: VerifiedManifest,
+) -> Result<Release> {
     let mut index_bytes = Vec::new();
     for a in &manifest.body().artifacts {
         let rel = format!("indexes/{}.idx", a.index.sha256);

@@ -74,6 +74,15 @@ async fn follows_the_channel_delivers_installs_and_refuses_rollback() {
         !releases.join("1.0").exists(),
         "keep_releases = 1 prunes 1.0"
     );
+    // Polls of an unchanged channel fetch the manifest only, never the indexes again.
+    let indexes_before = v.served_under("/indexes/");
+    assert!(indexes_before > 0);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        v.served_under("/indexes/"),
+        indexes_before,
+        "a poll refetched indexes"
+    );
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "1.0\n1.1\n");
 
     // A mirror serves the old manifest again: refused, nothing delivered or installed.

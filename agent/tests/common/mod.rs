@@ -142,6 +142,18 @@ impl Vendor {
         )
     }
 
+    /// Body bytes the origin sent for files whose path starts with `prefix` (from its
+    /// Prometheus counters), e.g. `/indexes/`.
+    pub fn served_under(&self, prefix: &str) -> u64 {
+        self.metrics
+            .render()
+            .lines()
+            .filter_map(|l| l.strip_prefix("shoal_origin_file_sent_bytes_total{path=\""))
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
     /// A handle that stops the origin when set to true.
     pub fn stop_handle(&self) -> watch::Sender<bool> {
         self.stop.clone()
