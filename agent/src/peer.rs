@@ -101,23 +101,36 @@ enum Joined {
     },
 }
 
-async fn read_message(rd: &mut OwnedReadHalf, dec: &mut FrameDecoder) -> std::io::Result<Message> {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match dec.next_message() {
-            Ok(Some(m)) => return Ok(m),
-            Ok(None) => {}
-            Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+/// The reading half of a connection: whole frames, decoded with one read buffer for the
+/// connection's lifetime, never buffering past one legal frame.
+struct Reader {
+    rd: OwnedReadHalf,
+    dec: FrameDecoder,
+    buf: Vec<u8>,
+}
+
+impl Reader {
+    fn new(rd: OwnedReadHalf) -> Self {
+        Reader {
+            rd,
+            dec: FrameDecoder::new(),
+            buf: vec![0u8; 64 * 1024],
         }
-        let want = dec
-            .wanted()
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?
-            .min(buf.len());
-        let n = rd.read(&mut buf[..want]).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+
+    async fn next(&mut self) -> std::io::Result<Message> {
+        let bad = |e| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        loop {
+            if let Some(m) = self.dec.next_message().map_err(bad)? {
+                return Ok(m);
+            }
+            let want = self.dec.wanted().map_err(bad)?.min(self.buf.len());
+            let n = self.rd.read(&mut self.buf[..want]).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.dec.push(&self.buf[..n]);
         }
-        dec.push(&buf[..n]);
     }
 }
 
@@ -126,9 +139,8 @@ fn invalid(what: &'static str) -> std::io::Error {
 }
 
 async fn handshake(
-    rd: &mut OwnedReadHalf,
+    rd: &mut Reader,
     wr: &mut tokio::net::tcp::OwnedWriteHalf,
-    dec: &mut FrameDecoder,
     info: &HandshakeInfo,
     role: Role,
 ) -> std::io::Result<Joined> {
@@ -141,7 +153,7 @@ async fn handshake(
         nonce,
     });
     wr.write_all(&hello.to_frame()).await?;
-    let Message::Hello(theirs) = read_message(rd, dec).await? else {
+    let Message::Hello(theirs) = rd.next().await? else {
         return Err(invalid("first message is not Hello"));
     };
     if theirs.version != PROTOCOL_VERSION {
@@ -164,7 +176,7 @@ async fn handshake(
         wr.write_all(&Message::Join { proof: mine }.to_frame())
             .await?;
     }
-    let Message::Join { proof } = read_message(rd, dec).await? else {
+    let Message::Join { proof } = rd.next().await? else {
         return Err(invalid("second message is not Join"));
     };
     if proof == expected {
@@ -195,9 +207,8 @@ async fn handshake(
 /// Hands a peer on an older release the current manifest and its indexes, then answers
 /// its index requests until it goes quiet.
 async fn offer_newer(
-    rd: &mut OwnedReadHalf,
+    rd: &mut Reader,
     wr: &mut tokio::net::tcp::OwnedWriteHalf,
-    dec: &mut FrameDecoder,
     offer: &GossipOffer,
     piece_count: u32,
 ) -> std::io::Result<()> {
@@ -220,7 +231,7 @@ async fn offer_newer(
     }
     wr.write_all(&out).await?;
     loop {
-        let msg = tokio::time::timeout(GOSSIP_IDLE, read_message(rd, dec))
+        let msg = tokio::time::timeout(GOSSIP_IDLE, rd.next())
             .await
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
         if let Message::IndexRequest {
@@ -258,29 +269,27 @@ pub async fn run(
 ) {
     let _ = stream.set_nodelay(true);
     let addr = stream.peer_addr().ok();
-    let (mut rd, mut wr) = stream.into_split();
-    let mut dec = FrameDecoder::new();
-    let joined = match tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        handshake(&mut rd, &mut wr, &mut dec, &info, role),
-    )
-    .await
-    {
-        Ok(Ok(j)) => j,
-        Ok(Err(e)) => {
-            tracing::debug!(?addr, error = %e, "handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(?addr, "handshake timed out");
-            return;
-        }
-    };
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = Reader::new(rd);
+    let joined =
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut rd, &mut wr, &info, role))
+            .await
+        {
+            Ok(Ok(j)) => j,
+            Ok(Err(e)) => {
+                tracing::debug!(?addr, error = %e, "handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(?addr, "handshake timed out");
+                return;
+            }
+        };
     let peer = match joined {
         Joined::Current(peer) => peer,
         Joined::Older { piece_count } => {
             if let Some(offer) = &info.gossip {
-                let r = offer_newer(&mut rd, &mut wr, &mut dec, offer, piece_count).await;
+                let r = offer_newer(&mut rd, &mut wr, offer, piece_count).await;
                 tracing::debug!(?addr, ?r, "handed a newer manifest to a peer");
             }
             return;
@@ -302,7 +311,7 @@ pub async fn run(
     }
     let reader = async {
         loop {
-            match read_message(&mut rd, &mut dec).await {
+            match rd.next().await {
                 Ok(msg) => {
                     if node.send(NodeInput::Message { conn, msg }).await.is_err() {
                         return;
