@@ -61,11 +61,12 @@ async fn swarm_in_namespaces(setup: Setup) -> Outcome {
     let liar_host = agents + 1;
     let mut lan = Lan::new(hosts).expect("build the test LAN");
     if let Some((origin_mbit, host_mbit)) = shaping {
-        lan.shape_gateway(origin_mbit)
-            .expect("shape the origin link");
         lan.shape_hosts(host_mbit).expect("shape the host links");
+        lan.shape_host(0, origin_mbit)
+            .expect("shape the origin link");
     }
-    let v = Vendor::start_on(tag, &lan.gateway()).await;
+    // The origin runs in its own namespace (host 0): its listening socket is bound there.
+    let v = Vendor::start_with(tag, &lan.host_ip(0), lan.listen_on(0, 8443)).await;
     let src = v.dir.join("update.bin");
     random_file(&src, len, 3);
     v.release("5.0", std::slice::from_ref(&src));

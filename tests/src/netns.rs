@@ -148,14 +148,6 @@ impl Lan {
         Ok(lan)
     }
 
-    /// Shapes the link between the test's namespace and the bridge: traffic from an
-    /// origin listening on [`Lan::GATEWAY`] to the hosts leaves through the bridge
-    /// device, while host-to-host traffic is forwarded between ports and never crosses
-    /// it. So this is exactly the origin's uplink.
-    pub fn shape_gateway(&self, mbit: u32) -> Result<(), String> {
-        tbf(None, &self.bridge, mbit)
-    }
-
     /// Shapes every host's link to `mbit` in both directions.
     pub fn shape_hosts(&self, mbit: u32) -> Result<(), String> {
         (0..self.hosts.len()).try_for_each(|i| self.shape_host(i, mbit))
