@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::{Vendor, read};
 use shoal_agent::config::{Config, MdnsConfig};
-use shoal_tests::random_file;
 use tokio::sync::watch;
 
 async fn wait_for(path: &std::path::Path, secs: u64) {
@@ -26,9 +25,7 @@ async fn wait_for(path: &std::path::Path, secs: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follows_the_channel_delivers_installs_and_refuses_rollback() {
     let v = Vendor::start("daemon").await;
-    let a = v.dir.join("src1/tool.bin");
-    std::fs::create_dir_all(a.parent().unwrap()).unwrap();
-    random_file(&a, 3_000_000, 1);
+    let a = v.source("src1/tool.bin", 3_000_000, 1);
     v.release("1.0", std::slice::from_ref(&a));
 
     let releases = v.dir.join("releases");
@@ -61,9 +58,7 @@ async fn follows_the_channel_delivers_installs_and_refuses_rollback() {
     eprintln!("1.0 delivered after {:?}", t0.elapsed());
     assert_eq!(read(&releases.join("1.0/tool.bin")), read(&a));
 
-    let b = v.dir.join("src2/tool.bin");
-    std::fs::create_dir_all(b.parent().unwrap()).unwrap();
-    random_file(&b, 3_000_000, 2);
+    let b = v.source("src2/tool.bin", 3_000_000, 2);
     v.release("1.1", std::slice::from_ref(&b));
     let t1 = Instant::now();
     wait_for(&releases.join("1.1/tool.bin"), 60).await;
@@ -120,9 +115,7 @@ async fn a_newer_release_reaches_a_peer_while_the_origin_is_down() {
         .try_init();
     let v = Vendor::start("gossip").await;
     eprintln!("gossip test dir {}", v.dir.path().display());
-    let one = v.dir.join("src1/app.bin");
-    std::fs::create_dir_all(one.parent().unwrap()).unwrap();
-    random_file(&one, 2_000_000, 11);
+    let one = v.source("src1/app.bin", 2_000_000, 11);
     v.release("1.0", std::slice::from_ref(&one));
     let (pa, pb) = (free_port(), free_port());
     let daemon = |name: &str, listen, peer, poll| Config {
@@ -151,9 +144,7 @@ async fn a_newer_release_reaches_a_peer_while_the_origin_is_down() {
     wait_for(&v.dir.join("a/releases/1.0/app.bin"), 60).await;
     wait_for(&v.dir.join("b/releases/1.0/app.bin"), 60).await;
 
-    let two = v.dir.join("src2/app.bin");
-    std::fs::create_dir_all(two.parent().unwrap()).unwrap();
-    random_file(&two, 2_000_000, 12);
+    let two = v.source("src2/app.bin", 2_000_000, 12);
     v.release("1.1", std::slice::from_ref(&two));
     wait_for(&v.dir.join("a/releases/1.1/app.bin"), 60).await;
     v.stop();

@@ -4,16 +4,13 @@
 mod common;
 
 use common::{Vendor, fetch_alone, read};
-use shoal_tests::random_file;
 
 const LEN: usize = 32_000_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_release_moves_only_the_changed_pieces() {
     let v = Vendor::start("delta").await;
-    let old = v.dir.join("v1/driver.bin");
-    std::fs::create_dir_all(old.parent().unwrap()).unwrap();
-    random_file(&old, LEN, 7);
+    let old = v.source("v1/driver.bin", LEN, 7);
     v.release("1.0", std::slice::from_ref(&old));
     let first = fetch_alone(v.agent("pc", vec![])).await.unwrap();
     assert_eq!(read(&first.files[0]), read(&old));
@@ -44,9 +41,7 @@ async fn a_new_release_moves_only_the_changed_pieces() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_download_refetches_nothing_it_verified() {
     let v = Vendor::start("resume").await;
-    let src = v.dir.join("src/image.bin");
-    std::fs::create_dir_all(src.parent().unwrap()).unwrap();
-    random_file(&src, LEN, 9);
+    let src = v.source("src/image.bin", LEN, 9);
     v.release("2.0", std::slice::from_ref(&src));
     let full = fetch_alone(v.agent("pc", vec![])).await.unwrap();
     assert_eq!(read(&full.files[0]), read(&src));
@@ -91,9 +86,7 @@ async fn too_little_disk_space_is_refused_up_front() {
         return;
     }
     let v = Vendor::start("full-disk").await;
-    let src = v.dir.join("src/big.bin");
-    std::fs::create_dir_all(src.parent().unwrap()).unwrap();
-    random_file(&src, LEN, 3);
+    let src = v.source("src/big.bin", LEN, 3);
     v.release("1", std::slice::from_ref(&src));
     let small = v.dir.join("small");
     std::fs::create_dir_all(&small).unwrap();

@@ -89,6 +89,14 @@ impl Vendor {
         }
     }
 
+    /// A file of `len` deterministic random bytes at `rel` in the vendor's workspace.
+    pub fn source(&self, rel: &str, len: usize, seed: u64) -> PathBuf {
+        let path = self.dir.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        shoal_tests::random_file(&path, len, seed);
+        path
+    }
+
     /// Publishes `files` as `version` on `stable`.
     pub fn release(&self, version: &str, files: &[PathBuf]) {
         release(&ReleaseOptions {
