@@ -92,6 +92,34 @@ impl Lan {
         format!("198.18.{}.{}", self.subnet, 10 + i)
     }
 
+    /// Host `i`'s namespace name.
+    pub fn namespace(&self, i: usize) -> &str {
+        &self.hosts[i]
+    }
+
+    /// A command that runs `program` inside host `i` (through `ip netns exec`, which
+    /// execs it: the child's PID is the program's). The caller owns the process.
+    pub fn command_in(&self, i: usize, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.hosts[i]]).arg(program);
+        cmd
+    }
+
+    /// Bytes host `i` has received and sent on its link so far, read from the bridge
+    /// side of its veth (what the bridge sent it, what it sent the bridge).
+    pub fn host_link_bytes(&self, i: usize) -> (u64, u64) {
+        let read = |what: &str| {
+            std::fs::read_to_string(format!(
+                "/sys/class/net/{}/statistics/{what}",
+                self.veths[i]
+            ))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+        };
+        (read("tx_bytes"), read("rx_bytes"))
+    }
+
     /// Builds the bridge and `n` hosts (at most 200).
     pub fn new(n: usize) -> Result<Lan, String> {
         // Choose a free 198.18.N.0/24 while holding a lock shared by every test process.
