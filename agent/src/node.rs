@@ -123,9 +123,13 @@ pub async fn run(
                         loc.offset,
                         u64::from(spec.length),
                     );
+                    tracing::debug!(piece = piece.0, len, "origin fetch started");
                     tokio::spawn(async move {
                         let data = match origin.range(&path, offset, len).await {
-                            Ok(d) => Some(d),
+                            Ok(d) => {
+                                tracing::debug!(piece = piece.0, "origin fetch done");
+                                Some(d)
+                            }
                             Err(e) => {
                                 tracing::warn!(piece = piece.0, error = %e, "origin fetch failed");
                                 None
@@ -139,7 +143,12 @@ pub async fn run(
                             .await;
                     });
                 }
-                SwarmEvent::PieceVerified { piece, data, .. } => {
+                SwarmEvent::PieceVerified {
+                    piece,
+                    data,
+                    source,
+                } => {
+                    tracing::debug!(piece = piece.0, ?source, "piece verified");
                     if let Some(spec) = release.pieces.get(piece.0 as usize)
                         && let Err(e) = store.put(&spec.digest, &data)
                     {
@@ -241,6 +250,7 @@ pub async fn run(
                         conns.insert(conn, peer);
                         match peers.get_mut(&peer) {
                             None => {
+                                tracing::debug!(?peer, "peer joined");
                                 peers.insert(peer, PeerConns { current: (conn, tx, initiated), others: Vec::new() });
                                 swarm.handle_joined(peer, now);
                             }

@@ -54,7 +54,7 @@ mod tests {
         let idx = index_of(&data);
         assert_eq!(idx.total_len(), data.len() as u64);
         let n = idx.pieces().len();
-        assert!((8..=40).contains(&n), "{n} pieces for 20 MiB");
+        assert!((40..=160).contains(&n), "{n} pieces for 20 MiB");
         for (i, p) in idx.pieces().iter().enumerate() {
             assert!(p.length <= MAX_PIECE_LEN);
             if i + 1 < n {

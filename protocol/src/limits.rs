@@ -23,11 +23,11 @@ pub const MAX_RELEASE_LABEL_LEN: usize = 128;
 pub const MAX_CLOCK_SKEW_SECS: u64 = 5 * 60;
 
 /// Smallest piece the chunker cuts (the last piece of an artifact may be shorter).
-pub const MIN_PIECE_LEN: u32 = 256 * 1024;
+pub const MIN_PIECE_LEN: u32 = 64 * 1024;
 /// Average piece length the chunker aims at.
-pub const AVG_PIECE_LEN: u32 = 1024 * 1024;
+pub const AVG_PIECE_LEN: u32 = 256 * 1024;
 /// Largest piece the chunker cuts and the largest a piece index may declare.
-pub const MAX_PIECE_LEN: u32 = 4 * 1024 * 1024;
+pub const MAX_PIECE_LEN: u32 = 1024 * 1024;
 /// Largest artifact a manifest may declare (256 GiB).
 pub const MAX_ARTIFACT_LEN: u64 = 256 * 1024 * 1024 * 1024;
 /// Most pieces one artifact may have: a piece index beyond this is refused unread.

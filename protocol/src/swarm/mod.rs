@@ -22,8 +22,10 @@
 //!   an agent fetch pieces it does not own, in its own rendezvous order so that helpers
 //!   spread over different pieces. (A per-piece deadline does not work: behind a slow
 //!   origin every owner's fetch queues longer than any fixed deadline, and everybody
-//!   would fetch everything; the simulator showed 7.6 copies.) Origin fetches start only after `origin_grace` (time to meet the LAN),
-//!   and at most `origin_parallel` run at once, so a new release causes no stampede.
+//!   would fetch everything; the simulator showed 7.6 copies.) Origin fetches start once the LAN is met: when
+//!   peers have joined and none has joined for `origin_settle`, or after `origin_grace`
+//!   at most. The LAN keeps about `origin_parallel` fetches in flight (each agent
+//!   its share), so a new release causes no stampede.
 //! - **Stalls**: an attempt with no progress for `block_timeout` is abandoned and its
 //!   peer snubbed for `snub_time` (not picked, and not counted as a holder).
 //! - **Uploads**: up to `upload_slots` peers are unchoked and may keep `grant_window`
@@ -88,6 +90,8 @@ pub struct Swarm {
     complete_sent: bool,
     /// The latest time passed in: deadlines at or before it are not reported again.
     now: Duration,
+    /// When the last peer joined (ends the origin grace early, see `origin_settle`).
+    last_join: Option<Duration>,
     /// When the LAN last made origin progress: a piece nobody had appeared, a peer set
     /// change, or our start.
     lan_progress: Duration,
@@ -127,6 +131,7 @@ impl Swarm {
             counters: Counters::default(),
             complete_sent: false,
             now,
+            last_join: None,
             lan_progress: now,
         };
         s.recompute_ownership();
@@ -181,6 +186,7 @@ impl Swarm {
         if self.peers.contains_key(&peer) {
             return;
         }
+        self.last_join = Some(now);
         let unchoked = self.peers.values().filter(|p| p.unchoked).count() < self.cfg.upload_slots;
         self.peers.insert(
             peer,
@@ -378,6 +384,9 @@ impl Swarm {
         }
         if !self.complete_sent {
             at(self.started + self.cfg.origin_grace);
+            if let Some(j) = self.last_join {
+                at(j + self.cfg.origin_settle);
+            }
             at(self.origin_retry_at);
             at(self.lan_progress + self.cfg.origin_stall);
         }

@@ -23,12 +23,17 @@ pub struct SwarmConfig {
     pub block_timeout: Duration,
     /// A peer whose attempt stalled is not used for this long.
     pub snub_time: Duration,
-    /// No origin fetch before this long after start (time to discover the LAN).
+    /// At most this long after start without an origin fetch (time to discover the LAN);
+    /// see `origin_settle` for the usual, earlier end of the wait.
     pub origin_grace: Duration,
+    /// The wait for the LAN ends early once peers have joined and no new one has joined
+    /// for this long: discovery has settled, and the origin work can be split.
+    pub origin_settle: Duration,
     /// When no piece new to the LAN has appeared for this long, fetch pieces other peers
     /// own from the origin too.
     pub origin_stall: Duration,
-    /// Origin fetches in flight at once.
+    /// Origin fetches the LAN keeps in flight at once: each agent runs
+    /// `ceil(origin_parallel / (peers + 1))` of them (at least one).
     pub origin_parallel: usize,
     /// An origin fetch unanswered for this long is abandoned.
     pub origin_timeout: Duration,
@@ -51,6 +56,7 @@ impl Default for SwarmConfig {
             block_timeout: Duration::from_secs(10),
             snub_time: Duration::from_secs(30),
             origin_grace: Duration::from_secs(2),
+            origin_settle: Duration::from_millis(400),
             origin_stall: Duration::from_secs(10),
             origin_parallel: 4,
             origin_timeout: Duration::from_secs(120),

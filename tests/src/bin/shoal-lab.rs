@@ -61,8 +61,8 @@ struct Args {
     /// Where shoal-agent and shoal-publisher are; default: beside this binary.
     #[arg(long)]
     bin_dir: Option<PathBuf>,
-    /// Working directory (kept afterwards, with every process's log); default: a
-    /// temporary one, removed at the end.
+    /// Working directory, kept afterwards with every process's log (each agent count gets
+    /// WORK/n<N>, replaced if present); default: a temporary one, removed at the end.
     #[arg(long)]
     work: Option<PathBuf>,
 }

@@ -190,10 +190,11 @@ pub struct Scenario {
 
 impl Scenario {
     /// The Kumar–Ross lower bound on the time until every agent holds the file:
-    /// max(F/u_s, F/d_min, N·F/(u_s + Σu_i)), with every rate in bytes per second.
+    /// max(F/u_s, F/d_min, N·F/(u_s + Σu_i)), with every rate in bytes per second. For
+    /// an update, F is the bytes that changed: no system can move less than those.
     pub fn bound_s(&self) -> f64 {
         kumar_ross_bound(
-            self.size as f64,
+            self.size as f64 * self.delta_pct.map_or(1.0, |p| p / 100.0),
             self.origin_mbit,
             self.host_mbit,
             self.agents,
@@ -227,7 +228,8 @@ pub struct Record {
     pub late: Option<LateJoin>,
     /// Update with this percentage changed, if any.
     pub delta_pct: Option<f64>,
-    /// The Kumar–Ross bound for the topology, seconds.
+    /// The Kumar–Ross bound for the topology, seconds (for an update: of the changed
+    /// bytes).
     pub bound_s: f64,
     /// Until the last agent held a verified copy, seconds from the run's start.
     pub time_s: f64,
@@ -278,10 +280,14 @@ const NAME: &str = "update.bin";
 const ORIGIN_PORT: u16 = 8443;
 
 impl Lab {
-    /// Builds the LAN, the payload and a signed release of it under `work`.
+    /// Builds the LAN, the payload and a signed release of it under `work` (the lab's
+    /// own directory: whatever an earlier lab left there is replaced).
     pub fn new(bins: Bins, scenario: Scenario, work: &Path) -> Result<Lab, String> {
         if scenario.agents == 0 || scenario.agents > 150 {
             return Err("agents must be between 1 and 150".into());
+        }
+        if work.join("keys").exists() {
+            std::fs::remove_dir_all(work).map_err(|e| format!("{}: {e}", work.display()))?;
         }
         std::fs::create_dir_all(work).map_err(|e| format!("{}: {e}", work.display()))?;
         let lan = Lan::new(1 + scenario.agents)?;
@@ -538,7 +544,10 @@ impl Lab {
                     .arg(format!("{}:7400", self.lan.host_ip(i)))
                     .args(["--interface", "eth0", "--ca", &self.cert()])
                     .args(["--seed-secs", "3600", "--quiet"])
-                    .env("SHOAL_LOG", "info");
+                    .env(
+                        "SHOAL_LOG",
+                        std::env::var("SHOAL_LAB_AGENT_LOG").unwrap_or_else(|_| "info".into()),
+                    );
                 c
             }
             System::Https => {
@@ -574,6 +583,7 @@ impl Lab {
                         "--file-allocation=none",
                         "--summary-interval=0",
                         "--console-log-level=warn",
+                        "--show-console-readout=false",
                         "--allow-overwrite=true",
                         "--auto-file-renaming=false",
                     ])
