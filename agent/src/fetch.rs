@@ -1,6 +1,6 @@
 //! One-shot download of a channel's current release: verify the documents, join the
-//! swarm (static peers for now; mDNS discovery is the next step), fetch what no peer
-//! has from the origin, assemble the artifacts, keep seeding until told to stop.
+//! swarm (static peers and mDNS discovery, started while the documents load), fetch what
+//! no peer has from the origin, assemble the artifacts, keep seeding until told to stop.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -81,8 +81,31 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
     on_progress: impl Fn(&Progress) + Send + 'static,
 ) -> Result<FetchReport> {
+    // Announce and browse while the documents load: mDNS takes most of a second (the
+    // library probes its name before announcing it), and peers met before the release
+    // is ready split the origin work from the first fetch.
+    let port = listener
+        .local_addr()
+        .map_err(|e| Error::io("listener", e))?
+        .port();
+    let early = o
+        .discovery
+        .as_ref()
+        .map(|cfg| start_discovery(cfg, port))
+        .transpose()?;
     let release = Arc::new(load(&o).await?);
-    run_loaded(o, release, listener, done, shutdown, on_progress).await
+    run_with(o, release, listener, done, shutdown, on_progress, early).await
+}
+
+/// A running mDNS announcement and the addresses it finds.
+type Discovered = (Discovery, mpsc::UnboundedReceiver<SocketAddr>);
+
+fn start_discovery(cfg: &DiscoveryConfig, port: u16) -> Result<Discovered> {
+    let (found_tx, found_rx) = mpsc::unbounded_channel();
+    Ok((
+        Discovery::start(cfg, port, random_bytes()?, found_tx)?,
+        found_rx,
+    ))
 }
 
 /// Fetches and verifies the documents of `o`'s channel (trust chain, manifest, indexes).
@@ -119,8 +142,22 @@ pub async fn run_loaded(
     release: Arc<crate::release::Release>,
     listener: TcpListener,
     done: Option<tokio::sync::oneshot::Sender<FetchReport>>,
+    shutdown: watch::Receiver<bool>,
+    on_progress: impl Fn(&Progress) + Send + 'static,
+) -> Result<FetchReport> {
+    run_with(o, release, listener, done, shutdown, on_progress, None).await
+}
+
+/// [`run_loaded`], with discovery already started (or started here when `early` is
+/// `None` and `o.discovery` asks for it).
+async fn run_with(
+    o: FetchOptions,
+    release: Arc<crate::release::Release>,
+    listener: TcpListener,
+    done: Option<tokio::sync::oneshot::Sender<FetchReport>>,
     mut shutdown: watch::Receiver<bool>,
     on_progress: impl Fn(&Progress) + Send + 'static,
+    early: Option<Discovered>,
 ) -> Result<FetchReport> {
     let origin = OriginClient::new(&o.origin, o.ca.as_deref(), o.danger_allow_http)?;
     crate::space::check(&o.state, &release)?;
@@ -248,15 +285,17 @@ pub async fn run_loaded(
         }
     };
     let mut dialers: Vec<tokio::task::JoinHandle<()>> = o.peers.iter().map(|a| dial(*a)).collect();
+    let discovered = match early {
+        Some(d) => Some(d),
+        None => o
+            .discovery
+            .as_ref()
+            .map(|cfg| start_discovery(cfg, listen_port))
+            .transpose()?,
+    };
     let mut _discovery = None;
-    if let Some(cfg) = &o.discovery {
-        let (found_tx, mut found_rx) = mpsc::unbounded_channel();
-        _discovery = Some(Discovery::start(
-            cfg,
-            listen_port,
-            random_bytes()?,
-            found_tx,
-        )?);
+    if let Some((announcement, mut found_rx)) = discovered {
+        _discovery = Some(announcement);
         let known: std::collections::HashSet<SocketAddr> = o.peers.iter().copied().collect();
         dialers.push(tokio::spawn(async move {
             let mut known = known;
