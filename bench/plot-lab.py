@@ -1,10 +1,12 @@
 #!/usr/bin/python3
 """Finish-time CDF per system from the swarm lab's JSON lines (docs/BENCHMARKS.md).
 
-    bench/plot-lab.py RESULTS.jsonl OUT.png [AGENTS]
+    bench/plot-lab.py RESULTS.jsonl OUT.png [AGENTS [SIZE_MIB]]
+    bench/plot-lab.py --table RESULTS.jsonl     (markdown, latest run per scenario)
 
-Plots the runs with AGENTS agents (default: the largest number in the file), one
-step curve per system (the last run of each), with the Kumar-Ross bound as a line.
+Plots the runs with AGENTS agents (default: the largest number in the file) and a
+payload of SIZE_MIB (default: the largest with that many agents), one step curve per
+system (the last run of each), with the Kumar-Ross bound as a line.
 Needs matplotlib (Debian: python3-matplotlib).
 """
 import json
@@ -16,16 +18,73 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def key(r):
+    late = r.get("late")
+    return (
+        r["agents"],
+        r["size_bytes"],
+        r.get("delta_pct") or 0,
+        r.get("loss_pct") or 0,
+        (late or {}).get("agents", 0),
+        (late or {}).get("after_s", 0),
+        r["system"],
+    )
+
+
+def table(runs):
+    """Markdown table of the latest run of each (scenario, system)."""
+    latest = {}
+    for r in runs:
+        latest[key(r)] = r
+    out = [
+        "| scenario | system | bound s | all done s | × bound | median agent s "
+        "| origin F | agent link rx F | agent CPU s | verified |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for k in sorted(latest):
+        r = latest[k]
+        f = sorted(r["finish_s"])
+        scen = f"N={r['agents']}, {r['size_bytes'] // 2**20} MiB"
+        if r.get("late"):
+            scen += f", {r['late']['agents']} join {r['late']['after_s']:g} s late"
+        if r.get("delta_pct"):
+            scen += f", update with {r['delta_pct']:g} % changed"
+        if r.get("loss_pct"):
+            scen += f", {r['loss_pct']:g} % loss"
+        out.append(
+            f"| {scen} | {r['system']} | {r['bound_s']:.1f} | {r['time_s']:.1f} "
+            f"| {r['bound_ratio']:.2f} | {f[len(f) // 2]:.1f} | {r['origin_copies']:.3f} "
+            f"| {r['agent_rx_copies']:.3f} | {r['agent_cpu_s']:.1f} "
+            f"| {'yes' if r['verified'] else '**NO**'} |"
+        )
+    return "\n".join(out) + "\n"
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--table":
+        runs = [json.loads(line) for line in open(sys.argv[2]) if line.strip()]
+        sys.stdout.write(table(runs))
+        return
     if len(sys.argv) < 3:
         sys.exit(__doc__)
     runs = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
     if not runs:
         sys.exit(f"{sys.argv[1]}: no runs")
     n = int(sys.argv[3]) if len(sys.argv) > 3 else max(r["agents"] for r in runs)
+    plain = [
+        r
+        for r in runs
+        if r["agents"] == n
+        and not r.get("late")
+        and not r.get("delta_pct")
+        and not r.get("loss_pct")
+    ]
+    if not plain:
+        sys.exit(f"no plain runs with {n} agents in {sys.argv[1]}")
+    mib = int(sys.argv[4]) if len(sys.argv) > 4 else max(r["size_bytes"] >> 20 for r in plain)
     last = {}
-    for r in runs:
-        if r["agents"] == n and not r.get("late") and r.get("delta_pct") is None:
+    for r in plain:
+        if r["size_bytes"] >> 20 == mib:
             last[r["system"]] = r
     if not last:
         sys.exit(f"no plain runs with {n} agents in {sys.argv[1]}")

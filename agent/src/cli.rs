@@ -84,7 +84,8 @@ enum Command {
         /// Keep serving peers this many seconds after the download finished.
         #[arg(long, default_value_t = 0)]
         seed_secs: u64,
-        /// Seconds to wait for LAN peers before the first origin fetch.
+        /// Longest wait for LAN peers before the first origin fetch, in seconds (it
+        /// ends sooner once peers have joined and no new one has for 0.4 s).
         #[arg(long, default_value_t = 2.0)]
         origin_grace: f64,
         /// No progress output.

@@ -61,7 +61,8 @@ pub struct Config {
     /// Shell command run once a release verified, in its directory, with
     /// `SHOAL_RELEASE_DIR` and `SHOAL_RELEASE_VERSION` set; empty for none.
     pub install_command: String,
-    /// Seconds to wait for LAN peers before the first origin fetch.
+    /// Longest wait for LAN peers before the first origin fetch, in seconds (it ends
+    /// sooner once peers have joined and no new one has for 0.4 s).
     pub origin_grace_secs: f64,
     /// mDNS discovery.
     pub mdns: MdnsConfig,

@@ -26,6 +26,7 @@ fn scenario(delta_pct: Option<f64>, mib: u64) -> Scenario {
         host_mbit: 200,
         late: None,
         delta_pct,
+        loss_pct: None,
         seed: 7,
     }
 }
@@ -157,4 +158,31 @@ fn the_bound_and_system_names() {
             .unwrap_err()
             .contains("unknown system")
     );
+}
+
+#[test]
+fn quick_loss_mode_drops_packets_and_everyone_still_completes() {
+    let has_nft = std::process::Command::new("nft")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !tools_present() || !has_nft {
+        eprintln!("skipped: the lab's loss mode needs root, iproute2, curl, aria2c and nft");
+        return;
+    }
+    let bins = Bins::build_for_test().expect("build the binaries under test");
+    let work = TempDir::new("lab-loss");
+    let sc = Scenario {
+        loss_pct: Some(2.0),
+        ..scenario(None, 4)
+    };
+    let mut lab = Lab::new(bins, sc, work.path()).expect("build the lab");
+    let r = lab
+        .run(System::Shoal)
+        .expect("shoal completes through loss");
+    eprintln!("{}", report::json_line(&r));
+    sane(&r);
+    assert_eq!(r.loss_pct, Some(2.0));
+    // The loss rules really dropped packets (and TCP recovered from it).
+    assert!(lab.dropped_packets() > 0, "no packet was dropped");
 }

@@ -184,6 +184,9 @@ pub struct Scenario {
     /// Measure an update: every agent holds a release, and the measured one follows it
     /// with this percentage of its bytes overwritten (in 8 places).
     pub delta_pct: Option<f64>,
+    /// Every host (origin and agents) drops this percentage of the packets it sends
+    /// (nftables, random per packet; the kernel here has no netem for latency).
+    pub loss_pct: Option<f64>,
     /// Seed of the payload bytes.
     pub seed: u64,
 }
@@ -228,6 +231,8 @@ pub struct Record {
     pub late: Option<LateJoin>,
     /// Update with this percentage changed, if any.
     pub delta_pct: Option<f64>,
+    /// Packet loss on every host's sends, percent, if any.
+    pub loss_pct: Option<f64>,
     /// The Kumar–Ross bound for the topology, seconds (for an update: of the changed
     /// bytes).
     pub bound_s: f64,
@@ -294,6 +299,11 @@ impl Lab {
         lan.shape_host(0, scenario.origin_mbit)?;
         for i in 1..=scenario.agents {
             lan.shape_host(i, scenario.host_mbit)?;
+        }
+        if let Some(pct) = scenario.loss_pct {
+            for i in 0..=scenario.agents {
+                drop_packets(lan.namespace(i), pct)?;
+            }
         }
         let src = work.join("src");
         std::fs::create_dir_all(&src).map_err(|e| e.to_string())?;
@@ -382,6 +392,29 @@ impl Lab {
     /// The version the channel points at now.
     fn current(&self) -> &Payload {
         &self.versions[self.published - 1]
+    }
+
+    /// Packets the loss rules dropped so far, all hosts together (0 without `loss_pct`).
+    pub fn dropped_packets(&self) -> u64 {
+        (0..=self.scenario.agents)
+            .filter_map(|i| {
+                let out = Command::new("ip")
+                    .args([
+                        "netns",
+                        "exec",
+                        self.lan.namespace(i),
+                        "nft",
+                        "list",
+                        "table",
+                    ])
+                    .args(["inet", "shoal_lab"])
+                    .output()
+                    .ok()?;
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                let after = text.split("counter packets ").nth(1)?;
+                after.split_whitespace().next()?.parse::<u64>().ok()
+            })
+            .sum()
     }
 
     /// The scenario this lab runs.
@@ -633,6 +666,7 @@ impl Lab {
                 if finish[i].is_some() {
                     continue;
                 }
+                p.sample_memory();
                 let exited = p.poll();
                 finish[i] = match system {
                     System::Shoal => outs[i]
@@ -699,6 +733,7 @@ impl Lab {
             host_mbit: sc.host_mbit,
             late: sc.late,
             delta_pct: sc.delta_pct,
+            loss_pct: sc.loss_pct,
             bound_s,
             time_s,
             bound_ratio: time_s / bound_s,
@@ -712,6 +747,41 @@ impl Lab {
             agent_max_rss_mib: rss as f64 / (1024.0 * 1024.0),
             verified,
         })
+    }
+}
+
+/// Makes namespace `ns` drop `pct` percent of the packets it sends, at random.
+fn drop_packets(ns: &str, pct: f64) -> Result<(), String> {
+    if !(0.0..=50.0).contains(&pct) {
+        return Err(format!("loss {pct} % is outside 0 to 50"));
+    }
+    let per_10k = (pct * 100.0).round() as u32;
+    let rules = format!(
+        "add table inet shoal_lab\n\
+         add chain inet shoal_lab out {{ type filter hook output priority 0; }}\n\
+         add rule inet shoal_lab out numgen random mod 10000 < {per_10k} counter drop\n"
+    );
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("nft: {e} (install nftables for --loss)"))?;
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .ok_or("nft stdin")?
+        .write_all(rules.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "nft in {ns}: {} (install nftables for --loss)",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 

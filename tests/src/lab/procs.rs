@@ -1,5 +1,7 @@
 //! The processes one lab run starts: each is reaped with `wait4`, which hands back its
-//! CPU time and peak memory, and each is killed by its own PID if the run ends early.
+//! CPU time, and each is killed by its own PID if the run ends early. Peak memory is
+//! sampled from `/proc/PID/status` (`VmHWM`) while the process runs: `wait4`'s figure
+//! would include the lab's own pages that the child shared between fork and exec.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -12,7 +14,7 @@ pub struct Usage {
     pub code: i32,
     /// User plus system CPU seconds.
     pub cpu_s: f64,
-    /// Peak resident set size, bytes.
+    /// Peak resident set size, bytes, as last sampled ([`Proc::sample_memory`]).
     pub max_rss: u64,
     /// When the lab saw it exit.
     pub at: Instant,
@@ -22,6 +24,7 @@ pub struct Usage {
 pub struct Proc {
     pid: libc::pid_t,
     usage: Option<Usage>,
+    max_rss: u64,
 }
 
 impl Proc {
@@ -40,7 +43,25 @@ impl Proc {
         Ok(Proc {
             pid: child.id() as libc::pid_t,
             usage: None,
+            max_rss: 0,
         })
+    }
+
+    /// Reads the running program's peak RSS so far (`VmHWM`, reset by exec, so it is the
+    /// program's own); call it often for processes that exit by themselves.
+    pub fn sample_memory(&mut self) {
+        if self.usage.is_some() {
+            return;
+        }
+        let hwm = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .ok()
+            .and_then(|s| {
+                let line = s.lines().find(|l| l.starts_with("VmHWM:"))?.to_owned();
+                line.split_whitespace().nth(1)?.parse::<u64>().ok()
+            });
+        if let Some(kib) = hwm {
+            self.max_rss = self.max_rss.max(kib * 1024);
+        }
     }
 
     /// Reaps the process if it has exited; returns its usage once it has.
@@ -60,7 +81,7 @@ impl Proc {
                 self.usage = Some(Usage {
                     code,
                     cpu_s: secs(ru.ru_utime) + secs(ru.ru_stime),
-                    max_rss: ru.ru_maxrss as u64 * 1024,
+                    max_rss: self.max_rss,
                     at: Instant::now(),
                 });
             }
@@ -78,6 +99,7 @@ impl Proc {
 
     /// SIGTERM, then waits up to `limit` (then SIGKILL) and returns the usage.
     pub fn stop(&mut self, limit: Duration) -> Usage {
+        self.sample_memory();
         self.signal(libc::SIGTERM);
         let deadline = Instant::now() + limit;
         loop {

@@ -25,6 +25,9 @@ pub fn markdown(records: &[Record]) -> String {
         if let Some(d) = r.delta_pct {
             flags += &format!(", update with {d}% changed");
         }
+        if let Some(l) = r.loss_pct {
+            flags += &format!(", {l}% loss");
+        }
         out += &format!(
             "| {}{flags} | {} | {} MiB | {} / {} | {:.1} | {:.1} | {:.2} | {:.1} | {:.3} | {:.3} | {:.1} | {:.0} | {} |\n",
             r.system,

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Benchmarks on loopback, release build, no root (docs/BENCHMARKS.md):
+#  1. one peer to one peer: agent A holds the release and seeds; agent B fetches it from
+#     A only (B is told about A with --peer; the origin is reachable but every piece is
+#     on the LAN, so B never asks it for piece data). Reports B's wall time and
+#     throughput, CPU and peak RSS, and how many bytes came from the origin.
+#  2. idle memory: a `shoal-agent run` daemon that has delivered the release and is
+#     waiting for the next poll; its RSS after it settles.
+#   bench/p2p-loopback.sh [SIZE_MIB=512] [RUNS=3]
+set -euo pipefail
+size_mib=${1:-512}
+runs=${2:-3}
+root=$(cd "$(dirname "$0")/.." && pwd)
+cargo build --release -q -p shoal-publisher -p shoal-agent --manifest-path "$root/Cargo.toml"
+bin="${CARGO_TARGET_DIR:-$root/target}/release"
+P="$bin/shoal-publisher"
+A="$bin/shoal-agent"
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$P" keygen --keys "$work/keys" --product bench > /dev/null
+head -c $((size_mib * 1024 * 1024)) /dev/urandom > "$work/image.bin"
+"$P" release --keys "$work/keys" --repo "$work/repo" --channel stable --version 1.0.0 \
+  --quiet "$work/image.bin"
+"$P" serve --repo "$work/repo" --listen 127.0.0.1:0 --self-signed --tls-dir "$work/tls" \
+  > "$work/origin.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do grep -q '^serving' "$work/origin.log" && break; sleep 0.1; done
+url=$(sed -n 's/^serving .* on \(https:.*\)$/\1/p' "$work/origin.log")
+common=(--trust "$work/keys/trust/1.json" --channel stable --ca "$work/tls/cert.pem" --no-mdns)
+
+# A: fetches once from the origin, then seeds.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$A" fetch "$url" "${common[@]}" --out "$work/a" --listen "127.0.0.1:$port" --seed-secs 3600 \
+  --quiet > "$work/a.out" 2> "$work/a.log" &
+pids+=($!)
+until [ -f "$work/a/image.bin" ]; do sleep 0.1; done
+echo "seeder ready (127.0.0.1:$port)"
+
+for i in $(seq 1 "$runs"); do
+  rm -rf "$work/b"
+  start=$(date +%s.%N)
+  /usr/bin/time -f "%M %e %P" -o "$work/b.time" "$A" fetch "$url" "${common[@]}" \
+    --out "$work/b" --listen 127.0.0.1:0 --peer "127.0.0.1:$port" --quiet > "$work/b.out" 2> "$work/b.log"
+  end=$(date +%s.%N)
+  cmp -s "$work/image.bin" "$work/b/image.bin" || { echo "run $i: B's copy differs"; exit 1; }
+  read -r rss _ cpu < "$work/b.time"
+  python3 - "$start" "$end" "$size_mib" "$rss" "$cpu" "$i" "$(head -1 "$work/b.out")" <<'PY'
+import sys
+start, end, mib, rss, cpu, i, summary = sys.argv[1:8]
+t = float(end) - float(start)
+print(f"run {i}: {mib} MiB peer to peer in {t:.2f} s = {int(mib) / t:.0f} MiB/s, "
+      f"CPU {cpu}, peak RSS {int(rss) / 1024:.0f} MiB; {summary}")
+PY
+done
+
+# Idle memory: a daemon that delivers the release (from A), then waits for its next poll.
+cat > "$work/agent.toml" <<EOF
+origin = "$url"
+trust = "$work/keys/trust/1.json"
+channel = "stable"
+state_dir = "$work/d-state"
+releases_dir = "$work/d-out"
+origin_ca = "$work/tls/cert.pem"
+listen = "127.0.0.1:0"
+peers = ["127.0.0.1:$port"]
+poll_interval_secs = 3600
+[mdns]
+enabled = false
+EOF
+"$A" run --config "$work/agent.toml" > "$work/d.log" 2>&1 &
+dpid=$!
+pids+=($dpid)
+for _ in $(seq 600); do
+  compgen -G "$work/d-out/*/image.bin" > /dev/null && break
+  sleep 0.1
+done
+compgen -G "$work/d-out/*/image.bin" > /dev/null || { echo "daemon did not deliver:"; cat "$work/d.log"; exit 1; }
+sleep 5
+echo "idle daemon after delivering ${size_mib} MiB: $(grep VmRSS /proc/$dpid/status | awk '{print $2/1024 " MiB RSS"}'), $(grep VmHWM /proc/$dpid/status | awk '{print $2/1024 " MiB peak"}')"
