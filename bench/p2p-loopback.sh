@@ -50,6 +50,8 @@ for i in $(seq 1 "$runs"); do
     --out "$work/b" --listen 127.0.0.1:0 --peer "127.0.0.1:$port" --quiet > "$work/b.out" 2> "$work/b.log"
   end=$(date +%s.%N)
   cmp -s "$work/image.bin" "$work/b/image.bin" || { echo "run $i: B's copy differs"; exit 1; }
+  # SHOAL_BENCH_LOGS=DIR keeps B's log of every run (with SHOAL_LOG=debug: per piece).
+  [ -z "${SHOAL_BENCH_LOGS:-}" ] || cp "$work/b.log" "$SHOAL_BENCH_LOGS/b-run$i.log"
   read -r rss _ cpu < "$work/b.time"
   python3 - "$start" "$end" "$size_mib" "$rss" "$cpu" "$i" "$(head -1 "$work/b.out")" <<'PY'
 import sys

@@ -51,14 +51,16 @@ impl Store {
             .collect()
     }
 
-    /// Stores a verified piece durably.
+    /// Stores a verified piece. No `fsync`: a piece file is trusted only after
+    /// [`Store::scan`] re-hashes it at the next start, so one torn by a crash is fetched
+    /// again, never served (an `fsync` per piece held up the node task for as long as the
+    /// disk took; the delivered artifacts are still synced before their rename).
     pub fn put(&self, digest: &Digest, data: &[u8]) -> Result<()> {
         let path = self.path(digest);
         let tmp = self.pieces.join(format!(".{}.tmp", digest.to_hex()));
         let r = (|| {
             let mut f = fs::File::create(&tmp)?;
             f.write_all(data)?;
-            f.sync_all()?;
             fs::rename(&tmp, &path)
         })();
         if r.is_err() {
