@@ -102,6 +102,7 @@ type Discovered = (Discovery, mpsc::UnboundedReceiver<SocketAddr>);
 
 fn start_discovery(cfg: &DiscoveryConfig, port: u16) -> Result<Discovered> {
     let (found_tx, found_rx) = mpsc::unbounded_channel();
+    tracing::debug!(port, "mDNS discovery started");
     Ok((
         Discovery::start(cfg, port, random_bytes()?, found_tx)?,
         found_rx,
