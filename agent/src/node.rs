@@ -4,6 +4,11 @@
 //! origin fetches send [`NodeInput`]s, the node feeds them to the core, then carries out
 //! what the core asks (send, fetch, store, upload, drop a peer). It decides nothing.
 //!
+//! Verified pieces are written to the store on blocking threads, at most
+//! [`MAX_PENDING_WRITES`] at a time (beyond that the node writes itself, which slows it to
+//! the disk's pace); until a write lands, uploads of that piece are served from memory.
+//! Completion is reported only once every write has landed.
+//!
 //! Two agents that dial each other at once end up with two connections. Both sides keep
 //! the same one, the connection opened by the smaller peer id, and retire the other after
 //! [`RETIRE_AFTER`]; messages on either are accepted meanwhile, so nothing in flight is
@@ -24,6 +29,9 @@ use crate::store::Store;
 
 /// Inputs queued for the node at most; senders wait beyond that (backpressure).
 pub const INPUT_QUEUE: usize = 1024;
+
+/// Piece writes in flight at most (each holds its piece, at most 1 MiB, in memory).
+pub const MAX_PENDING_WRITES: usize = 16;
 
 /// A document a peer handed over, passed on to whoever decides about releases.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +106,9 @@ pub async fn run(
     let mut conns: HashMap<ConnId, PeerId> = HashMap::new();
     let mut peers: HashMap<PeerId, PeerConns> = HashMap::new();
     let me = swarm.me();
-    let mut complete = false;
+    let mut complete_seen = false;
+    // Verified pieces whose store write has not landed yet.
+    let mut writing: HashMap<u32, Arc<Vec<u8>>> = HashMap::new();
     let mut fatal = false;
     loop {
         loop {
@@ -149,18 +159,43 @@ pub async fn run(
                     source,
                 } => {
                     tracing::debug!(piece = piece.0, ?source, "piece verified");
-                    if let Some(spec) = release.pieces.get(piece.0 as usize)
-                        && let Err(e) = store.put(&spec.digest, &data)
-                    {
-                        // Nothing unverified was written; what is stored stays valid.
-                        tracing::error!(error = %e, "cannot store a verified piece; stopping");
-                        fatal = true;
+                    let Some(spec) = release.pieces.get(piece.0 as usize) else {
+                        continue;
+                    };
+                    if writing.len() >= MAX_PENDING_WRITES {
+                        // The disk is behind: write here, so the node slows to its pace.
+                        if let Err(e) = store.put(&spec.digest, &data) {
+                            // Nothing unverified was written; what is stored stays valid.
+                            tracing::error!(error = %e, "cannot store a verified piece; stopping");
+                            fatal = true;
+                        }
+                        continue;
                     }
+                    let data = Arc::new(data);
+                    writing.insert(piece.0, data.clone());
+                    let (store, digest, tx) = (store.clone(), spec.digest, inputs_tx.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let ok = match store.put(&digest, &data) {
+                            Ok(()) => true,
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot store a verified piece; stopping");
+                                false
+                            }
+                        };
+                        let _ = tx.blocking_send(NodeInput::Stored { piece: piece.0, ok });
+                    });
                 }
                 SwarmEvent::Upload { peer, block } => {
                     let spec = release.pieces.get(block.piece.0 as usize);
-                    let data =
-                        spec.and_then(|s| store.read(&s.digest, block.offset, block.length).ok());
+                    let data = match writing.get(&block.piece.0) {
+                        Some(piece) => {
+                            let start = (block.offset as usize).min(piece.len());
+                            let end = start.saturating_add(block.length as usize).min(piece.len());
+                            Some(piece[start..end].to_vec())
+                        }
+                        None => spec
+                            .and_then(|s| store.read(&s.digest, block.offset, block.length).ok()),
+                    };
                     if let (Some(data), Some(pc)) = (data, peers.get(&peer)) {
                         let _ = pc.current.1.send(Message::Piece {
                             piece: block.piece,
@@ -183,7 +218,7 @@ pub async fn run(
                         }
                     }
                 }
-                SwarmEvent::Complete => complete = true,
+                SwarmEvent::Complete => complete_seen = true,
                 SwarmEvent::OriginFailed { piece, corrupt } => {
                     tracing::warn!(piece = piece.0, corrupt, "origin fetch failed");
                 }
@@ -229,7 +264,7 @@ pub async fn run(
             have,
             total,
             counters: swarm.counters(),
-            complete,
+            complete: complete_seen && writing.is_empty(),
             fatal,
         });
         if fatal {
@@ -297,6 +332,10 @@ pub async fn run(
                             peers.remove(&peer);
                             swarm.handle_disconnected(peer, now);
                         }
+                    }
+                    Some(NodeInput::Stored { piece, ok }) => {
+                        writing.remove(&piece);
+                        fatal |= !ok;
                     }
                     Some(NodeInput::Origin { piece, data }) => {
                         swarm.handle_origin_piece(shoal_protocol::wire::PieceNumber(piece), data, now);

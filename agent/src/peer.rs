@@ -63,6 +63,13 @@ pub enum NodeInput {
         /// The bytes, or `None` on failure.
         data: Option<Vec<u8>>,
     },
+    /// A verified piece's write to the store finished (off the node task).
+    Stored {
+        /// Piece number.
+        piece: u32,
+        /// Whether the write succeeded.
+        ok: bool,
+    },
 }
 
 /// What a connection needs to know to handshake.
