@@ -216,8 +216,8 @@ impl Lan {
         out: Stdio,
         err: Stdio,
     ) -> u32 {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.hosts[i], program])
+        let child = self
+            .command_in(i, program)
             .args(args)
             .stdin(Stdio::null())
             .stdout(out)

@@ -6,8 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sha2::Digest as _;
-
 use super::procs::Proc;
 use super::{Bins, Record, Scenario, System, torrent};
 use crate::netns::Lan;
@@ -546,7 +544,7 @@ fn set_executable(p: &Path) -> Result<(), String> {
 fn sha256_hex(p: &Path) -> Result<String, String> {
     use std::io::Read;
     let mut f = std::fs::File::open(p).map_err(|e| format!("{}: {e}", p.display()))?;
-    let mut h = sha2::Sha256::new();
+    let mut h = shoal_protocol::digest::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = f.read(&mut buf).map_err(|e| e.to_string())?;
@@ -555,7 +553,7 @@ fn sha256_hex(p: &Path) -> Result<String, String> {
         }
         h.update(&buf[..n]);
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(h.finish().to_hex())
 }
 
 /// Overwrites `fraction` of the file's bytes with new random bytes, in 8 regions spread
