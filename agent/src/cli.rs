@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use crate::discovery::DiscoveryConfig;
 use crate::error::{Error, exit};
 use crate::fetch::{FetchOptions, run};
+use crate::transfer::{TransferOptions, WRITE_TIMEOUT};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -190,16 +191,19 @@ async fn dispatch(cmd: Command) -> Result<(), Error> {
                 channel,
                 state: state.unwrap_or_else(|| out.join(".shoal-state")),
                 out,
-                peers,
                 ca,
                 danger_allow_http,
-                swarm: SwarmConfig {
-                    origin_grace: Duration::from_secs_f64(origin_grace),
-                    ..SwarmConfig::default()
-                },
                 discovery: (!no_mdns).then_some(DiscoveryConfig { interfaces, group }),
-                older: Vec::new(),
-                gossip: None,
+                transfer: TransferOptions {
+                    swarm: SwarmConfig {
+                        origin_grace: Duration::from_secs_f64(origin_grace),
+                        ..SwarmConfig::default()
+                    },
+                    peers,
+                    older: Vec::new(),
+                    gossip: None,
+                    write_timeout: WRITE_TIMEOUT,
+                },
             };
             let (stop_tx, stop_rx) = watch::channel(false);
             let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -237,7 +241,7 @@ async fn dispatch(cmd: Command) -> Result<(), Error> {
     }
 }
 
-fn progress_printer(quiet: bool) -> impl Fn(&crate::node::Progress) + Send + 'static {
+fn progress_printer(quiet: bool) -> impl Fn(&crate::transfer::Progress) + Send + 'static {
     let tty = std::io::stderr().is_terminal();
     let bar = (!quiet && tty).then(|| {
         let b = indicatif::ProgressBar::new(0);

@@ -69,7 +69,7 @@ impl Discovery {
         cfg: &DiscoveryConfig,
         port: u16,
         instance: [u8; 8],
-        found: mpsc::UnboundedSender<SocketAddr>,
+        found: mpsc::Sender<SocketAddr>,
     ) -> Result<Discovery> {
         let daemon = ServiceDaemon::new().map_err(mdns_error)?;
         if !cfg.interfaces.is_empty() {
@@ -116,7 +116,11 @@ impl Discovery {
                         continue;
                     }
                     tracing::debug!(%ip, port = s.get_port(), "peer discovered");
-                    if found.send(SocketAddr::new(ip, s.get_port())).is_err() {
+                    // A full queue drops the address: the dialer is behind, and the
+                    // peer announces again.
+                    if let Err(mpsc::error::TrySendError::Closed(_)) =
+                        found.try_send(SocketAddr::new(ip, s.get_port()))
+                    {
                         return;
                     }
                 }

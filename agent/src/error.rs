@@ -47,6 +47,24 @@ impl Error {
     }
 }
 
+/// `e` and every error under it (its `source()` chain), joined with ": ", so that a
+/// refused TLS certificate reads "error sending request …: invalid peer certificate:
+/// UnknownIssuer" rather than stopping at the outermost layer.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(inner) = next {
+        let text = inner.to_string();
+        // Some layers repeat their inner error in their own message.
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = inner.source();
+    }
+    out
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "error: {}", self.message)?;

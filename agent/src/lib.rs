@@ -1,23 +1,33 @@
 //! # shoal-agent
 //!
-//! The endpoint side of Shoal. Built so far: the origin client ([`origin`]), release
-//! loading and verification ([`release`]), the content-addressed piece store ([`store`]),
-//! peer connections with the handshake ([`peer`]), mDNS discovery ([`discovery`]), the node that drives the swarm core
-//! ([`node`]) and one-shot `fetch` with static peers ([`fetch`]). The daemon ([`daemon`], [`config`]) follows a channel, delivers
-//! releases and runs the install hook. Still to come (see the `shoal-agent` issue): the
-//! stats API, manifest gossip, serving several releases at once. Swarm policy lives in `shoal_protocol::swarm`, never here.
+//! The endpoint side of Shoal. Swarm policy lives in `shoal_protocol::swarm` and the
+//! handshake's rules in `shoal_protocol::wire`, never here; this crate moves bytes
+//! between them, the network, the disk and the host.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`release`] | loading a release: trust chain walk, manifest and index verification |
+//! | [`origin`] | the HTTPS client of the vendor's origin |
+//! | [`store`] | the content-addressed piece store on disk |
+//! | [`transfer`] | one release's swarm runtime: connections, dialers, discovery, the node |
+//! | [`discovery`] | mDNS announcement and browsing |
+//! | [`delivery`] | handing a complete release to the host, once per release content |
+//! | [`fetch`] | `shoal-agent fetch`: one download |
+//! | [`daemon`], [`config`] | `shoal-agent run`: following a channel |
+//! | [`space`] | the free-disk check before a download |
+//! | [`cli`], [`progress`], [`signals`], [`error`] | the command line, its output and exit codes |
 
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod delivery;
 pub mod discovery;
 pub mod error;
 pub mod fetch;
-pub mod node;
 pub mod origin;
-pub mod peer;
 pub mod progress;
 pub mod release;
 pub mod signals;
 pub mod space;
 pub mod store;
+pub mod transfer;

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::error::{Error, Result, exit};
+use crate::error::{Error, Result, chain, exit};
 
 /// Attempts per request before giving up.
 const ATTEMPTS: u32 = 3;
@@ -100,14 +100,22 @@ impl OriginClient {
                 "check the origin URL and that it is reachable",
             )
         };
+        let failed = |e: reqwest::Error| {
+            let text = chain(&e);
+            let note = if text.contains("certificate") {
+                "the origin's TLS certificate was refused (the reason is above): give the \
+                 CA that signed it with --ca (or `origin_ca`), or fix the origin's \
+                 certificate; a server certificate must not itself be a CA"
+            } else {
+                "check the origin URL and that it is reachable"
+            };
+            Error::new(exit::UNAVAILABLE, format!("GET {url}: {text}"), note)
+        };
         let mut req = self.client.get(&url);
         if let Some((start, len)) = range {
             req = req.header("Range", format!("bytes={start}-{}", start + len - 1));
         }
-        let mut resp = req
-            .send()
-            .await
-            .map_err(|e| unavailable(format!("GET {url}: {e}")))?;
+        let mut resp = req.send().await.map_err(failed)?;
         let status = resp.status();
         if status == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
@@ -120,11 +128,7 @@ impl OriginClient {
             return Err(unavailable(format!("GET {url}: HTTP {status}")));
         }
         let mut out = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| unavailable(format!("GET {url}: {e}")))?
-        {
+        while let Some(chunk) = resp.chunk().await.map_err(failed)? {
             if out.len() + chunk.len() > max {
                 return Err(unavailable(format!(
                     "GET {url}: more than the {max} bytes expected"

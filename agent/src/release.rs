@@ -1,11 +1,13 @@
 //! A verified release: the trust chain walked from the anchor, the channel's manifest,
 //! and every artifact's piece index, all checked before a single piece is fetched.
 
+use std::path::Path;
+
 use shoal_protocol::index::PieceIndex;
 use shoal_protocol::limits::{MAX_MANIFEST_LEN, MAX_TRUST_LEN};
 use shoal_protocol::manifest::Artifact;
 use shoal_protocol::swarm::PieceSpec;
-use shoal_protocol::{ChannelRef, Digest, Name, VerifiedManifest, VerifiedTrust};
+use shoal_protocol::{ChannelRef, Digest, Name, VerifiedManifest, VerifiedTrust, layout};
 
 use crate::error::{Error, Result, exit};
 use crate::origin::OriginClient;
@@ -50,11 +52,6 @@ impl Release {
     pub fn total_len(&self) -> u64 {
         self.artifacts().iter().map(|a| a.length).sum()
     }
-
-    /// URL path of an artifact on the origin.
-    pub fn artifact_path(a: &Artifact) -> String {
-        format!("artifacts/{}/{}", a.sha256, a.name)
-    }
 }
 
 fn untrusted(file: &str, e: impl std::fmt::Display) -> Error {
@@ -66,16 +63,32 @@ fn untrusted(file: &str, e: impl std::fmt::Display) -> Error {
     )
 }
 
-/// Walks the trust chain from `anchor` on the origin, then fetches and verifies the
-/// channel's manifest and its piece indexes.
-pub async fn load(
-    origin: &OriginClient,
-    anchor: &[u8],
-    channel: &Name,
-    now: u64,
-) -> Result<Release> {
-    let (trust, manifest) = load_manifest(origin, anchor, channel, now).await?;
+/// Reads the trust anchor at `trust`, walks the trust chain on the origin, then fetches
+/// and verifies `channel`'s manifest and its piece indexes.
+pub async fn load(origin: &OriginClient, trust: &Path, channel: &str) -> Result<Release> {
+    let (trust, manifest) = load_current(origin, trust, channel).await?;
     load_indexes(origin, trust, manifest).await
+}
+
+/// Reads the trust anchor at `trust` and loads `channel`'s current manifest (see
+/// [`load_manifest`]) as of now.
+pub async fn load_current(
+    origin: &OriginClient,
+    trust: &Path,
+    channel: &str,
+) -> Result<(VerifiedTrust, VerifiedManifest)> {
+    let channel = Name::new(channel)
+        .map_err(|e| Error::new(exit::USAGE, format!("channel {channel:?}: {e}"), ""))?;
+    let anchor = std::fs::read(trust).map_err(|e| Error::io(trust.display(), e))?;
+    load_manifest(origin, &anchor, &channel, unix_now()).await
+}
+
+/// Seconds since the Unix epoch by the system clock.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Walks the trust chain from `anchor` on the origin and fetches and verifies the
@@ -95,13 +108,13 @@ pub async fn load_manifest(
         )
     })?;
     loop {
-        let rel = format!("trust/{}.json", trust.version() + 1);
+        let rel = layout::trust(trust.version() + 1);
         match origin.get(&rel, MAX_TRUST_LEN).await? {
             None => break,
             Some(bytes) => trust = trust.successor(&bytes).map_err(|e| untrusted(&rel, e))?,
         }
     }
-    let rel = format!("channels/{channel}.json");
+    let rel = layout::channel_current(channel);
     let bytes = origin.get(&rel, MAX_MANIFEST_LEN).await?.ok_or_else(|| {
         Error::new(
             exit::UNAVAILABLE,
@@ -126,7 +139,7 @@ pub async fn load_indexes(
 ) -> Result<Release> {
     let mut index_bytes = Vec::new();
     for a in &manifest.body().artifacts {
-        let rel = format!("indexes/{}.idx", a.index.sha256);
+        let rel = layout::index(&a.index.sha256);
         let bytes = origin
             .get(&rel, a.index.length as usize)
             .await?
@@ -158,7 +171,7 @@ pub fn from_parts(
         .zip(&index_bytes)
         .enumerate()
     {
-        let rel = format!("indexes/{}.idx", a.index.sha256);
+        let rel = layout::index(&a.index.sha256);
         if bytes.len() as u64 != a.index.length || Digest::of(bytes) != a.index.sha256 {
             return Err(untrusted(&rel, "does not match the manifest"));
         }

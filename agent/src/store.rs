@@ -4,6 +4,9 @@
 //! <state>/pieces/<sha256>     one verified piece
 //! ```
 //!
+//! Every method blocks on the disk: callers on async tasks run them on blocking threads
+//! (`transfer::disk` does, for a running transfer).
+//!
 //! A piece is written to a temporary file and renamed to its hash only after the core
 //! verified it. Nothing is trusted across a restart without proof: on start every piece
 //! file the release needs is re-hashed before it counts (a crash can tear a piece, and a
@@ -15,12 +18,16 @@
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use shoal_protocol::Digest;
 use shoal_protocol::digest::Hasher;
 use shoal_protocol::swarm::PieceSpec;
 
 use crate::error::{Error, Result, exit};
+
+/// Numbers temporary files, so that no two writes share one.
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 use crate::release::Release;
 
 /// An opened piece store.
@@ -58,7 +65,14 @@ impl Store {
     /// disk took; the delivered artifacts are still synced before their rename).
     pub fn put(&self, digest: &Digest, data: &[u8]) -> Result<()> {
         let path = self.path(digest);
-        let tmp = self.pieces.join(format!(".{}.tmp", digest.to_hex()));
+        // One temporary name per write: pieces with the same digest (zero-filled regions
+        // of a disk image repeat them) may be written at once, and must not share one.
+        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.pieces.join(format!(
+            ".{}.{}-{n}.tmp",
+            digest.to_hex(),
+            std::process::id()
+        ));
         let r = (|| {
             let mut f = fs::File::create(&tmp)?;
             f.write_all(data)?;
@@ -100,6 +114,18 @@ impl Store {
         removed
     }
 
+    /// [`Store::assemble`] on a blocking thread.
+    pub async fn assemble_async(
+        &self,
+        release: std::sync::Arc<Release>,
+        out: PathBuf,
+    ) -> Result<Vec<PathBuf>> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.assemble(&release, &out))
+            .await
+            .map_err(|e| Error::new(exit::IO, format!("assembling the release: {e}"), ""))?
+    }
+
     /// Writes every artifact of `release` into `out`, each checked against its
     /// whole-file hash before an atomic rename. All or nothing per artifact.
     pub fn assemble(&self, release: &Release, out: &Path) -> Result<Vec<PathBuf>> {
@@ -135,5 +161,36 @@ impl Store {
             done.push(dest);
         }
         Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writers_of_one_digest_at_once_never_collide() {
+        let dir = std::env::temp_dir().join(format!("shoal-store-{}", std::process::id()));
+        let store = Store::open(&dir).unwrap();
+        let data = vec![0u8; 256 * 1024];
+        let digest = Digest::of(&data);
+        // Many threads write the same piece at once (a zero-filled region repeats it).
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..20 {
+                        store.put(&digest, &data).unwrap();
+                    }
+                });
+            }
+        });
+        let spec = PieceSpec {
+            length: data.len() as u32,
+            digest,
+        };
+        assert_eq!(store.scan(&[spec]), vec![true]);
+        let left: Vec<_> = fs::read_dir(dir.join("pieces")).unwrap().collect();
+        assert_eq!(left.len(), 1, "temporary files were left behind: {left:?}");
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -41,7 +41,7 @@ async fn agents_share_pieces_and_the_origin_sends_one_copy() {
             .filter(|(j, _)| *j != i)
             .map(|(_, a)| *a);
         let mut o = v.agent(&format!("agent{i}"), others.collect());
-        o.swarm.origin_grace = Duration::from_millis(1500);
+        o.transfer.swarm.origin_grace = Duration::from_millis(1500);
         let (tx, rx) = oneshot::channel::<FetchReport>();
         done.push(rx);
         tasks.push(tokio::spawn(run(

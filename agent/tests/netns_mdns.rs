@@ -193,7 +193,7 @@ fn run_liar(
         let l = tokio::net::TcpListener::bind((ip, 7400))
             .await
             .expect("liar listens");
-        let (found, _ignored) = tokio::sync::mpsc::unbounded_channel();
+        let (found, _ignored) = tokio::sync::mpsc::channel(16);
         let cfg = DiscoveryConfig {
             interfaces: vec!["eth0".into()],
             group: "default".into(),

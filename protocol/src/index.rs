@@ -164,6 +164,56 @@ fn be_u32(b: &[u8]) -> u32 {
     u32::from_be_bytes(b.try_into().unwrap_or_default())
 }
 
+/// The index files of one verified manifest, reassembled from `IndexData` parts a peer
+/// pushes in order. Each file grows only at its end and never past the length the
+/// manifest declares, so a peer cannot make it buffer more than the vendor signed; the
+/// result is checked against the manifest's digests by whoever builds the release.
+#[derive(Debug)]
+pub struct IndexAssembly {
+    wanted: Vec<(Digest, u64)>,
+    bufs: Vec<Vec<u8>>,
+}
+
+impl IndexAssembly {
+    /// Collects the index files of `artifacts`, in manifest order.
+    pub fn new(artifacts: &[crate::manifest::Artifact]) -> Self {
+        IndexAssembly {
+            wanted: artifacts
+                .iter()
+                .map(|a| (a.index.sha256, a.index.length))
+                .collect(),
+            bufs: artifacts.iter().map(|_| Vec::new()).collect(),
+        }
+    }
+
+    /// Takes `data` at `offset` of the index file named `index`; returns whether it was
+    /// the next part of a file still wanted (other parts are ignored).
+    pub fn push(&mut self, index: &[u8; 32], offset: u32, data: &[u8]) -> bool {
+        let mut taken = false;
+        for ((sha, len), buf) in self.wanted.iter().zip(self.bufs.iter_mut()) {
+            let fits = (buf.len() as u64).saturating_add(data.len() as u64) <= *len;
+            if sha.0 == *index && offset as usize == buf.len() && fits && !data.is_empty() {
+                buf.extend_from_slice(data);
+                taken = true;
+            }
+        }
+        taken
+    }
+
+    /// Whether every file has its declared length.
+    pub fn is_complete(&self) -> bool {
+        self.bufs
+            .iter()
+            .zip(&self.wanted)
+            .all(|(b, (_, len))| b.len() as u64 == *len)
+    }
+
+    /// The files' bytes, in manifest order.
+    pub fn into_parts(self) -> Vec<Vec<u8>> {
+        self.bufs
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,8 @@
 //! | [`trust`] | trust documents and root rotation |
 //! | [`manifest`] | release manifests and the acceptance rules (rollback, freeze, …) |
 //! | [`chunk`], [`index`] | content-defined chunking and the piece index format |
-//! | [`wire`] | frames, peer messages, the handshake proof |
+//! | [`layout`] | where each file of a release lives on an origin |
+//! | [`wire`] | frames, peer messages, the handshake state machine |
 //!
 //! Goals: an independent implementation can interoperate from `docs/PROTOCOL.md` alone;
 //! nothing that arrives from a peer, a mirror or the origin can panic or over-allocate.
@@ -26,6 +27,7 @@ pub mod envelope;
 pub mod error;
 pub mod index;
 pub mod keys;
+pub mod layout;
 pub mod limits;
 pub mod manifest;
 pub mod name;

@@ -95,6 +95,22 @@ pub struct ManifestBody {
 }
 
 impl ManifestBody {
+    /// What the release *is*, independent of how it was signed: SHA-256 over a tag, the
+    /// release label and every artifact (name, platform, length, whole-file and index
+    /// digests). A `refresh` re-signs the same release under a new manifest version (a
+    /// new release id) with the same content id, so an agent that delivered it does not
+    /// deliver or install it again.
+    pub fn content_id(&self) -> Digest {
+        let artifacts = serde_json::to_vec(&self.artifacts).unwrap_or_default();
+        let label_len = (self.release.len() as u64).to_be_bytes();
+        Digest::of_parts(&[
+            b"SHOAL-CONTENT-V1\0",
+            &label_len,
+            self.release.as_bytes(),
+            &artifacts,
+        ])
+    }
+
     /// Serialises the body as the exact bytes to sign.
     pub fn to_payload(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).unwrap_or_default()

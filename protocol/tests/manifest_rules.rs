@@ -238,3 +238,39 @@ fn expired_trust_authorises_nothing() {
         Err(DocumentError::Expired { .. })
     ));
 }
+
+#[test]
+fn a_refresh_keeps_the_content_id_and_a_new_release_changes_it() {
+    let v1 = body(1);
+    let mut refreshed = body(2);
+    refreshed.created += 3600;
+    refreshed.expires += 3600;
+    assert_eq!(v1.content_id(), refreshed.content_id());
+    let mut relabelled = body(2);
+    relabelled.release = format!("{}-b", relabelled.release);
+    assert_ne!(v1.content_id(), relabelled.content_id());
+    let mut other_bytes = body(2);
+    other_bytes.artifacts[0].sha256 = Digest::of(b"other");
+    assert_ne!(v1.content_id(), other_bytes.content_id());
+}
+
+#[test]
+fn index_parts_are_taken_in_order_and_never_past_the_signed_length() {
+    use shoal_protocol::index::IndexAssembly;
+    let b = body(1);
+    let a = &b.artifacts[0];
+    let len = a.index.length as usize;
+    let sha = a.index.sha256.0;
+    let mut asm = IndexAssembly::new(&b.artifacts);
+    assert!(!asm.push(&sha, 1, &[0]), "a part out of order is ignored");
+    assert!(!asm.push(&[7; 32], 0, &[0]), "an unknown index is ignored");
+    assert!(
+        !asm.push(&sha, 0, &vec![0; len + 1]),
+        "more than the manifest says"
+    );
+    assert!(asm.push(&sha, 0, &vec![0; len - 1]));
+    assert!(!asm.is_complete());
+    assert!(asm.push(&sha, (len - 1) as u32, &[0]));
+    assert!(asm.is_complete());
+    assert_eq!(asm.into_parts()[0].len(), len);
+}

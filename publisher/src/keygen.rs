@@ -16,8 +16,8 @@ use shoal_protocol::{Name, PublicKey, SecretKey, VerifiedTrust};
 use crate::error::{Error, Result};
 use crate::fsutil::write_new;
 use crate::keystore::{KeyRole, KeyStore, generate_key};
-use crate::layout;
 use crate::release::{next_manifests, publish_manifest};
+use shoal_protocol::layout;
 
 /// Options of `keygen`.
 #[derive(Debug, Clone)]

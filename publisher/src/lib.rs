@@ -1,7 +1,7 @@
 //! # shoal-publisher
 //!
 //! The vendor's side of Shoal: key sets and trust documents ([`keygen`], [`keystore`]),
-//! signed releases laid out as static files ([`release`], [`layout`], [`hashing`]),
+//! signed releases laid out as static files ([`release`], [`hashing`]; paths from `shoal_protocol::layout`),
 //! re-signing before expiry ([`refresh`]), end-to-end checks of a directory or a served origin ([`verify`], [`source`]) and an
 //! HTTPS origin server ([`serve`]). [`cli`] is the thin command line over them.
 
@@ -11,7 +11,6 @@ pub mod fsutil;
 pub mod hashing;
 pub mod keygen;
 pub mod keystore;
-pub mod layout;
 pub mod progress;
 pub mod refresh;
 pub mod release;

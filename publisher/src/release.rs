@@ -19,8 +19,8 @@ use crate::error::{Error, Result};
 use crate::fsutil::{temp_path, write_atomic, write_new};
 use crate::hashing::{hash_file, sha256_file};
 use crate::keystore::{KeyRole, KeyStore};
-use crate::layout;
 use crate::progress::{human_bytes, track};
+use shoal_protocol::layout;
 
 /// Everything `release` needs.
 #[derive(Debug, Clone)]

@@ -1,6 +1,6 @@
 //! Where `verify` reads a release from: a directory or an origin URL.
 //!
-//! Both are addressed with the relative paths of [`crate::layout`]. A missing file is
+//! Both are addressed with the relative paths of [`shoal_protocol::layout`]. A missing file is
 //! `Ok(None)`, not an error, so the caller can say which file is missing and what to do.
 
 use std::fs::File;

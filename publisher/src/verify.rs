@@ -16,8 +16,8 @@ use shoal_protocol::limits::{MAX_MANIFEST_LEN, MAX_TRUST_LEN};
 use shoal_protocol::manifest::Artifact;
 use shoal_protocol::{ChannelRef, Digest, Name, VerifiedManifest, VerifiedTrust};
 
-use crate::layout;
 use crate::source::Source;
+use shoal_protocol::layout;
 
 /// One thing wrong with one file.
 #[derive(Debug, Clone, PartialEq, Eq)]

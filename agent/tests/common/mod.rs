@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_agent::fetch::{FetchOptions, FetchReport, run};
+use shoal_agent::transfer::{TransferOptions, WRITE_TIMEOUT};
 use shoal_protocol::swarm::SwarmConfig;
 use shoal_publisher::keygen::{KeygenOptions, keygen};
 use shoal_publisher::release::{ReleaseOptions, run as release};
@@ -122,17 +123,20 @@ impl Vendor {
             channel: "stable".into(),
             out: self.dir.join(&format!("{name}/out")),
             state: self.dir.join(&format!("{name}/state")),
-            peers,
             ca: Some(self.cert.clone()),
             danger_allow_http: false,
-            swarm: SwarmConfig {
-                origin_grace: Duration::from_millis(300),
-                ..SwarmConfig::default()
-            },
             // The test process runs in the machine's own namespace: no multicast here.
             discovery: None,
-            older: Vec::new(),
-            gossip: None,
+            transfer: TransferOptions {
+                swarm: SwarmConfig {
+                    origin_grace: Duration::from_millis(300),
+                    ..SwarmConfig::default()
+                },
+                peers,
+                older: Vec::new(),
+                gossip: None,
+                write_timeout: WRITE_TIMEOUT,
+            },
         }
     }
 

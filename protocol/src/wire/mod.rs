@@ -1,4 +1,5 @@
-//! The peer wire protocol: framing, messages and the handshake proof.
+//! The peer wire protocol: framing, messages, the handshake proof and the handshake's
+//! state machine ([`Handshake`]).
 //!
 //! A connection is a sequence of frames: a big-endian `u32` body length `L`
 //! (1 ≤ `L` ≤ [`MAX_FRAME_LEN`]), then `L` body bytes: a type byte and its payload.
@@ -13,8 +14,10 @@
 //! the release's manifest cannot produce a proof, and a proof cannot be replayed because
 //! both nonces are fresh per connection. `docs/PROTOCOL.md` has the state rules.
 
+mod handshake;
 mod message;
 
+pub use handshake::{Handshake, HandshakeError, Joined, Step, keeps_own_connection};
 pub use message::{
     BlockRef, Capabilities, HELLO_MAGIC, Hello, Message, MessageType, PROTOCOL_VERSION, PeerId,
     PieceNumber, RejectReason, StatsSummary,

@@ -1,4 +1,6 @@
-//! The static origin layout: which file lives where under a release directory.
+//! The static origin layout: which file lives where under a release directory. The
+//! publisher writes it, `verify` and the agent read it; this module is the one place
+//! that names the paths.
 //!
 //! ```text
 //! trust/<N>.json                       trust document version N (1, 2, …)
@@ -12,8 +14,8 @@
 //! server, object store or CDN can serve and cache it. The same relative paths are used
 //! for a directory on disk and for URLs under an origin base URL.
 
-use shoal_protocol::manifest::Artifact;
-use shoal_protocol::{Digest, Name};
+use crate::manifest::Artifact;
+use crate::{Digest, Name};
 
 /// Relative path of trust document version `n`.
 pub fn trust(n: u64) -> String {

@@ -1,0 +1,228 @@
+//! Delivery of a complete release to the host, exactly once per release content:
+//! assemble into `releases_dir/.incoming-<label>` → rename to `releases_dir/<label>` →
+//! run the install command → record → raise the version floor → prune old releases and
+//! the pieces no kept release needs.
+//!
+//! The record (`state_dir/delivered/<label>.toml`) holds the release's *content id*
+//! (`ManifestBody::content_id`: label and artifacts, not the signature), so a restart,
+//! or a publisher `refresh` that re-signs the same release under a new manifest version,
+//! finds it delivered and neither copies nor installs it again. The record is written
+//! after the install command returns: a crash during the command (or between the rename
+//! and the record) runs it again on the next start. Install commands must tolerate that.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use shoal_protocol::{Digest, VersionFloor};
+
+use crate::config::Config;
+use crate::error::{Error, Result, exit};
+use crate::release::Release;
+use crate::store::Store;
+
+/// What `delivered/<label>.toml` records.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Record {
+    /// The content id (hex) of the delivered release.
+    content: String,
+    /// How the install command ended: `none`, `succeeded`, or why it failed.
+    install: String,
+}
+
+fn label(release: &Release) -> &str {
+    &release.manifest.body().release
+}
+
+fn delivered_dir(cfg: &Config) -> PathBuf {
+    cfg.state_dir.join("delivered")
+}
+
+fn record_path(cfg: &Config, label: &str) -> PathBuf {
+    delivered_dir(cfg).join(format!("{label}.toml"))
+}
+
+fn pieces_path(cfg: &Config, label: &str) -> PathBuf {
+    delivered_dir(cfg).join(format!("{label}.pieces"))
+}
+
+/// Whether this content was delivered before and its directory is still in place.
+pub fn is_delivered(cfg: &Config, release: &Release) -> bool {
+    let label = label(release);
+    let Ok(text) = std::fs::read_to_string(record_path(cfg, label)) else {
+        return false;
+    };
+    let Ok(record) = toml::from_str::<Record>(&text) else {
+        return false;
+    };
+    record.content == release.manifest.body().content_id().to_hex()
+        && cfg.releases_dir.join(label).is_dir()
+}
+
+/// Delivers a complete release (see the module docs).
+pub async fn deliver(cfg: &Config, release: &Arc<Release>, store: &Store) -> Result<PathBuf> {
+    let label = label(release).to_owned();
+    let incoming = cfg.releases_dir.join(format!(".incoming-{label}"));
+    let dest = cfg.releases_dir.join(&label);
+    store
+        .assemble_async(release.clone(), incoming.clone())
+        .await?;
+    if dest.exists() {
+        std::fs::remove_dir_all(&dest).map_err(|e| Error::io(dest.display(), e))?;
+    }
+    std::fs::rename(&incoming, &dest).map_err(|e| Error::io(dest.display(), e))?;
+    write_pieces(cfg, &label, release)?;
+    let install = install(cfg, &dest, &label).await;
+    let record = Record {
+        content: release.manifest.body().content_id().to_hex(),
+        install,
+    };
+    let text = toml::to_string(&record)
+        .map_err(|e| Error::new(exit::IO, format!("encoding the delivery record: {e}"), ""))?;
+    write_atomic(&record_path(cfg, &label), text.as_bytes())?;
+    finish(cfg, release)?;
+    tracing::info!(release = %label, dir = %dest.display(), "release delivered");
+    Ok(dest)
+}
+
+/// Raises the floor to `release` (delivered now or earlier) and prunes what it replaces.
+pub fn finish(cfg: &Config, release: &Release) -> Result<()> {
+    write_floor(cfg, &release.manifest.floor())?;
+    prune(&cfg.releases_dir, cfg.keep_releases, label(release));
+    collect_garbage(cfg);
+    Ok(())
+}
+
+/// The persisted version floor of the channel (TOML).
+fn floor_path(cfg: &Config) -> PathBuf {
+    cfg.state_dir.join(format!("floor-{}.toml", cfg.channel))
+}
+
+/// The channel's persisted version floor, if any.
+pub fn read_floor(cfg: &Config) -> Option<VersionFloor> {
+    let text = std::fs::read_to_string(floor_path(cfg)).ok()?;
+    toml::from_str(&text).ok()
+}
+
+fn write_floor(cfg: &Config, floor: &VersionFloor) -> Result<()> {
+    let text = toml::to_string(floor)
+        .map_err(|e| Error::new(exit::IO, format!("encoding the version floor: {e}"), ""))?;
+    write_atomic(&floor_path(cfg), text.as_bytes())
+}
+
+/// Writes `bytes` to a temporary file and renames it over `path`.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| Error::io(path.display(), e))
+}
+
+/// Records which pieces a delivered release needs (one hex digest per line).
+fn write_pieces(cfg: &Config, label: &str, release: &Release) -> Result<()> {
+    let text: String = release
+        .pieces
+        .iter()
+        .map(|p| format!("{}\n", p.digest))
+        .collect();
+    write_atomic(&pieces_path(cfg, label), text.as_bytes())
+}
+
+/// Runs the install command, if any; returns how it ended (for the record).
+async fn install(cfg: &Config, dir: &Path, label: &str) -> String {
+    if cfg.install_command.trim().is_empty() {
+        return "none".into();
+    }
+    let (cmd, dir, label) = (
+        cfg.install_command.clone(),
+        dir.to_owned(),
+        label.to_owned(),
+    );
+    let status = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .current_dir(&dir)
+            .env("SHOAL_RELEASE_DIR", &dir)
+            .env("SHOAL_RELEASE_VERSION", &label)
+            .status()
+    })
+    .await;
+    let outcome = match status {
+        Ok(Ok(s)) if s.success() => "succeeded".to_owned(),
+        Ok(Ok(s)) => format!("failed: {s}"),
+        Ok(Err(e)) => format!("could not start: {e}"),
+        Err(e) => format!("could not start: {e}"),
+    };
+    if outcome == "succeeded" {
+        tracing::info!("install command succeeded");
+    } else {
+        tracing::error!(outcome = %outcome, "install command failed; it is not run again for this release");
+    }
+    outcome
+}
+
+/// Keeps the `keep` most recently delivered release directories (always `current`).
+fn prune(releases: &Path, keep: usize, current: &str) {
+    let Ok(entries) = std::fs::read_dir(releases) else {
+        return;
+    };
+    let mut dirs: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.0));
+    for (_, d) in dirs.into_iter().skip(keep) {
+        if d.file_name().is_some_and(|n| n != current) {
+            let _ = std::fs::remove_dir_all(&d);
+        }
+    }
+}
+
+/// Drops stored pieces that no kept release needs, and the records of pruned releases.
+fn collect_garbage(cfg: &Config) {
+    let kept: HashSet<String> = std::fs::read_dir(&cfg.releases_dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    let mut keep = HashSet::new();
+    for e in std::fs::read_dir(delivered_dir(cfg))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+    {
+        let path = e.path();
+        let Some(label) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
+            continue;
+        };
+        if !kept.contains(&label) {
+            let _ = std::fs::remove_file(&path);
+            continue;
+        }
+        if path.extension().is_some_and(|x| x == "pieces") {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            keep.extend(text.lines().filter_map(Digest::from_hex));
+        }
+    }
+    if keep.is_empty() {
+        return; // never wipe the store on missing bookkeeping
+    }
+    if let Ok(store) = Store::open(&cfg.state_dir) {
+        let removed = store.retain(&keep);
+        if removed > 0 {
+            tracing::info!(removed, "dropped pieces no kept release needs");
+        }
+    }
+}

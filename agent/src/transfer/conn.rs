@@ -1,0 +1,316 @@
+//! One TCP connection to a LAN peer: the handshake, then frames in both directions.
+//!
+//! The task owns the socket; the node owns policy, and the handshake's rules live in
+//! `shoal_protocol::wire::Handshake`. After the handshake the task hands the node a
+//! sender for [`Outbound`] items and forwards every decoded incoming message.
+//!
+//! Bounds, so that a peer that stops reading costs a fixed amount of memory:
+//! - the outbound queue holds at most [`OUTBOUND_QUEUE`] items, and items are small:
+//!   blocks and index ranges are queued as *references* and read just before the write;
+//!   the node drops a peer whose queue is full (it is not reading);
+//! - a write that does not finish within the transfer's write timeout ends the
+//!   connection;
+//! - an upload counts as done (and frees its slot in the core) only once its bytes were
+//!   handed to the socket.
+//!
+//! When the node drops the sender (it disconnected or banned the peer) the task closes
+//! the socket; when the socket ends the task tells the node. A peer that breaks framing
+//! or the handshake is dropped here without ever reaching the node.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_protocol::Digest;
+use shoal_protocol::wire::{
+    BlockRef, Capabilities, FrameDecoder, Handshake, Hello, Joined, Message, PROTOCOL_VERSION,
+    PeerId, Role,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+
+use super::disk::Disk;
+use super::gossip::{self, GossipOffer};
+use super::{ConnId, NodeInput};
+
+/// How long a peer has to complete the handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Items queued for one peer at most. An item is a message without bulk data (control
+/// messages, `Have`s, one piece map) or a reference to a block or index range, so this
+/// bounds a connection's queue to a few hundred KiB.
+pub const OUTBOUND_QUEUE: usize = 1024;
+
+/// Bytes gathered into one socket write at most (plus one block).
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// Something to send a peer.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A message as it is.
+    Message(Message),
+    /// A `Piece` message with this block, read from the disk just before the write.
+    Block(BlockRef),
+    /// An `IndexData` message with this range of one of the release's index files.
+    Index {
+        /// SHA-256 of the index file.
+        index: [u8; 32],
+        /// Offset in the file.
+        offset: u32,
+        /// Bytes wanted (clipped to the file).
+        length: u32,
+    },
+}
+
+/// What every connection of one transfer shares.
+pub struct ConnContext {
+    /// Our peer id.
+    pub me: PeerId,
+    /// The release we serve and fetch.
+    pub release: Digest,
+    /// For peers still on an older release of the channel: the newer one to hand over.
+    pub gossip: Option<Arc<GossipOffer>>,
+    /// Reads blocks for uploads.
+    pub disk: Disk,
+    /// A write that takes longer than this ends the connection.
+    pub write_timeout: Duration,
+    /// The node's inputs.
+    pub node: mpsc::Sender<NodeInput>,
+}
+
+/// The reading half of a connection: whole frames, decoded with one read buffer for the
+/// connection's lifetime, never buffering past one legal frame.
+pub(super) struct Reader {
+    rd: OwnedReadHalf,
+    dec: FrameDecoder,
+    buf: Vec<u8>,
+}
+
+impl Reader {
+    fn new(rd: OwnedReadHalf) -> Self {
+        Reader {
+            rd,
+            dec: FrameDecoder::new(),
+            buf: vec![0u8; 64 * 1024],
+        }
+    }
+
+    pub(super) async fn next(&mut self) -> std::io::Result<Message> {
+        loop {
+            if let Some(m) = self.dec.next_message().map_err(invalid)? {
+                return Ok(m);
+            }
+            let want = self.dec.wanted().map_err(invalid)?.min(self.buf.len());
+            let n = self.rd.read(&mut self.buf[..want]).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.dec.push(&self.buf[..n]);
+        }
+    }
+}
+
+fn invalid(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+}
+
+/// Writes `bytes`, or fails once `limit` has passed: a peer that does not drain its
+/// socket is not waited for.
+pub(super) async fn write_within(
+    wr: &mut OwnedWriteHalf,
+    bytes: &[u8],
+    limit: Duration,
+) -> std::io::Result<()> {
+    match tokio::time::timeout(limit, wr.write_all(bytes)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("peer did not read for {limit:?}"),
+        )),
+    }
+}
+
+async fn handshake(
+    rd: &mut Reader,
+    wr: &mut OwnedWriteHalf,
+    ctx: &ConnContext,
+    role: Role,
+) -> std::io::Result<Joined> {
+    let mut nonce = [0u8; 32];
+    getrandom::fill(&mut nonce).map_err(invalid)?;
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        capabilities: Capabilities::SEED | Capabilities::STATS | Capabilities::MANIFEST_GOSSIP,
+        peer_id: ctx.me,
+        nonce,
+    };
+    let older = ctx
+        .gossip
+        .as_ref()
+        .map(|g| g.older.clone())
+        .unwrap_or_default();
+    let (mut hs, first) = Handshake::new(role, hello, ctx.release, older);
+    wr.write_all(&first.to_frame()).await?;
+    loop {
+        let step = hs.handle(rd.next().await?).map_err(invalid)?;
+        if let Some(m) = step.send {
+            wr.write_all(&m.to_frame()).await?;
+        }
+        if let Some(joined) = step.joined {
+            return Ok(joined);
+        }
+    }
+}
+
+/// Runs one connection until either side ends it.
+pub async fn run(stream: TcpStream, role: Role, ctx: Arc<ConnContext>, conn: ConnId) {
+    let _ = stream.set_nodelay(true);
+    let addr = stream.peer_addr().ok();
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = Reader::new(rd);
+    let shake = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut rd, &mut wr, &ctx, role));
+    let peer = match shake.await {
+        Ok(Ok(Joined::Current { peer, .. })) => peer,
+        Ok(Ok(Joined::Older { piece_count, .. })) => {
+            if let Some(offer) = &ctx.gossip {
+                let r =
+                    gossip::offer_newer(&mut rd, &mut wr, offer, piece_count, ctx.write_timeout)
+                        .await;
+                tracing::debug!(?addr, ?r, "handed a newer manifest to a peer");
+            }
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(?addr, error = %e, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(?addr, "handshake timed out");
+            return;
+        }
+    };
+    let (tx, mut rx) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
+    let initiated = role == Role::Initiator;
+    let joined = NodeInput::Joined {
+        conn,
+        peer,
+        initiated,
+        tx,
+    };
+    if ctx.node.send(joined).await.is_err() {
+        return;
+    }
+    // Blocks taken off the queue whose write has not been confirmed to the node.
+    let mut unconfirmed = 0u16;
+    let reader = async {
+        loop {
+            match rd.next().await {
+                Ok(msg) => {
+                    if ctx
+                        .node
+                        .send(NodeInput::Message { conn, msg })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(?addr, error = %e, "peer connection ended");
+                    return;
+                }
+            }
+        }
+    };
+    let writer = write_queue(&mut wr, &mut rx, &ctx, peer, &mut unconfirmed);
+    tokio::select! {
+        () = reader => {}
+        r = writer => {
+            if let Err(e) = r {
+                tracing::debug!(?addr, error = %e, "dropping a peer we cannot write to");
+            }
+        }
+    }
+    // Uploads that never reached the socket free their slots in the core too.
+    rx.close();
+    while let Ok(item) = rx.try_recv() {
+        if matches!(item, Outbound::Block(_)) {
+            unconfirmed = unconfirmed.saturating_add(1);
+        }
+    }
+    let _ = ctx
+        .node
+        .send(NodeInput::Closed {
+            conn,
+            peer,
+            unsent: unconfirmed,
+        })
+        .await;
+}
+
+/// Sends queued items until the node drops the queue or a write fails or stalls.
+async fn write_queue(
+    wr: &mut OwnedWriteHalf,
+    rx: &mut mpsc::Receiver<Outbound>,
+    ctx: &ConnContext,
+    peer: PeerId,
+    unconfirmed: &mut u16,
+) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(WRITE_BATCH + 64 * 1024);
+    while let Some(first) = rx.recv().await {
+        out.clear();
+        let mut item = Some(first);
+        while let Some(it) = item {
+            encode(it, &mut out, ctx, unconfirmed).await;
+            if out.len() >= WRITE_BATCH {
+                break;
+            }
+            item = rx.try_recv().ok();
+        }
+        write_within(wr, &out, ctx.write_timeout).await?;
+        if *unconfirmed > 0 {
+            let blocks = std::mem::take(unconfirmed);
+            if ctx
+                .node
+                .send(NodeInput::Uploaded { peer, blocks })
+                .await
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn encode(item: Outbound, out: &mut Vec<u8>, ctx: &ConnContext, unconfirmed: &mut u16) {
+    match item {
+        Outbound::Message(m) => m.encode(out),
+        Outbound::Block(b) => {
+            *unconfirmed = unconfirmed.saturating_add(1);
+            match ctx.disk.read_block(b).await {
+                Ok(data) => Message::Piece {
+                    piece: b.piece,
+                    offset: b.offset,
+                    data,
+                }
+                .encode(out),
+                // The peer's attempt stalls and moves elsewhere; our slot is freed.
+                Err(e) => {
+                    tracing::warn!(piece = b.piece.0, error = %e, "cannot read a block to upload")
+                }
+            }
+        }
+        Outbound::Index {
+            index,
+            offset,
+            length,
+        } => Message::IndexData {
+            index,
+            offset,
+            data: ctx.disk.index_range(&index, offset, length),
+        }
+        .encode(out),
+    }
+}

@@ -1,0 +1,327 @@
+//! The swarm runtime of one release: the listener, the dialers, discovery, the peer
+//! connections and the node that drives the swarm core, started by [`start`] and owned
+//! by the returned [`Transfer`] until [`Transfer::stop`].
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`conn`] | one connection: handshake, framing, the bounded outbound queue, write timeouts |
+//! | [`node`] | the `Swarm` core and the carrying out of its events |
+//! | [`dial`] | the accept loop and the bounded set of dialers |
+//! | [`disk`] | the store scan, piece writes and upload reads, on blocking threads |
+//! | [`gossip`] | handing the current manifest to peers on an older release |
+//!
+//! `fetch` (one download) and the daemon (a channel followed for good) are thin callers:
+//! they load a verified release, start a transfer, wait for [`Transfer::complete`], and
+//! deliver the artifacts.
+
+pub mod conn;
+pub mod dial;
+pub mod disk;
+pub mod gossip;
+mod node;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use shoal_protocol::Digest;
+use shoal_protocol::swarm::{Counters, Swarm, SwarmConfig};
+use shoal_protocol::wire::{Message, PeerId, PieceNumber};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::discovery::{Discovery, DiscoveryConfig};
+use crate::error::{Error, Result, exit};
+use crate::origin::OriginClient;
+use crate::release::Release;
+use crate::store::Store;
+use conn::{ConnContext, Outbound};
+use dial::Connector;
+use disk::Disk;
+use gossip::GossipOffer;
+
+/// Most peer connections at once (inbound and outbound).
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// Inputs queued for the node at most; senders wait beyond that (backpressure).
+pub const INPUT_QUEUE: usize = 1024;
+
+/// Discovered addresses queued for the dialer at most (more are dropped until it
+/// catches up; mDNS announces again).
+pub const DISCOVERED_QUEUE: usize = 256;
+
+/// A peer that does not take a write for this long is dropped.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Identifies one connection (a peer may briefly have two: only one is used).
+pub type ConnId = u64;
+
+/// What connection tasks and origin fetches tell the node.
+#[derive(Debug)]
+pub enum NodeInput {
+    /// Handshake done; queue items for the peer on `tx`.
+    Joined {
+        /// Connection.
+        conn: ConnId,
+        /// The peer's id.
+        peer: PeerId,
+        /// Whether we opened the connection.
+        initiated: bool,
+        /// The connection's outbound queue.
+        tx: mpsc::Sender<Outbound>,
+    },
+    /// A message from the peer.
+    Message {
+        /// Connection.
+        conn: ConnId,
+        /// The message.
+        msg: Message,
+    },
+    /// Blocks for `peer` were handed to its socket (or could not be read).
+    Uploaded {
+        /// The peer.
+        peer: PeerId,
+        /// How many.
+        blocks: u16,
+    },
+    /// The connection ended; `unsent` uploads queued on it never reached the socket.
+    Closed {
+        /// Connection.
+        conn: ConnId,
+        /// The peer it was joined with.
+        peer: PeerId,
+        /// Blocks dropped with it.
+        unsent: u16,
+    },
+    /// Close a redundant connection (a second one to a peer already joined).
+    Retire {
+        /// Connection.
+        conn: ConnId,
+    },
+    /// An origin fetch finished.
+    Origin {
+        /// The piece.
+        piece: PieceNumber,
+        /// The bytes, or `None` on failure.
+        data: Option<Vec<u8>>,
+    },
+}
+
+/// A document a peer handed over, passed on to whoever decides about releases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GossipEvent {
+    /// A manifest the peer believes newer (unverified).
+    Manifest(Vec<u8>),
+    /// Part of an index file (unverified).
+    Index {
+        /// SHA-256 of the index file.
+        index: [u8; 32],
+        /// Offset in the file.
+        offset: u32,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+}
+
+/// What a transfer reports as it goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Pieces held.
+    pub have: u32,
+    /// Pieces in the release.
+    pub total: u32,
+    /// Byte counters.
+    pub counters: Counters,
+    /// Every piece is held and stored.
+    pub complete: bool,
+    /// A local failure stopped the transfer (e.g. the disk is full).
+    pub fatal: bool,
+}
+
+/// How a transfer meets peers and talks to them.
+#[derive(Debug, Clone)]
+pub struct TransferOptions {
+    /// Swarm tunables.
+    pub swarm: SwarmConfig,
+    /// Peers to dial for as long as the transfer runs.
+    pub peers: Vec<SocketAddr>,
+    /// Older releases of the channel this agent delivered (id, piece count): peers still
+    /// on one of them are handed the current release.
+    pub older: Vec<(Digest, u32)>,
+    /// Where manifests and indexes offered by peers go (the daemon verifies them).
+    pub gossip: Option<mpsc::Sender<GossipEvent>>,
+    /// A peer that does not take a write for this long is dropped.
+    pub write_timeout: Duration,
+}
+
+/// A running mDNS announcement and the addresses it finds.
+pub struct Discovered {
+    announcement: Discovery,
+    found: mpsc::Receiver<SocketAddr>,
+}
+
+/// Starts announcing on `port` and browsing for peers. Start it early: mDNS takes most
+/// of a second (the library probes its name first), and peers met before the release
+/// is ready split the origin work from the first fetch.
+pub fn discover(cfg: &DiscoveryConfig, port: u16) -> Result<Discovered> {
+    let (tx, found) = mpsc::channel(DISCOVERED_QUEUE);
+    tracing::debug!(port, "mDNS discovery started");
+    Ok(Discovered {
+        announcement: Discovery::start(cfg, port, random_bytes()?, tx)?,
+        found,
+    })
+}
+
+/// Random bytes from the OS.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b)
+        .map_err(|e| Error::new(exit::IO, format!("no randomness from the OS: {e}"), ""))?;
+    Ok(b)
+}
+
+/// One release's running swarm (see the module docs).
+pub struct Transfer {
+    progress: watch::Receiver<Progress>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    _discovery: Option<Discovery>,
+}
+
+/// Scans the store for pieces already held and starts the release's swarm on
+/// `listener`; `discovered` adds mDNS peers.
+pub async fn start(
+    o: TransferOptions,
+    release: Arc<Release>,
+    store: Store,
+    origin: OriginClient,
+    listener: TcpListener,
+    discovered: Option<Discovered>,
+) -> Result<Transfer> {
+    let disk = Disk::new(store, release.clone());
+    let held = disk.scan().await?;
+    let me = PeerId(random_bytes()?);
+    let epoch = Instant::now();
+    let swarm = Swarm::new(
+        o.swarm.clone(),
+        me,
+        release.pieces.clone(),
+        &held,
+        u64::from_le_bytes(random_bytes()?),
+        Duration::ZERO,
+    );
+    tracing::info!(
+        release = %release.manifest.body().release,
+        pieces = release.pieces.len(),
+        already_held = held.iter().filter(|h| **h).count(),
+        "release started"
+    );
+    // Bounded: a peer that floods messages is slowed by TCP backpressure, not buffered.
+    let (in_tx, in_rx) = mpsc::channel(INPUT_QUEUE);
+    let (prog_tx, progress) = watch::channel(Progress::default());
+    let (stop, stopped) = watch::channel(false);
+    let gossip = (!o.older.is_empty()).then(|| {
+        Arc::new(GossipOffer {
+            older: o.older.clone(),
+            manifest: release.manifest.bytes().to_vec(),
+            indexes: release
+                .artifacts()
+                .iter()
+                .map(|a| a.index.sha256.0)
+                .zip(release.index_bytes.iter().cloned())
+                .collect(),
+        })
+    });
+    let connector = Connector {
+        ctx: Arc::new(ConnContext {
+            me,
+            release: release.id(),
+            gossip,
+            disk: disk.clone(),
+            write_timeout: o.write_timeout,
+            node: in_tx.clone(),
+        }),
+        slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        ids: Arc::new(AtomicU64::new(0)),
+        stop: stopped.clone(),
+    };
+    let parts = node::NodeParts {
+        swarm,
+        release,
+        disk,
+        origin,
+        inputs_tx: in_tx,
+        progress: prog_tx,
+        gossip: o.gossip,
+        epoch,
+    };
+    let (announcement, found) = match discovered {
+        Some(d) => (Some(d.announcement), Some(d.found)),
+        None => (None, None),
+    };
+    let tasks = vec![
+        tokio::spawn(node::run(parts, in_rx, stopped)),
+        tokio::spawn(connector.clone().accept(listener)),
+        tokio::spawn(connector.dial(o.peers, found)),
+    ];
+    Ok(Transfer {
+        progress,
+        stop,
+        tasks,
+        _discovery: announcement,
+    })
+}
+
+impl Transfer {
+    /// Progress updates.
+    pub fn progress(&self) -> watch::Receiver<Progress> {
+        self.progress.clone()
+    }
+
+    /// Waits until every piece is held and stored, calling `on_progress` on each update.
+    /// A local failure (a piece that cannot be stored) is an error.
+    pub async fn complete(&self, mut on_progress: impl FnMut(&Progress)) -> Result<Progress> {
+        let mut rx = self.progress.clone();
+        loop {
+            let p = *rx.borrow_and_update();
+            on_progress(&p);
+            if p.fatal {
+                return Err(Error::new(
+                    exit::IO,
+                    "cannot write verified pieces to the state directory (the log says why)",
+                    "free disk space or fix the directory's permissions; verified pieces are \
+                     kept and the next run resumes",
+                ));
+            }
+            if p.complete {
+                return Ok(p);
+            }
+            if rx.changed().await.is_err() {
+                return Err(Error::new(
+                    exit::UNAVAILABLE,
+                    "the transfer stopped before the release was complete",
+                    "verified pieces are kept in the state directory; run again to resume",
+                ));
+            }
+        }
+    }
+
+    /// Stops every task of the transfer and waits for them, so its listening port is
+    /// free again when this returns.
+    pub async fn stop(mut self) {
+        self.stop.send_replace(true);
+        for t in std::mem::take(&mut self.tasks) {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Transfer {
+    /// A transfer dropped without [`Transfer::stop`] still ends its tasks (without
+    /// waiting for them).
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
+}

@@ -1,0 +1,365 @@
+//! The node: the one task that owns a transfer's [`Swarm`] and carries out its events.
+//!
+//! Connection tasks and origin fetches send [`NodeInput`]s; the node feeds them to the
+//! core, then does what the core asks: queue a message or an upload for a peer, start an
+//! origin fetch, write a verified piece, drop a peer. Policy is the core's; the node
+//! applies two rules of `shoal_protocol::wire`: which of two connections to one peer
+//! survives ([`keeps_own_connection`]), and that a peer whose outbound queue is full is
+//! not reading and is dropped.
+//!
+//! Verified pieces are written on blocking threads, at most [`MAX_PENDING_WRITES`] at a
+//! time: beyond that the node waits for a write to land, which slows it to the disk's
+//! pace. Completion is reported only once every write has landed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shoal_protocol::Digest;
+use shoal_protocol::swarm::{Swarm, SwarmEvent};
+use shoal_protocol::wire::{PeerId, PieceNumber, keeps_own_connection};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use super::conn::Outbound;
+use super::disk::{Disk, MAX_PENDING_WRITES};
+use super::{ConnId, GossipEvent, NodeInput, Progress};
+use crate::error::Result;
+use crate::origin::OriginClient;
+use crate::release::Release;
+
+/// How long a redundant connection stays open before it is closed (messages on either
+/// are accepted meanwhile, so nothing in flight is lost and the core sees one peer).
+pub const RETIRE_AFTER: Duration = Duration::from_secs(5);
+
+/// One connection's outbound side.
+struct Conn {
+    id: ConnId,
+    tx: mpsc::Sender<Outbound>,
+    initiated: bool,
+}
+
+/// A joined peer's connections: the one we send on, and redundant ones being retired.
+struct PeerConns {
+    current: Conn,
+    others: Vec<Conn>,
+}
+
+/// What the node needs besides its inputs.
+pub(super) struct NodeParts {
+    pub swarm: Swarm,
+    pub release: Arc<Release>,
+    pub disk: Disk,
+    pub origin: OriginClient,
+    pub inputs_tx: mpsc::Sender<NodeInput>,
+    pub progress: watch::Sender<Progress>,
+    pub gossip: Option<mpsc::Sender<GossipEvent>>,
+    pub epoch: Instant,
+}
+
+struct Node {
+    p: NodeParts,
+    conns: HashMap<ConnId, PeerId>,
+    peers: HashMap<PeerId, PeerConns>,
+    writes: JoinSet<(u32, Result<()>)>,
+    complete_seen: bool,
+    fatal: bool,
+    /// The last manifest passed up, so a peer repeating its offer costs nothing.
+    last_offer: Option<Digest>,
+}
+
+/// Runs the node until `shutdown` turns true, its inputs close or a local failure
+/// (a piece that cannot be stored) stops it; publishes progress as it goes.
+pub(super) async fn run(
+    parts: NodeParts,
+    mut inputs: mpsc::Receiver<NodeInput>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut n = Node {
+        p: parts,
+        conns: HashMap::new(),
+        peers: HashMap::new(),
+        writes: JoinSet::new(),
+        complete_seen: false,
+        fatal: false,
+        last_offer: None,
+    };
+    loop {
+        n.drain().await;
+        n.publish();
+        if n.fatal {
+            return;
+        }
+        let now = n.p.epoch.elapsed();
+        let sleep =
+            n.p.swarm
+                .poll_timeout()
+                .map_or(Duration::from_secs(3600), |t| t.saturating_sub(now));
+        tokio::select! {
+            input = inputs.recv() => match input {
+                Some(input) => n.on_input(input),
+                None => return,
+            },
+            Some(done) = n.writes.join_next() => n.on_written(done),
+            () = tokio::time::sleep(sleep) => n.p.swarm.handle_timeout(n.p.epoch.elapsed()),
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Node {
+    fn now(&self) -> Duration {
+        self.p.epoch.elapsed()
+    }
+
+    fn publish(&self) {
+        let (have, total) = self.p.swarm.progress();
+        self.p.progress.send_replace(Progress {
+            have,
+            total,
+            counters: self.p.swarm.counters(),
+            complete: self.complete_seen && self.writes.is_empty(),
+            fatal: self.fatal,
+        });
+    }
+
+    /// Carries out everything the core asked for.
+    async fn drain(&mut self) {
+        loop {
+            if let Some((peer, msg)) = self.p.swarm.poll_transmit() {
+                self.send(peer, Outbound::Message(msg));
+                continue;
+            }
+            let Some(ev) = self.p.swarm.poll_event() else {
+                return;
+            };
+            self.on_event(ev).await;
+        }
+    }
+
+    async fn on_event(&mut self, ev: SwarmEvent) {
+        match ev {
+            SwarmEvent::FetchOrigin { piece } => self.fetch_origin(piece),
+            SwarmEvent::PieceVerified {
+                piece,
+                data,
+                source,
+            } => {
+                tracing::debug!(piece = piece.0, ?source, "piece verified");
+                while self.writes.len() >= MAX_PENDING_WRITES {
+                    // The disk is behind: wait for it, so the node slows to its pace.
+                    if let Some(done) = self.writes.join_next().await {
+                        self.on_written(done);
+                    }
+                }
+                self.writes.spawn(self.p.disk.write(piece.0, data));
+            }
+            SwarmEvent::Upload { peer, block } => self.send(peer, Outbound::Block(block)),
+            SwarmEvent::Disconnect { peer, reason, ban } => {
+                if ban {
+                    tracing::warn!(?peer, %reason, "banned peer");
+                } else {
+                    tracing::debug!(?peer, %reason, "dropped peer");
+                }
+                self.forget(peer);
+            }
+            SwarmEvent::Complete => self.complete_seen = true,
+            SwarmEvent::OriginFailed { piece, corrupt } => {
+                tracing::warn!(piece = piece.0, corrupt, "origin fetch failed");
+            }
+            SwarmEvent::IndexRequested {
+                peer,
+                index,
+                offset,
+                length,
+            } => self.send(
+                peer,
+                Outbound::Index {
+                    index,
+                    offset,
+                    length,
+                },
+            ),
+            SwarmEvent::ManifestOffered { bytes, .. } => {
+                let digest = Digest::of(&bytes);
+                if self.last_offer != Some(digest)
+                    && let Some(g) = &self.p.gossip
+                    && g.try_send(GossipEvent::Manifest(bytes)).is_ok()
+                {
+                    self.last_offer = Some(digest);
+                }
+            }
+            SwarmEvent::IndexReceived {
+                index,
+                offset,
+                data,
+                ..
+            } => {
+                if let Some(g) = &self.p.gossip {
+                    let _ = g.try_send(GossipEvent::Index {
+                        index,
+                        offset,
+                        data,
+                    });
+                }
+            }
+            SwarmEvent::PeerStats { .. } => {}
+        }
+    }
+
+    fn fetch_origin(&self, piece: PieceNumber) {
+        let release = &self.p.release;
+        let p = piece.0 as usize;
+        let (Some(loc), Some(spec)) = (release.locations.get(p), release.pieces.get(p)) else {
+            return;
+        };
+        let path = shoal_protocol::layout::artifact(&release.artifacts()[loc.artifact]);
+        let (origin, tx) = (self.p.origin.clone(), self.p.inputs_tx.clone());
+        let (offset, len) = (loc.offset, u64::from(spec.length));
+        tracing::debug!(piece = piece.0, len, "origin fetch started");
+        tokio::spawn(async move {
+            let data = match origin.range(&path, offset, len).await {
+                Ok(d) => {
+                    tracing::debug!(piece = piece.0, "origin fetch done");
+                    Some(d)
+                }
+                Err(e) => {
+                    tracing::warn!(piece = piece.0, error = %e.message, "origin fetch failed");
+                    None
+                }
+            };
+            let _ = tx.send(NodeInput::Origin { piece, data }).await;
+        });
+    }
+
+    fn on_written(&mut self, done: std::result::Result<(u32, Result<()>), tokio::task::JoinError>) {
+        let failure = match done {
+            Ok((_, Ok(()))) => return,
+            Ok((piece, Err(e))) => format!("piece {piece}: {}", e.message),
+            Err(e) => e.to_string(),
+        };
+        // Nothing unverified was written; what is stored stays valid.
+        tracing::error!(error = %failure, "cannot store a verified piece; stopping");
+        self.fatal = true;
+    }
+
+    /// Queues `item` for `peer`; a peer whose queue is full is not reading: dropped.
+    fn send(&mut self, peer: PeerId, item: Outbound) {
+        let Some(pc) = self.peers.get(&peer) else {
+            return;
+        };
+        if pc.current.tx.try_send(item).is_err() {
+            tracing::debug!(?peer, "dropping a peer that does not read its socket");
+            self.forget(peer);
+            self.p.swarm.handle_disconnected(peer, self.now());
+        }
+    }
+
+    /// Forgets `peer`'s connections; dropping their senders closes them.
+    fn forget(&mut self, peer: PeerId) {
+        if let Some(pc) = self.peers.remove(&peer) {
+            self.conns.remove(&pc.current.id);
+            for c in pc.others {
+                self.conns.remove(&c.id);
+            }
+        }
+    }
+
+    fn on_input(&mut self, input: NodeInput) {
+        let now = self.now();
+        match input {
+            NodeInput::Joined {
+                conn,
+                peer,
+                initiated,
+                tx,
+            } => self.on_joined(
+                Conn {
+                    id: conn,
+                    tx,
+                    initiated,
+                },
+                peer,
+            ),
+            NodeInput::Retire { conn } => {
+                for pc in self.peers.values_mut() {
+                    pc.others.retain(|c| c.id != conn);
+                }
+            }
+            NodeInput::Message { conn, msg } => {
+                if let Some(peer) = self.conns.get(&conn) {
+                    self.p.swarm.handle_message(*peer, msg, now);
+                }
+            }
+            NodeInput::Uploaded { peer, blocks } => {
+                for _ in 0..blocks {
+                    self.p.swarm.handle_upload_done(peer);
+                }
+            }
+            NodeInput::Closed { conn, peer, unsent } => self.on_closed(conn, peer, unsent, now),
+            NodeInput::Origin { piece, data } => {
+                self.p.swarm.handle_origin_piece(piece, data, now);
+            }
+        }
+    }
+
+    fn on_joined(&mut self, conn: Conn, peer: PeerId) {
+        if self.p.swarm.is_banned(&peer) {
+            return; // dropping the sender closes the connection
+        }
+        self.conns.insert(conn.id, peer);
+        let Some(pc) = self.peers.get_mut(&peer) else {
+            tracing::debug!(?peer, "peer joined");
+            self.peers.insert(
+                peer,
+                PeerConns {
+                    current: conn,
+                    others: Vec::new(),
+                },
+            );
+            self.p.swarm.handle_joined(peer, self.now());
+            return;
+        };
+        // Both sides keep the connection the smaller id opened.
+        let keep_initiated = keeps_own_connection(&self.p.swarm.me(), &peer);
+        let retired = if conn.initiated == keep_initiated && pc.current.initiated != keep_initiated
+        {
+            std::mem::replace(&mut pc.current, conn)
+        } else {
+            conn
+        };
+        let (id, input) = (retired.id, self.p.inputs_tx.clone());
+        pc.others.push(retired);
+        tokio::spawn(async move {
+            tokio::time::sleep(RETIRE_AFTER).await;
+            let _ = input.send(NodeInput::Retire { conn: id }).await;
+        });
+    }
+
+    fn on_closed(&mut self, conn: ConnId, peer: PeerId, unsent: u16, now: Duration) {
+        if self.conns.remove(&conn).is_none() {
+            return;
+        }
+        let Some(pc) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if pc.current.id != conn {
+            pc.others.retain(|c| c.id != conn);
+        } else if let Some(next) = pc.others.pop() {
+            pc.current = next;
+        } else {
+            self.peers.remove(&peer);
+            self.p.swarm.handle_disconnected(peer, now);
+            return;
+        }
+        // The peer stays (on another connection): uploads lost with this one free their
+        // slots.
+        for _ in 0..unsent {
+            self.p.swarm.handle_upload_done(peer);
+        }
+    }
+}
