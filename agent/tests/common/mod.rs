@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod liar;
+pub mod reader;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
