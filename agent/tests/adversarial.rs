@@ -104,3 +104,20 @@ async fn an_unreachable_origin_is_a_clear_error() {
     assert_eq!(e.code, exit::UNAVAILABLE, "{e}");
     assert!(e.to_string().contains("note:"), "{e}");
 }
+
+/// Issue 8: an origin whose certificate is refused printed only "error sending request
+/// for url"; the reason and what to do about it must reach the user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_origin_certificate_names_the_reason_and_the_fix() {
+    let v = Vendor::start("bad-cert").await;
+    let src = v.source("f.bin", 100_000, 1);
+    v.release("1", std::slice::from_ref(&src));
+    let mut o = v.agent("pc", vec![]);
+    o.ca = None; // the origin's self-signed CA is not trusted
+    let e = fetch_alone(o).await.unwrap_err();
+    let text = e.to_string();
+    assert_eq!(e.code, exit::UNAVAILABLE, "{text}");
+    assert!(text.contains("certificate"), "no reason given: {text}");
+    assert!(text.contains("--ca"), "no fix given: {text}");
+    v.stop();
+}
