@@ -83,7 +83,7 @@ impl Connector {
     /// Dials `peers` for good and every address `found` reports, until stopped.
     pub async fn dial(self, peers: Vec<SocketAddr>, mut found: Option<mpsc::Receiver<SocketAddr>>) {
         let mut stop = self.stop.clone();
-        let mut active: HashSet<SocketAddr> = peers.iter().copied().collect();
+        let mut active = DialSet::new(peers.iter().copied());
         let mut tasks = JoinSet::new();
         for addr in peers {
             tasks.spawn(self.clone().keep_dialing(addr, false));
@@ -95,15 +95,13 @@ impl Connector {
                         found = None; // discovery ended; keep the dialers
                         continue;
                     };
-                    if active.len() >= MAX_DIALED {
-                        tracing::debug!(%addr, "ignoring a discovered peer: dialling too many");
-                    } else if active.insert(addr) {
+                    if active.admit(addr) {
                         tasks.spawn(self.clone().keep_dialing(addr, true));
                     }
                 }
                 Some(ended) = tasks.join_next() => {
                     if let Ok(addr) = ended {
-                        active.remove(&addr);
+                        active.ended(&addr);
                     }
                 }
                 _ = stop.changed() => break,
@@ -119,7 +117,7 @@ impl Connector {
     /// after [`GIVE_UP_AFTER`] such attempts. One that lasted resets it all.
     async fn keep_dialing(self, addr: SocketAddr, give_up: bool) -> SocketAddr {
         let mut stop = self.stop.clone();
-        let mut quick_failures = 0u32;
+        let mut redial = Redial::default();
         while !*stop.borrow() {
             let began = tokio::time::Instant::now();
             if let Ok(permit) = self.slots.clone().try_acquire_owned() {
@@ -134,23 +132,115 @@ impl Connector {
                 }
                 drop(permit);
             }
-            quick_failures = if began.elapsed() > Duration::from_secs(30) {
-                0
-            } else {
-                quick_failures.saturating_add(1)
-            };
-            if give_up && quick_failures >= GIVE_UP_AFTER {
+            let Some(delay) = redial.after(began.elapsed(), give_up) else {
                 tracing::debug!(%addr, "forgetting a peer address that keeps failing");
                 break;
-            }
-            let delay = Duration::from_millis(500)
-                .saturating_mul(1 << quick_failures.saturating_sub(6).min(7))
-                .min(Duration::from_secs(60));
+            };
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 _ = stop.changed() => break,
             }
         }
         addr
+    }
+}
+
+/// The addresses being dialled: at most [`MAX_DIALED`], each once.
+#[derive(Debug)]
+pub struct DialSet {
+    active: HashSet<SocketAddr>,
+}
+
+impl DialSet {
+    /// A set dialling `configured` (these count towards the cap too).
+    pub fn new(configured: impl IntoIterator<Item = SocketAddr>) -> Self {
+        DialSet {
+            active: configured.into_iter().collect(),
+        }
+    }
+
+    /// Whether to start dialling `addr`: not dialled yet and room left.
+    pub fn admit(&mut self, addr: SocketAddr) -> bool {
+        if self.active.len() >= MAX_DIALED && !self.active.contains(&addr) {
+            tracing::debug!(%addr, "ignoring a discovered peer: dialling too many");
+            return false;
+        }
+        self.active.insert(addr)
+    }
+
+    /// The dialler of `addr` ended; a new announcement may start it again.
+    pub fn ended(&mut self, addr: &SocketAddr) {
+        self.active.remove(addr);
+    }
+}
+
+/// When to dial an address again after a connection ended, and when to give up.
+#[derive(Debug, Default)]
+pub struct Redial {
+    quick_failures: u32,
+}
+
+impl Redial {
+    /// A connection (attempt) that lasted `lasted` ended: the wait before the next, or
+    /// `None` when `give_up` is set and it failed quickly [`GIVE_UP_AFTER`] times in a
+    /// row. Six quick retries at 0.5 s, then doubling to a minute; a connection that
+    /// lasted 30 s resets it all.
+    pub fn after(&mut self, lasted: Duration, give_up: bool) -> Option<Duration> {
+        self.quick_failures = if lasted > Duration::from_secs(30) {
+            0
+        } else {
+            self.quick_failures.saturating_add(1)
+        };
+        if give_up && self.quick_failures >= GIVE_UP_AFTER {
+            return None;
+        }
+        let delay = Duration::from_millis(500)
+            .saturating_mul(1 << self.quick_failures.saturating_sub(6).min(7))
+            .min(Duration::from_secs(60));
+        Some(delay)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lan_announcing_without_end_is_dialled_within_the_cap() {
+        let configured: SocketAddr = "10.0.0.1:1".parse().unwrap();
+        let mut set = DialSet::new([configured]);
+        let admitted = (0..1000u32)
+            .map(|i| SocketAddr::from(([198, 18, (i >> 8) as u8, i as u8], 7000)))
+            .filter(|a| set.admit(*a))
+            .count();
+        assert_eq!(admitted, MAX_DIALED - 1);
+        let again: SocketAddr = "198.18.0.0:7000".parse().unwrap();
+        assert!(!set.admit(again), "an address is dialled once");
+        set.ended(&again);
+        assert!(set.admit(again), "a forgotten address may start again");
+    }
+
+    #[test]
+    fn a_failing_address_is_forgotten_and_a_lasting_connection_resets() {
+        let mut r = Redial::default();
+        let quick = Duration::from_millis(10);
+        let waits: Vec<Duration> = (1..GIVE_UP_AFTER)
+            .map(|_| r.after(quick, true).unwrap())
+            .collect();
+        assert_eq!(waits[0], Duration::from_millis(500));
+        assert!(waits.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(
+            r.after(quick, true),
+            None,
+            "given up after {GIVE_UP_AFTER} quick failures"
+        );
+        let mut configured = Redial::default();
+        for _ in 0..100 {
+            assert!(configured.after(quick, false).unwrap() <= Duration::from_secs(60));
+        }
+        assert_eq!(
+            configured.after(Duration::from_secs(31), false),
+            Some(Duration::from_millis(500))
+        );
     }
 }
