@@ -109,13 +109,7 @@ pub fn main() -> ExitCode {
     } else {
         "warn"
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    shoal_cli::init(level);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -143,7 +137,7 @@ async fn dispatch(cmd: Command) -> Result<(), Error> {
             let cfg = crate::config::Config::load(path.as_deref())?;
             let (stop_tx, stop_rx) = watch::channel(false);
             tokio::spawn(async move {
-                crate::signals::terminated().await;
+                shoal_cli::terminated().await;
                 stop_tx.send_replace(true);
             });
             crate::daemon::run(cfg, stop_rx).await
@@ -211,7 +205,7 @@ async fn dispatch(cmd: Command) -> Result<(), Error> {
             tokio::spawn({
                 let stop_tx = stop_tx.clone();
                 async move {
-                    crate::signals::terminated().await;
+                    shoal_cli::terminated().await;
                     stop_tx.send_replace(true);
                 }
             });
@@ -229,9 +223,9 @@ async fn dispatch(cmd: Command) -> Result<(), Error> {
                 "release {}: {} file(s) verified; {} from peers ({:.0}%), {} from the origin",
                 report.release,
                 report.files.len(),
-                crate::progress::human_bytes(c.from_peers),
+                shoal_cli::human_bytes(c.from_peers),
                 100.0 * c.from_peers as f64 / total as f64,
-                crate::progress::human_bytes(c.from_origin),
+                shoal_cli::human_bytes(c.from_origin),
             );
             for f in &report.files {
                 println!("  {}", f.display());
@@ -257,8 +251,8 @@ fn progress_printer(quiet: bool) -> impl Fn(&crate::transfer::Progress) + Send +
         let c = p.counters;
         let msg = format!(
             "peers {} / origin {}",
-            crate::progress::human_bytes(c.from_peers),
-            crate::progress::human_bytes(c.from_origin)
+            shoal_cli::human_bytes(c.from_peers),
+            shoal_cli::human_bytes(c.from_origin)
         );
         if let Some(b) = &bar {
             b.set_length(u64::from(p.total));

@@ -26,9 +26,10 @@ use crate::delivery;
 use crate::discovery::DiscoveryConfig;
 use crate::error::{Error, Result, exit};
 use crate::origin::OriginClient;
-use crate::release::{Release, from_parts, load_indexes, unix_now};
+use crate::release::{Release, from_parts, load_indexes};
 use crate::store::Store;
 use crate::transfer::{self, GossipEvent, Transfer, TransferOptions, WRITE_TIMEOUT};
+use shoal_cli::unix_now;
 
 /// How long the pushed indexes of an offered manifest may take to arrive.
 const OFFER_TIMEOUT: Duration = Duration::from_secs(30);

@@ -15,7 +15,7 @@
 //! | [`fetch`] | `shoal-agent fetch`: one download |
 //! | [`daemon`], [`config`] | `shoal-agent run`: following a channel |
 //! | [`space`] | the free-disk check before a download |
-//! | [`cli`], [`progress`], [`signals`], [`error`] | the command line, its output and exit codes |
+//! | [`cli`], [`error`] | the command line, its output and exit codes (plumbing shared with the publisher in `shoal-cli`) |
 
 pub mod cli;
 pub mod config;
@@ -25,9 +25,7 @@ pub mod discovery;
 pub mod error;
 pub mod fetch;
 pub mod origin;
-pub mod progress;
 pub mod release;
-pub mod signals;
 pub mod space;
 pub mod store;
 pub mod transfer;

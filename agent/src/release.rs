@@ -80,15 +80,7 @@ pub async fn load_current(
     let channel = Name::new(channel)
         .map_err(|e| Error::new(exit::USAGE, format!("channel {channel:?}: {e}"), ""))?;
     let anchor = std::fs::read(trust).map_err(|e| Error::io(trust.display(), e))?;
-    load_manifest(origin, &anchor, &channel, unix_now()).await
-}
-
-/// Seconds since the Unix epoch by the system clock.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    load_manifest(origin, &anchor, &channel, shoal_cli::unix_now()).await
 }
 
 /// Walks the trust chain from `anchor` on the origin and fetches and verifies the

@@ -35,8 +35,8 @@ pub fn check(state: &Path, release: &Release) -> Result<()> {
             format!(
                 "{} has {} free, the release needs up to {}",
                 state.display(),
-                crate::progress::human_bytes(free),
-                crate::progress::human_bytes(need)
+                shoal_cli::human_bytes(free),
+                shoal_cli::human_bytes(need)
             ),
             "free disk space or point the state directory elsewhere; nothing was downloaded",
         )),

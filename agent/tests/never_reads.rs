@@ -37,12 +37,19 @@ async fn attack(
     ask: Ask,
     id: u8,
 ) -> Duration {
-    let mut s = join_and_stop_reading(addr, release, pieces, id).await;
+    let joined = tokio::time::timeout(
+        Duration::from_secs(20),
+        join_and_stop_reading(addr, release, pieces, id),
+    );
+    let mut s = joined.await.expect("the agent answers the handshake");
     let flood = requests(2_000, pieces, ask);
     let began = Instant::now();
-    while began.elapsed() < Duration::from_secs(30) {
-        if s.write_all(&flood).await.is_err() {
-            break;
+    let limit = Duration::from_secs(30);
+    while began.elapsed() < limit {
+        let left = limit.saturating_sub(began.elapsed());
+        match tokio::time::timeout(left, s.write_all(&flood)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => break,
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -51,6 +58,12 @@ async fn attack(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_that_never_read_are_dropped_and_an_honest_peer_completes() {
+    if let Ok(filter) = std::env::var("SHOAL_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
     let v = Vendor::start("never-reads").await;
     let src = v.source("img.bin", LEN, 8);
     v.release("1", std::slice::from_ref(&src));
@@ -70,7 +83,10 @@ async fn peers_that_never_read_are_dropped_and_an_honest_peer_completes() {
     let mut o = v.agent("a", vec![]);
     o.transfer.write_timeout = WRITE_TIMEOUT;
     let a = tokio::spawn(run(o, la, Some(a_done), stopped.clone(), |_| {}));
-    a_rx.await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), a_rx)
+        .await
+        .expect("the seeder finishes its own download")
+        .unwrap();
 
     let before = rss();
     let mut attackers = Vec::new();

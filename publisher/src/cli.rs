@@ -183,12 +183,7 @@ enum RoleArg {
 }
 
 /// Unix seconds now.
-pub fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use shoal_cli::unix_now as now_unix;
 
 /// Parses the command line, runs it, prints the outcome, returns the exit code.
 pub fn main() -> ProcessExit {
@@ -208,13 +203,7 @@ pub fn main() -> ProcessExit {
     } else {
         "warn"
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    shoal_cli::init(default_level);
     match run(cli.command) {
         Ok(()) => ProcessExit::SUCCESS,
         Err(e) => {
@@ -462,7 +451,7 @@ fn serve_cmd(
             tls,
             &repo,
             metrics.clone(),
-            serve::shutdown_signal(),
+            shoal_cli::terminated(),
         )
         .await
         .map_err(|e| Error::other(format!("serving: {e}"), ""))?;

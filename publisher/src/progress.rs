@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
+pub use shoal_cli::human_bytes;
 
 /// Runs `work` while showing the growth of `counter` towards `total` bytes under `label`.
 /// Returns the work's result and how long it took.
@@ -43,20 +44,4 @@ pub fn track<T: Send>(
             .unwrap_or_else(|p| std::panic::resume_unwind(p))
     });
     (out, start.elapsed())
-}
-
-/// `1.5 GiB`, `12.0 MiB`, `512 B`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }

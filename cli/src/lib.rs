@@ -1,0 +1,81 @@
+//! # shoal-cli
+//!
+//! The plumbing that `shoal-agent` and `shoal-publisher` share, so that both command
+//! lines behave alike: how logging is set up ([`init`]), what stops a process cleanly
+//! ([`terminated`]), the wall clock ([`unix_now`]) and how byte counts read
+//! ([`human_bytes`]). Nothing Shoal-specific lives here.
+
+/// Sets up what every Shoal command does first: logs to stderr at `default_level`
+/// unless `SHOAL_LOG` (an `EnvFilter` directive, e.g. `shoal_agent=debug`) says
+/// otherwise, and the `ring` provider for rustls (HTTPS clients and servers panic
+/// without a process-wide provider).
+pub fn init(default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Resolves when the process gets SIGTERM or SIGINT (Ctrl-C): both mean "stop cleanly".
+pub async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut t), Ok(mut i)) => {
+                tokio::select! {
+                    _ = t.recv() => {}
+                    _ = i.recv() => {}
+                }
+            }
+            _ => std::future::pending().await,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Seconds since the Unix epoch by the system clock (0 if the clock is before 1970).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `1.5 GiB`, `12.0 MiB`, `512 B`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_counts_read_in_binary_units() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(12 << 20), "12.0 MiB");
+        assert_eq!(human_bytes(3 << 40), "3.0 TiB");
+    }
+}
