@@ -34,9 +34,10 @@ use shoal_cli::unix_now;
 /// How long the pushed indexes of an offered manifest may take to arrive.
 const OFFER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Manifests and index parts from peers queued at most (each up to 1 MiB); more are
-/// dropped until the daemon has looked at these.
-const GOSSIP_QUEUE: usize = 16;
+/// Manifests and index parts from peers queued at most (manifests up to 1 MiB, index
+/// parts 256 KiB; the node passes up only new manifests, and index parts only from the
+/// peer that offered the last one); more are dropped until the daemon has looked.
+const GOSSIP_QUEUE: usize = 64;
 
 /// The first wait after a failure; it doubles up to the poll interval.
 const FIRST_RETRY: Duration = Duration::from_secs(5);
@@ -149,6 +150,20 @@ impl Daemon {
         }
         let release = Arc::new(load_indexes(&self.origin, trust, manifest).await?);
         self.switch_to(release, shutdown).await
+    }
+
+    /// Whether the channel now offers a release newer than `release`.
+    async fn superseded(&self, release: &Release) -> bool {
+        let current =
+            crate::release::load_current(&self.origin, &self.cfg.trust, &self.cfg.channel).await;
+        match current {
+            Ok((_, m)) => {
+                m.body().version > release.manifest.body().version
+                    && m.body().content_id() != release.manifest.body().content_id()
+                    && self.wanted(&m).unwrap_or(false)
+            }
+            Err(_) => false,
+        }
     }
 
     /// Whether `manifest` should become the current release: newer than the persisted
@@ -272,11 +287,27 @@ impl Daemon {
         .await?;
         if delivery::is_delivered(&self.cfg, &release) {
             tracing::info!(release = %release.manifest.body().release, "already delivered; seeding it");
-            delivery::finish(&self.cfg, &release)?;
+            delivery::finish(&self.cfg, &release).await?;
         } else {
-            let finished = tokio::select! {
-                r = t.complete(|_| {}) => Some(r),
-                _ = shutdown.wait_for(|s| *s) => None,
+            // Keep polling while the download runs: a release that cannot finish (the
+            // origin lost a file) must not hide the fixed one published after it.
+            let poll = Duration::from_secs(self.cfg.poll_interval_secs);
+            let finished = loop {
+                tokio::select! {
+                    r = t.complete(|_| {}) => break Some(r),
+                    // (The guard `wait_for` returns is not `Send`: drop it inside.)
+                    () = async { let _ = shutdown.wait_for(|s| *s).await; } => break None,
+                    () = tokio::time::sleep(jitter(poll)) => {
+                        if self.superseded(&release).await {
+                            t.stop().await;
+                            return Err(Error::new(
+                                exit::UNAVAILABLE,
+                                format!("release {} was replaced before it finished", release.manifest.body().release),
+                                "switching to the newer release; verified pieces are kept",
+                            ));
+                        }
+                    }
+                }
             };
             match finished {
                 Some(Ok(_)) => {

@@ -48,17 +48,32 @@ fn pieces_path(cfg: &Config, label: &str) -> PathBuf {
     delivered_dir(cfg).join(format!("{label}.pieces"))
 }
 
-/// Whether this content was delivered before and its directory is still in place.
+/// Whether this content was delivered (and its install command run) before. The
+/// release directory need not exist any more: an install command may move it.
 pub fn is_delivered(cfg: &Config, release: &Release) -> bool {
     let label = label(release);
-    let Ok(text) = std::fs::read_to_string(record_path(cfg, label)) else {
-        return false;
-    };
-    let Ok(record) = toml::from_str::<Record>(&text) else {
-        return false;
-    };
-    record.content == release.manifest.body().content_id().to_hex()
-        && cfg.releases_dir.join(label).is_dir()
+    let content = release.manifest.body().content_id().to_hex();
+    let recorded = std::fs::read_to_string(record_path(cfg, label))
+        .ok()
+        .and_then(|text| toml::from_str::<Record>(&text).ok());
+    if recorded.is_some_and(|r| r.content == content) {
+        return true;
+    }
+    // Agents before delivery records raised the floor only after delivering and
+    // installing: a floor naming exactly this manifest, with its directory in place,
+    // means it was delivered. Record that, so the rule above decides from now on.
+    let migrated = read_floor(cfg).is_some_and(|f| f.digest == release.id())
+        && cfg.releases_dir.join(label).is_dir();
+    if migrated {
+        let record = Record {
+            content,
+            install: "before delivery records".into(),
+        };
+        if let Ok(text) = toml::to_string(&record) {
+            let _ = write_atomic(&record_path(cfg, label), text.as_bytes());
+        }
+    }
+    migrated
 }
 
 /// Delivers a complete release (see the module docs).
@@ -69,10 +84,19 @@ pub async fn deliver(cfg: &Config, release: &Arc<Release>, store: &Store) -> Res
     store
         .assemble_async(release.clone(), incoming.clone())
         .await?;
-    if dest.exists() {
-        std::fs::remove_dir_all(&dest).map_err(|e| Error::io(dest.display(), e))?;
-    }
-    std::fs::rename(&incoming, &dest).map_err(|e| Error::io(dest.display(), e))?;
+    let replace = {
+        let dest = dest.clone();
+        move || {
+            if dest.exists() {
+                std::fs::remove_dir_all(&dest)?;
+            }
+            std::fs::rename(&incoming, &dest)
+        }
+    };
+    tokio::task::spawn_blocking(replace)
+        .await
+        .map_err(|e| Error::new(exit::IO, format!("moving the release into place: {e}"), ""))?
+        .map_err(|e| Error::io(dest.display(), e))?;
     write_pieces(cfg, &label, release)?;
     let install = install(cfg, &dest, &label).await;
     let record = Record {
@@ -82,17 +106,22 @@ pub async fn deliver(cfg: &Config, release: &Arc<Release>, store: &Store) -> Res
     let text = toml::to_string(&record)
         .map_err(|e| Error::new(exit::IO, format!("encoding the delivery record: {e}"), ""))?;
     write_atomic(&record_path(cfg, &label), text.as_bytes())?;
-    finish(cfg, release)?;
+    finish(cfg, release).await?;
     tracing::info!(release = %label, dir = %dest.display(), "release delivered");
     Ok(dest)
 }
 
-/// Raises the floor to `release` (delivered now or earlier) and prunes what it replaces.
-pub fn finish(cfg: &Config, release: &Release) -> Result<()> {
+/// Raises the floor to `release` (delivered now or earlier) and prunes what it replaces
+/// (on a blocking thread: old releases and their pieces may be gigabytes of files).
+pub async fn finish(cfg: &Config, release: &Release) -> Result<()> {
     write_floor(cfg, &release.manifest.floor())?;
-    prune(&cfg.releases_dir, cfg.keep_releases, label(release));
-    collect_garbage(cfg);
-    Ok(())
+    let (cfg, label) = (cfg.clone(), label(release).to_owned());
+    tokio::task::spawn_blocking(move || {
+        prune(&cfg.releases_dir, cfg.keep_releases, &label);
+        collect_garbage(&cfg);
+    })
+    .await
+    .map_err(|e| Error::new(exit::IO, format!("pruning old releases: {e}"), ""))
 }
 
 /// The persisted version floor of the channel (TOML).

@@ -116,8 +116,8 @@ impl Discovery {
                         continue;
                     }
                     tracing::debug!(%ip, port = s.get_port(), "peer discovered");
-                    // A full queue drops the address: the dialer is behind, and the
-                    // peer announces again.
+                    // A full queue drops the address: only a flood of announcements
+                    // fills it (the dialer drains it at once).
                     if let Err(mpsc::error::TrySendError::Closed(_)) =
                         found.try_send(SocketAddr::new(ip, s.get_port()))
                     {

@@ -64,7 +64,14 @@ impl OriginClient {
     pub async fn range(&self, rel: &str, start: u64, len: u64) -> Result<Vec<u8>> {
         self.retry(rel, Some((start, len)), len as usize)
             .await?
-            .ok_or_else(|| Error::new(exit::UNAVAILABLE, format!("{rel}: not on the origin"), ""))
+            .ok_or_else(|| {
+                Error::new(
+                    exit::UNAVAILABLE,
+                    format!("{rel}: not on the origin"),
+                    "the origin lacks a file its own manifest names: tell the vendor; the \
+                     LAN can still provide the piece",
+                )
+            })
     }
 
     async fn retry(
@@ -103,9 +110,10 @@ impl OriginClient {
         let failed = |e: reqwest::Error| {
             let text = chain(&e);
             let note = if text.contains("certificate") {
-                "the origin's TLS certificate was refused (the reason is above): give the \
-                 CA that signed it with --ca (or `origin_ca`), or fix the origin's \
-                 certificate; a server certificate must not itself be a CA"
+                "the origin's TLS certificate was refused for the reason above: if the \
+                 origin uses a private CA, give it with --ca (or `origin_ca`); otherwise fix \
+                 the certificate (expired, wrong host name, or a CA used as a server \
+                 certificate)"
             } else {
                 "check the origin URL and that it is reachable"
             };

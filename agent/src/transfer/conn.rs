@@ -28,7 +28,7 @@ use shoal_protocol::wire::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 use super::disk::Disk;
 use super::gossip::{self, GossipOffer};
@@ -77,6 +77,20 @@ pub struct ConnContext {
     pub write_timeout: Duration,
     /// The node's inputs.
     pub node: mpsc::Sender<NodeInput>,
+    /// Bytes of peer messages queued for the node at once, at most (see [`charge`]).
+    pub input_budget: Arc<Semaphore>,
+}
+
+/// What a message queued for the node costs of the input budget: its bulk bytes, at
+/// least 64 (so a flood of small messages is bounded too).
+pub fn charge(msg: &Message) -> u32 {
+    let bulk = match msg {
+        Message::Piece { data, .. } | Message::IndexData { data, .. } => data.len(),
+        Message::ManifestOffer(bytes) => bytes.len(),
+        Message::PieceMap { bits, .. } => bits.len(),
+        _ => 0,
+    };
+    u32::try_from(bulk).unwrap_or(u32::MAX).max(64)
 }
 
 /// The reading half of a connection: whole frames, decoded with one read buffer for the
@@ -207,12 +221,13 @@ pub async fn run(stream: TcpStream, role: Role, ctx: Arc<ConnContext>, conn: Con
         loop {
             match rd.next().await {
                 Ok(msg) => {
-                    if ctx
-                        .node
-                        .send(NodeInput::Message { conn, msg })
-                        .await
-                        .is_err()
-                    {
+                    // Wait for room in the node's byte budget before queueing.
+                    let budget = ctx.input_budget.clone().acquire_many_owned(charge(&msg));
+                    let Ok(budget) = budget.await else {
+                        return;
+                    };
+                    let input = NodeInput::Message { conn, msg, budget };
+                    if ctx.node.send(input).await.is_err() {
                         return;
                     }
                 }
@@ -223,7 +238,7 @@ pub async fn run(stream: TcpStream, role: Role, ctx: Arc<ConnContext>, conn: Con
             }
         }
     };
-    let writer = write_queue(&mut wr, &mut rx, &ctx, peer, &mut unconfirmed);
+    let writer = write_queue(&mut wr, &mut rx, &ctx, conn, &mut unconfirmed);
     tokio::select! {
         () = reader => {}
         r = writer => {
@@ -254,7 +269,7 @@ async fn write_queue(
     wr: &mut OwnedWriteHalf,
     rx: &mut mpsc::Receiver<Outbound>,
     ctx: &ConnContext,
-    peer: PeerId,
+    conn: ConnId,
     unconfirmed: &mut u16,
 ) -> std::io::Result<()> {
     let mut out = Vec::with_capacity(WRITE_BATCH + 64 * 1024);
@@ -270,15 +285,18 @@ async fn write_queue(
         }
         write_within(wr, &out, ctx.write_timeout).await?;
         if *unconfirmed > 0 {
-            let blocks = std::mem::take(unconfirmed);
+            // Cleared only once the node has the report: if this task is dropped while
+            // waiting, the blocks are counted in `Closed` instead.
+            let blocks = *unconfirmed;
             if ctx
                 .node
-                .send(NodeInput::Uploaded { peer, blocks })
+                .send(NodeInput::Uploaded { conn, blocks })
                 .await
                 .is_err()
             {
                 return Ok(());
             }
+            *unconfirmed = 0;
         }
     }
     Ok(())

@@ -4,8 +4,9 @@
 //!
 //! Bounds against a LAN that announces without end: at most [`MAX_DIALED`] addresses are
 //! dialled at once, and a discovered address whose connections keep failing quickly
-//! (peer gone, or it bans us) is forgotten after [`GIVE_UP_AFTER`] attempts; a new
-//! announcement of it starts over. Configured peers are dialled for as long as the
+//! (peer gone, or it bans us) is forgotten after [`GIVE_UP_AFTER`] attempts; if
+//! discovery reports it again (new or changed records), it starts over. Having no free
+//! connection slot is not counted against an address. Configured peers are dialled for as long as the
 //! transfer runs.
 
 use std::collections::HashSet;
@@ -120,18 +121,23 @@ impl Connector {
         let mut redial = Redial::default();
         while !*stop.borrow() {
             let began = tokio::time::Instant::now();
-            if let Ok(permit) = self.slots.clone().try_acquire_owned() {
-                if let Ok(Ok(stream)) =
-                    tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await
-                {
-                    let run = conn::run(stream, Role::Initiator, self.ctx.clone(), self.next_id());
-                    tokio::select! {
-                        () = run => {}
-                        _ = stop.changed() => break,
-                    }
+            let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+                // Every connection slot is taken: not this address's failure.
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = stop.changed() => break,
                 }
-                drop(permit);
+            };
+            if let Ok(Ok(stream)) =
+                tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await
+            {
+                let run = conn::run(stream, Role::Initiator, self.ctx.clone(), self.next_id());
+                tokio::select! {
+                    () = run => {}
+                    _ = stop.changed() => break,
+                }
             }
+            drop(permit);
             let Some(delay) = redial.after(began.elapsed(), give_up) else {
                 tracing::debug!(%addr, "forgetting a peer address that keeps failing");
                 break;
@@ -168,7 +174,9 @@ impl DialSet {
         self.active.insert(addr)
     }
 
-    /// The dialler of `addr` ended; a new announcement may start it again.
+    /// The dialler of `addr` ended; if discovery reports it again (mdns-sd reports an
+    /// instance when its records are new or changed: the peer restarted, or its records
+    /// expired and came back), it starts over.
     pub fn ended(&mut self, addr: &SocketAddr) {
         self.active.remove(addr);
     }

@@ -29,7 +29,7 @@ use shoal_protocol::Digest;
 use shoal_protocol::swarm::{Counters, Swarm, SwarmConfig};
 use shoal_protocol::wire::{Message, PeerId, PieceNumber};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::discovery::{Discovery, DiscoveryConfig};
@@ -48,8 +48,12 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// Inputs queued for the node at most; senders wait beyond that (backpressure).
 pub const INPUT_QUEUE: usize = 1024;
 
-/// Discovered addresses queued for the dialer at most (more are dropped until it
-/// catches up; mDNS announces again).
+/// Bytes of peer messages queued for the node at most, all connections together: with
+/// frames of up to 1 MiB, a count alone would allow a GiB while the node is busy.
+pub const INPUT_BYTES: usize = 16 << 20;
+
+/// Discovered addresses queued for the dialer at most (more are dropped; the dialer
+/// drains the queue at once, so this fills only under a flood of announcements).
 pub const DISCOVERED_QUEUE: usize = 256;
 
 /// A peer that does not take a write for this long is dropped.
@@ -78,11 +82,13 @@ pub enum NodeInput {
         conn: ConnId,
         /// The message.
         msg: Message,
+        /// Its share of the input budget, returned when the node drops it.
+        budget: OwnedSemaphorePermit,
     },
-    /// Blocks for `peer` were handed to its socket (or could not be read).
+    /// Blocks queued on `conn` were handed to its socket (or could not be read).
     Uploaded {
-        /// The peer.
-        peer: PeerId,
+        /// Connection.
+        conn: ConnId,
         /// How many.
         blocks: u16,
     },
@@ -242,6 +248,7 @@ pub async fn start(
             disk: disk.clone(),
             write_timeout: o.write_timeout,
             node: in_tx.clone(),
+            input_budget: Arc::new(Semaphore::new(INPUT_BYTES)),
         }),
         slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
         ids: Arc::new(AtomicU64::new(0)),

@@ -32,6 +32,12 @@ use crate::release::Release;
 /// are accepted meanwhile, so nothing in flight is lost and the core sees one peer).
 pub const RETIRE_AFTER: Duration = Duration::from_secs(5);
 
+/// An offered manifest already passed up is passed up again after this long.
+pub const OFFER_AGAIN: Duration = Duration::from_secs(60);
+
+/// Offered manifests remembered at most.
+const MAX_RECENT_OFFERS: usize = 8;
+
 /// One connection's outbound side.
 struct Conn {
     id: ConnId,
@@ -62,10 +68,15 @@ struct Node {
     conns: HashMap<ConnId, PeerId>,
     peers: HashMap<PeerId, PeerConns>,
     writes: JoinSet<(u32, Result<()>)>,
+    /// Origin fetches and retire timers: aborted when the node ends.
+    tasks: JoinSet<()>,
     complete_seen: bool,
     fatal: bool,
-    /// The last manifest passed up, so a peer repeating its offer costs nothing.
-    last_offer: Option<Digest>,
+    /// Manifests passed up recently (and when), so peers repeating offers cost nothing;
+    /// an offer is passed up again after [`OFFER_AGAIN`] in case adopting it failed.
+    offers: Vec<(Digest, Instant)>,
+    /// The peer whose offer was passed up last: index data from anyone else is dropped.
+    offering: Option<PeerId>,
 }
 
 /// Runs the node until `shutdown` turns true, its inputs close or a local failure
@@ -80,13 +91,16 @@ pub(super) async fn run(
         conns: HashMap::new(),
         peers: HashMap::new(),
         writes: JoinSet::new(),
+        tasks: JoinSet::new(),
         complete_seen: false,
         fatal: false,
-        last_offer: None,
+        offers: Vec::new(),
+        offering: None,
     };
     loop {
         n.drain().await;
         n.publish();
+        while n.tasks.try_join_next().is_some() {}
         if n.fatal {
             return;
         }
@@ -184,22 +198,31 @@ impl Node {
                     length,
                 },
             ),
-            SwarmEvent::ManifestOffered { bytes, .. } => {
+            SwarmEvent::ManifestOffered { peer, bytes } => {
                 let digest = Digest::of(&bytes);
-                if self.last_offer != Some(digest)
-                    && let Some(g) = &self.p.gossip
+                self.offers.retain(|(_, at)| at.elapsed() < OFFER_AGAIN);
+                if self.offers.iter().any(|(d, _)| *d == digest) {
+                    return;
+                }
+                if let Some(g) = &self.p.gossip
                     && g.try_send(GossipEvent::Manifest(bytes)).is_ok()
                 {
-                    self.last_offer = Some(digest);
+                    if self.offers.len() >= MAX_RECENT_OFFERS {
+                        self.offers.remove(0);
+                    }
+                    self.offers.push((digest, Instant::now()));
+                    self.offering = Some(peer);
                 }
             }
             SwarmEvent::IndexReceived {
+                peer,
                 index,
                 offset,
                 data,
-                ..
             } => {
-                if let Some(g) = &self.p.gossip {
+                if self.offering == Some(peer)
+                    && let Some(g) = &self.p.gossip
+                {
                     let _ = g.try_send(GossipEvent::Index {
                         index,
                         offset,
@@ -211,7 +234,7 @@ impl Node {
         }
     }
 
-    fn fetch_origin(&self, piece: PieceNumber) {
+    fn fetch_origin(&mut self, piece: PieceNumber) {
         let release = &self.p.release;
         let p = piece.0 as usize;
         let (Some(loc), Some(spec)) = (release.locations.get(p), release.pieces.get(p)) else {
@@ -221,14 +244,14 @@ impl Node {
         let (origin, tx) = (self.p.origin.clone(), self.p.inputs_tx.clone());
         let (offset, len) = (loc.offset, u64::from(spec.length));
         tracing::debug!(piece = piece.0, len, "origin fetch started");
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let data = match origin.range(&path, offset, len).await {
                 Ok(d) => {
                     tracing::debug!(piece = piece.0, "origin fetch done");
                     Some(d)
                 }
                 Err(e) => {
-                    tracing::warn!(piece = piece.0, error = %e.message, "origin fetch failed");
+                    tracing::warn!(piece = piece.0, error = %e.message, note = %e.note, "origin fetch failed");
                     None
                 }
             };
@@ -290,14 +313,19 @@ impl Node {
                     pc.others.retain(|c| c.id != conn);
                 }
             }
-            NodeInput::Message { conn, msg } => {
+            NodeInput::Message { conn, msg, budget } => {
                 if let Some(peer) = self.conns.get(&conn) {
                     self.p.swarm.handle_message(*peer, msg, now);
                 }
+                drop(budget);
             }
-            NodeInput::Uploaded { peer, blocks } => {
-                for _ in 0..blocks {
-                    self.p.swarm.handle_upload_done(peer);
+            NodeInput::Uploaded { conn, blocks } => {
+                // A report from a connection already forgotten belongs to an earlier
+                // session of the peer: its slots went with that session.
+                if let Some(peer) = self.conns.get(&conn).copied() {
+                    for _ in 0..blocks {
+                        self.p.swarm.handle_upload_done(peer);
+                    }
                 }
             }
             NodeInput::Closed { conn, peer, unsent } => self.on_closed(conn, peer, unsent, now),
@@ -334,7 +362,7 @@ impl Node {
         };
         let (id, input) = (retired.id, self.p.inputs_tx.clone());
         pc.others.push(retired);
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             tokio::time::sleep(RETIRE_AFTER).await;
             let _ = input.send(NodeInput::Retire { conn: id }).await;
         });
