@@ -10,10 +10,10 @@
 //! A piece is written to a temporary file and renamed to its hash only after the core
 //! verified it. Nothing is trusted across a restart without proof: on start every piece
 //! file the release needs is re-hashed before it counts (a crash can tear a piece, and a
-//! disk can lie too);
-//! because pieces are content-addressed, pieces of an earlier release that reappear in a
-//! new one are reused without a byte of traffic (delta updates). Finished artifacts are
-//! assembled from pieces, checked against the whole-file hash, and renamed into place.
+//! disk can lie too); because pieces are content-addressed, pieces of an earlier release
+//! that reappear in a new one are reused without a byte of traffic (delta updates).
+//! Finished artifacts are assembled from the verified pieces, synced, and renamed into
+//! place ([`Store::assemble`] says why the whole file is not hashed again).
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};

@@ -13,8 +13,9 @@
 //! - an upload counts as done (and frees its slot in the core) only once its bytes were
 //!   handed to the socket.
 //!
-//! When the node drops the sender (it disconnected or banned the peer) the task closes
-//! the socket; when the socket ends the task tells the node. A peer that breaks framing
+//! When the node drops the sender (it disconnected or banned the peer) the task writes
+//! what was already queued (within the bounds above) and closes the socket; when the
+//! socket ends the task tells the node. A peer that breaks framing
 //! or the handshake is dropped here without ever reaching the node.
 
 use std::sync::Arc;
