@@ -90,6 +90,56 @@ async fn the_installer_runs_once_across_restarts_and_refreshes() {
     v.stop();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_upgraded_from_before_delivery_records_does_not_install_again() {
+    let v = Vendor::start("upgraded").await;
+    let src = v.source("src/tool.bin", 1_000_000, 5);
+    v.release("1.0", std::slice::from_ref(&src));
+    let log = v.dir.join("installs.log");
+    let cfg = config(&v, &log);
+    let (stop, stopped) = watch::channel(false);
+    let daemon = tokio::spawn(shoal_agent::daemon::run(cfg.clone(), stopped));
+    wait_until("delivery", 60, || installs(&log) == "1.0\n").await;
+    stop.send_replace(true);
+    daemon.await.unwrap().unwrap();
+    // What an agent of the previous version left: the floor and the release, no record.
+    let record = cfg.state_dir.join("delivered/1.0.toml");
+    std::fs::remove_file(&record).unwrap();
+
+    let (stop, stopped) = watch::channel(false);
+    let daemon = tokio::spawn(shoal_agent::daemon::run(cfg.clone(), stopped));
+    wait_until("the migrated record", 30, || record.exists()).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.send_replace(true);
+    daemon.await.unwrap().unwrap();
+    assert_eq!(installs(&log), "1.0\n", "installed again after the upgrade");
+    assert_eq!(read(&cfg.releases_dir.join("1.0/tool.bin")), read(&src));
+    v.stop();
+}
+
+/// A release that cannot finish (the origin lost its artifact, no peer has it) must not
+/// hide the fixed release published after it: the daemon keeps polling and switches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_that_cannot_finish_does_not_hide_the_next() {
+    let v = Vendor::start("superseded").await;
+    let broken = v.source("src1/tool.bin", 1_000_000, 6);
+    v.release("1.0", std::slice::from_ref(&broken));
+    std::fs::remove_dir_all(v.repo.join("artifacts")).unwrap();
+    let log = v.dir.join("installs.log");
+    let cfg = config(&v, &log);
+    let (stop, stopped) = watch::channel(false);
+    let daemon = tokio::spawn(shoal_agent::daemon::run(cfg.clone(), stopped));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(installs(&log), "", "1.0 cannot have been delivered");
+    let fixed = v.source("src2/tool.bin", 1_000_000, 7);
+    v.release("1.1", std::slice::from_ref(&fixed));
+    wait_until("the fixed release", 45, || installs(&log) == "1.1\n").await;
+    assert_eq!(read(&cfg.releases_dir.join("1.1/tool.bin")), read(&fixed));
+    stop.send_replace(true);
+    daemon.await.unwrap().unwrap();
+    v.stop();
+}
+
 /// Log lines of this test process, for checking what the daemon said.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
