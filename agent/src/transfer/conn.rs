@@ -13,8 +13,8 @@
 //! - an upload counts as done (and frees its slot in the core) only once its bytes were
 //!   handed to the socket.
 //!
-//! When the node drops the sender (it disconnected or banned the peer) the task writes
-//! what was already queued (within the bounds above) and closes the socket; when the
+//! When the node forgets the peer (it disconnected or banned it, or its queue is full)
+//! the task closes the socket at once, without writing what is still queued; when the
 //! socket ends the task tells the node. A peer that breaks framing
 //! or the handshake is dropped here without ever reaching the node.
 
@@ -29,7 +29,7 @@ use shoal_protocol::wire::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::disk::Disk;
 use super::gossip::{self, GossipOffer};
@@ -206,12 +206,14 @@ pub async fn run(stream: TcpStream, role: Role, ctx: Arc<ConnContext>, conn: Con
         }
     };
     let (tx, mut rx) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
+    let (close, closed) = oneshot::channel();
     let initiated = role == Role::Initiator;
     let joined = NodeInput::Joined {
         conn,
         peer,
         initiated,
         tx,
+        close,
     };
     if ctx.node.send(joined).await.is_err() {
         return;
@@ -242,6 +244,9 @@ pub async fn run(stream: TcpStream, role: Role, ctx: Arc<ConnContext>, conn: Con
     let writer = write_queue(&mut wr, &mut rx, &ctx, conn, &mut unconfirmed);
     tokio::select! {
         () = reader => {}
+        // The node dropped the peer (banned, or its queue is full): close now, without
+        // writing what is still queued.
+        _ = closed => {}
         r = writer => {
             if let Err(e) = r {
                 tracing::debug!(?addr, error = %e, "dropping a peer we cannot write to");

@@ -29,7 +29,7 @@ use shoal_protocol::Digest;
 use shoal_protocol::swarm::{Counters, Swarm, SwarmConfig};
 use shoal_protocol::wire::{Message, PeerId, PieceNumber};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::discovery::{Discovery, DiscoveryConfig};
@@ -75,6 +75,8 @@ pub enum NodeInput {
         initiated: bool,
         /// The connection's outbound queue.
         tx: mpsc::Sender<Outbound>,
+        /// Dropping this closes the connection at once (what is queued is not sent).
+        close: oneshot::Sender<()>,
     },
     /// A message from the peer.
     Message {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use shoal_protocol::Digest;
 use shoal_protocol::swarm::{Swarm, SwarmEvent};
 use shoal_protocol::wire::{PeerId, PieceNumber, keeps_own_connection};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::conn::Outbound;
@@ -43,6 +43,8 @@ struct Conn {
     id: ConnId,
     tx: mpsc::Sender<Outbound>,
     initiated: bool,
+    /// Dropped with the `Conn`: the connection closes at once, even mid-write.
+    _close: oneshot::Sender<()>,
 }
 
 /// A joined peer's connections: the one we send on, and redundant ones being retired.
@@ -300,11 +302,13 @@ impl Node {
                 peer,
                 initiated,
                 tx,
+                close,
             } => self.on_joined(
                 Conn {
                     id: conn,
                     tx,
                     initiated,
+                    _close: close,
                 },
                 peer,
             ),
