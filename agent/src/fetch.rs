@@ -88,12 +88,16 @@ pub async fn run(
         discovered,
     )
     .await?;
+    let began = std::time::Instant::now();
     let finished = tokio::select! {
         r = t.complete(on_progress) => Some(r),
         _ = shutdown.wait_for(|s| *s) => None,
     };
     let report = match finished {
-        Some(Ok(progress)) => deliver(&release, &store, &o.out, progress).await,
+        Some(Ok(progress)) => {
+            tracing::info!(took = ?began.elapsed(), "every piece verified and stored");
+            deliver(&release, &store, &o.out, progress).await
+        }
         Some(Err(e)) => Err(e),
         None => Err(Error::new(
             exit::UNAVAILABLE,

@@ -89,9 +89,16 @@ impl Store {
         let mut f = fs::File::open(&path).map_err(|e| Error::io(path.display(), e))?;
         f.seek(SeekFrom::Start(u64::from(offset)))
             .map_err(|e| Error::io(path.display(), e))?;
-        let mut buf = vec![0u8; len as usize];
-        f.read_exact(&mut buf)
+        let mut buf = Vec::with_capacity(len as usize);
+        f.take(u64::from(len))
+            .read_to_end(&mut buf)
             .map_err(|e| Error::io(path.display(), e))?;
+        if buf.len() != len as usize {
+            return Err(Error::io(
+                path.display(),
+                std::io::ErrorKind::UnexpectedEof.into(),
+            ));
+        }
         Ok(buf)
     }
 

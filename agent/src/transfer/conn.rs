@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_protocol::Digest;
+use shoal_protocol::limits::MAX_BLOCK_LEN;
 use shoal_protocol::wire::{
     BlockRef, Capabilities, FrameDecoder, Handshake, Hello, Joined, Message, PROTOCOL_VERSION,
     PeerId, Role,
@@ -278,16 +279,38 @@ async fn write_queue(
     conn: ConnId,
     unconfirmed: &mut u16,
 ) -> std::io::Result<()> {
-    let mut out = Vec::with_capacity(WRITE_BATCH + 64 * 1024);
+    let mut out = Vec::with_capacity(WRITE_BATCH + MAX_BLOCK_LEN as usize);
+    let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
-        out.clear();
+        // Gather a batch (about WRITE_BATCH bytes), read all its blocks in one trip to a
+        // blocking thread, then write it: one thread hop per batch, not per block.
+        batch.clear();
+        let mut bytes = 0usize;
         let mut item = Some(first);
         while let Some(it) = item {
-            encode(it, &mut out, ctx, unconfirmed).await;
-            if out.len() >= WRITE_BATCH {
+            bytes += match &it {
+                Outbound::Block(b) => b.length as usize,
+                Outbound::Index { length, .. } => *length as usize,
+                Outbound::Message(_) => 64,
+            };
+            batch.push(it);
+            if bytes >= WRITE_BATCH {
                 break;
             }
             item = rx.try_recv().ok();
+        }
+        let blocks: Vec<BlockRef> = batch
+            .iter()
+            .filter_map(|it| match it {
+                Outbound::Block(b) => Some(*b),
+                _ => None,
+            })
+            .collect();
+        *unconfirmed = unconfirmed.saturating_add(blocks.len() as u16);
+        let mut data = ctx.disk.read_blocks(blocks).await.into_iter();
+        out.clear();
+        for it in batch.drain(..) {
+            encode(it, &mut out, ctx, &mut data);
         }
         write_within(wr, &out, ctx.write_timeout).await?;
         if *unconfirmed > 0 {
@@ -308,24 +331,28 @@ async fn write_queue(
     Ok(())
 }
 
-async fn encode(item: Outbound, out: &mut Vec<u8>, ctx: &ConnContext, unconfirmed: &mut u16) {
+/// Appends `item`'s frame to `out`; a block takes the next of `data` (read in order).
+fn encode(
+    item: Outbound,
+    out: &mut Vec<u8>,
+    ctx: &ConnContext,
+    data: &mut impl Iterator<Item = crate::error::Result<Vec<u8>>>,
+) {
     match item {
         Outbound::Message(m) => m.encode(out),
-        Outbound::Block(b) => {
-            *unconfirmed = unconfirmed.saturating_add(1);
-            match ctx.disk.read_block(b).await {
-                Ok(data) => Message::Piece {
-                    piece: b.piece,
-                    offset: b.offset,
-                    data,
-                }
-                .encode(out),
-                // The peer's attempt stalls and moves elsewhere; our slot is freed.
-                Err(e) => {
-                    tracing::warn!(piece = b.piece.0, error = %e, "cannot read a block to upload")
-                }
+        Outbound::Block(b) => match data.next() {
+            Some(Ok(data)) => Message::Piece {
+                piece: b.piece,
+                offset: b.offset,
+                data,
             }
-        }
+            .encode(out),
+            // The peer's attempt stalls and moves elsewhere; our slot is freed.
+            Some(Err(e)) => {
+                tracing::warn!(piece = b.piece.0, error = %e, "cannot read a block to upload")
+            }
+            None => {}
+        },
         Outbound::Index {
             index,
             offset,

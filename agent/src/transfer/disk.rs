@@ -74,8 +74,29 @@ impl Disk {
         async move { (piece, joined(task.await).and_then(|r| r)) }
     }
 
-    /// The bytes of `block` of a held piece, from memory if its write is pending.
-    pub async fn read_block(&self, block: BlockRef) -> Result<Vec<u8>> {
+    /// The bytes of each of `blocks` (of held pieces), in order: from memory for pieces
+    /// whose write is pending, the rest read from the store in one blocking task.
+    pub async fn read_blocks(&self, blocks: Vec<BlockRef>) -> Vec<Result<Vec<u8>>> {
+        if blocks.is_empty() {
+            return Vec::new();
+        }
+        let (disk, n) = (self.clone(), blocks.len());
+        let task = tokio::task::spawn_blocking(move || {
+            blocks
+                .iter()
+                .map(|b| disk.read_block(*b))
+                .collect::<Vec<_>>()
+        });
+        match task.await {
+            Ok(v) => v,
+            Err(e) => (0..n)
+                .map(|_| Err(Error::new(exit::IO, format!("a disk task failed: {e}"), "")))
+                .collect(),
+        }
+    }
+
+    /// The bytes of `block` of a held piece (blocking).
+    fn read_block(&self, block: BlockRef) -> Result<Vec<u8>> {
         let p = block.piece.0;
         let spec = self
             .release
@@ -90,13 +111,7 @@ impl Disk {
         if let Some(data) = self.pending_map().get(&p).cloned() {
             return Ok(data[block.offset as usize..end as usize].to_vec());
         }
-        let store = self.store.clone();
-        joined(
-            tokio::task::spawn_blocking(move || {
-                store.read(&spec.digest, block.offset, block.length)
-            })
-            .await,
-        )?
+        self.store.read(&spec.digest, block.offset, block.length)
     }
 
     /// Bytes `offset..offset + length` of the release's index file `index` (clipped to

@@ -35,6 +35,9 @@ pub const RETIRE_AFTER: Duration = Duration::from_secs(5);
 /// An offered manifest already passed up is passed up again after this long.
 pub const OFFER_AGAIN: Duration = Duration::from_secs(60);
 
+/// Inputs taken at once before the core's outputs are carried out.
+const INPUT_BATCH: usize = 64;
+
 /// Offered manifests remembered at most.
 const MAX_RECENT_OFFERS: usize = 8;
 
@@ -113,7 +116,17 @@ pub(super) async fn run(
                 .map_or(Duration::from_secs(3600), |t| t.saturating_sub(now));
         tokio::select! {
             input = inputs.recv() => match input {
-                Some(input) => n.on_input(input),
+                Some(input) => {
+                    n.on_input(input);
+                    // Take what else is queued before carrying out the core's events:
+                    // one pass over the outputs per batch, not per message.
+                    for _ in 0..INPUT_BATCH {
+                        match inputs.try_recv() {
+                            Ok(input) => n.on_input(input),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 None => return,
             },
             Some(done) = n.writes.join_next() => n.on_written(done),
@@ -132,14 +145,22 @@ impl Node {
         self.p.epoch.elapsed()
     }
 
+    /// Publishes progress when a piece, completion or a failure changed it (byte counters
+    /// alone wake nobody: a watcher per block cost more than the block).
     fn publish(&self) {
         let (have, total) = self.p.swarm.progress();
-        self.p.progress.send_replace(Progress {
+        let now = Progress {
             have,
             total,
             counters: self.p.swarm.counters(),
             complete: self.complete_seen && self.writes.is_empty(),
             fatal: self.fatal,
+        };
+        self.p.progress.send_if_modified(|p| {
+            let changed = (p.have, p.total, p.complete, p.fatal)
+                != (now.have, now.total, now.complete, now.fatal);
+            *p = now;
+            changed
         });
     }
 
