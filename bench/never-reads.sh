@@ -67,4 +67,5 @@ wait "$bpid" || { echo "B failed: $(cat "$work/b.log")"; exit 1; }
 cmp -s "$work/image.bin" "$work/b/image.bin" || { echo "B's copy differs"; exit 1; }
 echo "A's RSS: $((before / 1024)) MiB before, peak $((peak / 1024)) MiB (+$(((peak - before) / 1024)) MiB) under $peers peers that never read"
 echo "peers: $(cat "$work/stall.json")"
-echo "honest B, 64 MiB from A during the attack: ${bdone} s; $(head -1 "$work/b.out")"
+echo "honest B, 64 MiB from A: ${bdone} s after it started, $((secs - 2)) s before the attack ended; $(head -1 "$work/b.out")"
+echo "(A's RSS before the attack follows its own download: the growth is a lower bound)"

@@ -18,6 +18,7 @@ use std::time::Duration;
 use shoal_protocol::index::IndexAssembly;
 use shoal_protocol::manifest::{Acceptance, accept};
 use shoal_protocol::swarm::SwarmConfig;
+use shoal_protocol::wire::PeerId;
 use shoal_protocol::{ChannelRef, Digest, Name, VerifiedManifest};
 use tokio::sync::{mpsc, watch};
 
@@ -100,8 +101,8 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<()>
                 _ = shutdown.changed() => break,
                 Some(ev) = gossip_rx.recv() => {
                     // A peer handed over a manifest: verify it and switch, origin or not.
-                    if let GossipEvent::Manifest(bytes) = ev
-                        && let Err(e) = d.adopt_offer(bytes, &mut gossip_rx, &mut shutdown).await
+                    if let GossipEvent::Manifest { peer, bytes } = ev
+                        && let Err(e) = d.adopt_offer(peer, bytes, &mut gossip_rx, &mut shutdown).await
                     {
                         tracing::warn!(error = %e.message, "ignored a manifest offered by a peer");
                     }
@@ -185,6 +186,7 @@ impl Daemon {
     /// its indexes from the peer's pushed `IndexData`, and switches to it.
     async fn adopt_offer(
         &mut self,
+        offerer: PeerId,
         bytes: Vec<u8>,
         gossip_rx: &mut mpsc::Receiver<GossipEvent>,
         shutdown: &mut watch::Receiver<bool>,
@@ -216,14 +218,16 @@ impl Daemon {
                 .await
                 .map_err(|_| Error::new(exit::UNAVAILABLE, "offered indexes did not arrive", ""))?;
             match ev {
+                // Only the offering peer's parts: another peer cannot spoil them.
                 Some(GossipEvent::Index {
+                    peer,
                     index,
                     offset,
                     data,
-                }) => {
+                }) if peer == offerer => {
                     indexes.push(&index, offset, &data);
                 }
-                Some(GossipEvent::Manifest(_)) => {}
+                Some(_) => {}
                 None => return Err(Error::new(exit::UNAVAILABLE, "gossip channel closed", "")),
             }
         }
@@ -298,7 +302,14 @@ impl Daemon {
                     // (The guard `wait_for` returns is not `Send`: drop it inside.)
                     () = async { let _ = shutdown.wait_for(|s| *s).await; } => break None,
                     () = tokio::time::sleep(jitter(poll)) => {
-                        if self.superseded(&release).await {
+                        // The check may take long (a dead origin): the download's end and
+                        // a shutdown still win the race.
+                        let superseded = tokio::select! {
+                            s = self.superseded(&release) => s,
+                            r = t.complete(|_| {}) => break Some(r),
+                            () = async { let _ = shutdown.wait_for(|s| *s).await; } => break None,
+                        };
+                        if superseded {
                             t.stop().await;
                             return Err(Error::new(
                                 exit::UNAVAILABLE,

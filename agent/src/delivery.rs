@@ -118,7 +118,7 @@ pub async fn finish(cfg: &Config, release: &Release) -> Result<()> {
     let (cfg, label) = (cfg.clone(), label(release).to_owned());
     tokio::task::spawn_blocking(move || {
         prune(&cfg.releases_dir, cfg.keep_releases, &label);
-        collect_garbage(&cfg);
+        collect_garbage(&cfg, &label);
     })
     .await
     .map_err(|e| Error::new(exit::IO, format!("pruning old releases: {e}"), ""))
@@ -217,16 +217,25 @@ fn prune(releases: &Path, keep: usize, current: &str) {
     }
 }
 
-/// Drops stored pieces that no kept release needs, and the records of pruned releases.
-fn collect_garbage(cfg: &Config) {
-    let kept: HashSet<String> = std::fs::read_dir(&cfg.releases_dir)
+/// Delivery records kept at most (the newest; the current release's always).
+const MAX_RECORDS: usize = 64;
+
+/// Drops stored pieces that no kept release needs, the piece lists of pruned releases
+/// and the oldest delivery records. The current release counts as kept even when its
+/// directory is gone (an install command may move it): it is still seeded, and its
+/// record is what stops a second install. Records outlive their directories, up to
+/// [`MAX_RECORDS`].
+fn collect_garbage(cfg: &Config, current: &str) {
+    let mut kept: HashSet<String> = std::fs::read_dir(&cfg.releases_dir)
         .into_iter()
         .flatten()
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| !n.starts_with('.'))
         .collect();
+    kept.insert(current.to_owned());
     let mut keep = HashSet::new();
+    let mut records = Vec::new();
     for e in std::fs::read_dir(delivered_dir(cfg))
         .into_iter()
         .flatten()
@@ -236,6 +245,13 @@ fn collect_garbage(cfg: &Config) {
         let Some(label) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
             continue;
         };
+        if path.extension().is_some_and(|x| x == "toml") {
+            if label != current {
+                let modified = e.metadata().and_then(|m| m.modified()).ok();
+                records.push((modified, path));
+            }
+            continue;
+        }
         if !kept.contains(&label) {
             let _ = std::fs::remove_file(&path);
             continue;
@@ -244,6 +260,10 @@ fn collect_garbage(cfg: &Config) {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
             keep.extend(text.lines().filter_map(Digest::from_hex));
         }
+    }
+    records.sort_by_key(|r| std::cmp::Reverse(r.0));
+    for (_, old) in records.into_iter().skip(MAX_RECORDS.saturating_sub(1)) {
+        let _ = std::fs::remove_file(old);
     }
     if keep.is_empty() {
         return; // never wipe the store on missing bookkeeping

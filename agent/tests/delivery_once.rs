@@ -117,6 +117,32 @@ async fn an_agent_upgraded_from_before_delivery_records_does_not_install_again()
     v.stop();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_install_that_moves_the_release_away_runs_once() {
+    let v = Vendor::start("moved").await;
+    let src = v.source("src/tool.bin", 1_000_000, 9);
+    v.release("1.0", std::slice::from_ref(&src));
+    let log = v.dir.join("installs.log");
+    let mut cfg = config(&v, &log);
+    let moved = v.dir.join("installed");
+    cfg.install_command = format!(
+        "mv \"$SHOAL_RELEASE_DIR\" {} && echo \"$SHOAL_RELEASE_VERSION\" >> {}",
+        moved.display(),
+        log.display()
+    );
+    for round in 0..2 {
+        let (stop, stopped) = watch::channel(false);
+        let daemon = tokio::spawn(shoal_agent::daemon::run(cfg.clone(), stopped));
+        wait_until("delivery", 60, || installs(&log) == "1.0\n").await;
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        stop.send_replace(true);
+        daemon.await.unwrap().unwrap();
+        assert_eq!(installs(&log), "1.0\n", "round {round}: installed again");
+    }
+    assert_eq!(read(&moved.join("tool.bin")), read(&src));
+    v.stop();
+}
+
 /// A release that cannot finish (the origin lost its artifact, no peer has it) must not
 /// hide the fixed release published after it: the daemon keeps polling and switches.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -121,9 +121,16 @@ pub enum NodeInput {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GossipEvent {
     /// A manifest the peer believes newer (unverified).
-    Manifest(Vec<u8>),
+    Manifest {
+        /// Who offered it (its index data is taken from that peer only).
+        peer: PeerId,
+        /// The manifest's bytes.
+        bytes: Vec<u8>,
+    },
     /// Part of an index file (unverified).
     Index {
+        /// Who sent it.
+        peer: PeerId,
         /// SHA-256 of the index file.
         index: [u8; 32],
         /// Offset in the file.

@@ -47,7 +47,7 @@ struct Conn {
     tx: mpsc::Sender<Outbound>,
     initiated: bool,
     /// Dropped with the `Conn`: the connection closes at once, even mid-write.
-    _close: oneshot::Sender<()>,
+    close: oneshot::Sender<()>,
 }
 
 /// A joined peer's connections: the one we send on, and redundant ones being retired.
@@ -75,13 +75,13 @@ struct Node {
     writes: JoinSet<(u32, Result<()>)>,
     /// Origin fetches and retire timers: aborted when the node ends.
     tasks: JoinSet<()>,
+    /// Close signals of retired connections still writing what they hold.
+    closing: HashMap<ConnId, oneshot::Sender<()>>,
     complete_seen: bool,
     fatal: bool,
     /// Manifests passed up recently (and when), so peers repeating offers cost nothing;
     /// an offer is passed up again after [`OFFER_AGAIN`] in case adopting it failed.
     offers: Vec<(Digest, Instant)>,
-    /// The peer whose offer was passed up last: index data from anyone else is dropped.
-    offering: Option<PeerId>,
 }
 
 /// Runs the node until `shutdown` turns true, its inputs close or a local failure
@@ -97,10 +97,10 @@ pub(super) async fn run(
         peers: HashMap::new(),
         writes: JoinSet::new(),
         tasks: JoinSet::new(),
+        closing: HashMap::new(),
         complete_seen: false,
         fatal: false,
         offers: Vec::new(),
-        offering: None,
     };
     loop {
         n.drain().await;
@@ -121,10 +121,14 @@ pub(super) async fn run(
                     // Take what else is queued before carrying out the core's events:
                     // one pass over the outputs per batch, not per message.
                     for _ in 0..INPUT_BATCH {
-                        match inputs.try_recv() {
-                            Ok(input) => n.on_input(input),
-                            Err(_) => break,
+                        let Ok(input) = inputs.try_recv() else { break };
+                        // A peer's connections change: carry out what the core asked
+                        // first, or a Disconnect it queued for the old session would
+                        // hit the new one.
+                        if matches!(input, NodeInput::Joined { .. } | NodeInput::Closed { .. }) {
+                            n.drain().await;
                         }
+                        n.on_input(input);
                     }
                 }
                 None => return,
@@ -228,13 +232,12 @@ impl Node {
                     return;
                 }
                 if let Some(g) = &self.p.gossip
-                    && g.try_send(GossipEvent::Manifest(bytes)).is_ok()
+                    && g.try_send(GossipEvent::Manifest { peer, bytes }).is_ok()
                 {
                     if self.offers.len() >= MAX_RECENT_OFFERS {
                         self.offers.remove(0);
                     }
                     self.offers.push((digest, Instant::now()));
-                    self.offering = Some(peer);
                 }
             }
             SwarmEvent::IndexReceived {
@@ -243,10 +246,9 @@ impl Node {
                 offset,
                 data,
             } => {
-                if self.offering == Some(peer)
-                    && let Some(g) = &self.p.gossip
-                {
+                if let Some(g) = &self.p.gossip {
                     let _ = g.try_send(GossipEvent::Index {
+                        peer,
                         index,
                         offset,
                         data,
@@ -329,13 +331,18 @@ impl Node {
                     id: conn,
                     tx,
                     initiated,
-                    _close: close,
+                    close,
                 },
                 peer,
             ),
             NodeInput::Retire { conn } => {
+                // Stop queueing on it but let it write what it holds: keep its close
+                // signal until it reports `Closed`.
                 for pc in self.peers.values_mut() {
-                    pc.others.retain(|c| c.id != conn);
+                    if let Some(i) = pc.others.iter().position(|c| c.id == conn) {
+                        let retired = pc.others.swap_remove(i);
+                        self.closing.insert(conn, retired.close);
+                    }
                 }
             }
             NodeInput::Message { conn, msg, budget } => {
@@ -394,6 +401,7 @@ impl Node {
     }
 
     fn on_closed(&mut self, conn: ConnId, peer: PeerId, unsent: u16, now: Duration) {
+        self.closing.remove(&conn);
         if self.conns.remove(&conn).is_none() {
             return;
         }

@@ -2,7 +2,10 @@
 //! it (the attack of the agent-core issue, #8), for `bench/never-reads.sh`. Each peer is
 //! a thread with a 4 KiB receive buffer; it floods requests (valid blocks, requests the
 //! agent must reject, index ranges: one third each) until a write fails (the agent
-//! dropped it) or the time is up, and prints one JSON line of what happened.
+//! dropped it) or the time is up, and prints one JSON line of what happened. A peer whose
+//! writes stall stops writing (a frame may be cut) and watches the connection's TCP
+//! state instead. The 4 KiB receive buffer is set after connecting, so the first window
+//! it advertises is the system default.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -198,9 +201,15 @@ fn stall(mut s: TcpStream, flood: &[u8], deadline: Instant, tally: &Tally) {
                 if e.kind() == std::io::ErrorKind::WouldBlock
                     || e.kind() == std::io::ErrorKind::TimedOut =>
             {
-                // The agent is not taking our requests (a frame may be cut): hold the
-                // connection without writing until the end.
-                std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+                // The agent is not taking our requests (a frame may be cut, so no more
+                // writes): hold the connection, watching whether the agent closes it.
+                while Instant::now() < deadline {
+                    if closed_by_agent(&s) {
+                        tally.dropped.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
                 break;
             }
             Err(_) => {
@@ -211,4 +220,23 @@ fn stall(mut s: TcpStream, flood: &[u8], deadline: Instant, tally: &Tally) {
         std::thread::sleep(Duration::from_millis(50));
     }
     tally.lasted.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Whether the agent closed (or reset) the connection, read from the kernel's TCP state
+/// without reading any data.
+fn closed_by_agent(s: &TcpStream) -> bool {
+    // SAFETY: tcp_info is plain data; getsockopt writes at most `len` bytes into it.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    // 1 is TCP_ESTABLISHED; a FIN from the agent moves us to CLOSE_WAIT, a reset to CLOSE.
+    rc == 0 && info.tcpi_state != 1
 }
