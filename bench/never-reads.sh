@@ -8,33 +8,9 @@
 set -euo pipefail
 peers=${1:-1000}
 secs=${2:-20}
-root=$(cd "$(dirname "$0")/.." && pwd)
-cargo build --release -q -p shoal-publisher -p shoal-agent -p shoal-tests --bins \
-  --manifest-path "$root/Cargo.toml"
-bin="${CARGO_TARGET_DIR:-$root/target}/release"
-P="$bin/shoal-publisher"
-A="$bin/shoal-agent"
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
 ulimit -n 8192 || true
-
-"$P" keygen --keys "$work/keys" --product bench > /dev/null
-head -c $((64 * 1024 * 1024)) /dev/urandom > "$work/image.bin"
-"$P" release --keys "$work/keys" --repo "$work/repo" --channel stable --version 1.0.0 \
-  --quiet "$work/image.bin"
-"$P" serve --repo "$work/repo" --listen 127.0.0.1:0 --self-signed --tls-dir "$work/tls" \
-  > "$work/origin.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do grep -q '^serving' "$work/origin.log" && break; sleep 0.1; done
-url=$(sed -n 's/^serving .* on \(https:.*\)$/\1/p' "$work/origin.log")
-common=(--trust "$work/keys/trust/1.json" --channel stable --ca "$work/tls/cert.pem" --no-mdns)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+SIZE_MIB=64 EXTRA_BINS="-p shoal-tests" . "$(dirname "$0")/loopback-origin.sh"
+port=$(free_port)
 "$A" fetch "$url" "${common[@]}" --out "$work/a" --listen "127.0.0.1:$port" --seed-secs 3600 \
   --quiet > "$work/a.out" 2> "$work/a.log" &
 apid=$!
