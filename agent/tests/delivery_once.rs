@@ -140,6 +140,11 @@ async fn an_install_that_moves_the_release_away_runs_once() {
         assert_eq!(installs(&log), "1.0\n", "round {round}: installed again");
     }
     assert_eq!(read(&moved.join("tool.bin")), read(&src));
+    // Still seeded: its pieces were not collected with the directory gone.
+    let pieces = std::fs::read_dir(cfg.state_dir.join("pieces"))
+        .unwrap()
+        .count();
+    assert!(pieces > 0, "the current release's pieces were deleted");
     v.stop();
 }
 

@@ -14,8 +14,9 @@
 //!   handed to the socket.
 //!
 //! When the node forgets the peer (it disconnected or banned it, or its queue is full)
-//! the task closes the socket at once, without writing what is still queued; when the
-//! socket ends the task tells the node. A peer that breaks framing
+//! the task closes the socket at once, without writing what is still queued; a retired
+//! duplicate only loses its queue's sender, so it writes what it holds, then closes.
+//! When the socket ends the task tells the node. A peer that breaks framing
 //! or the handshake is dropped here without ever reaching the node.
 
 use std::sync::Arc;

@@ -75,13 +75,14 @@ struct Node {
     writes: JoinSet<(u32, Result<()>)>,
     /// Origin fetches and retire timers: aborted when the node ends.
     tasks: JoinSet<()>,
-    /// Close signals of retired connections still writing what they hold.
-    closing: HashMap<ConnId, oneshot::Sender<()>>,
+    /// Close signals of retired connections still writing what they hold, by peer.
+    closing: HashMap<ConnId, (PeerId, oneshot::Sender<()>)>,
     complete_seen: bool,
     fatal: bool,
-    /// Manifests passed up recently (and when), so peers repeating offers cost nothing;
-    /// an offer is passed up again after [`OFFER_AGAIN`] in case adopting it failed.
-    offers: Vec<(Digest, Instant)>,
+    /// Manifests passed up recently (by whom, and when), so peers repeating offers cost
+    /// nothing; an offer is passed up again after [`OFFER_AGAIN`] in case adopting it
+    /// failed. Index data is passed up only from these peers.
+    offers: Vec<(Digest, PeerId, Instant)>,
 }
 
 /// Runs the node until `shutdown` turns true, its inputs close or a local failure
@@ -227,8 +228,8 @@ impl Node {
             ),
             SwarmEvent::ManifestOffered { peer, bytes } => {
                 let digest = Digest::of(&bytes);
-                self.offers.retain(|(_, at)| at.elapsed() < OFFER_AGAIN);
-                if self.offers.iter().any(|(d, _)| *d == digest) {
+                self.offers.retain(|(_, _, at)| at.elapsed() < OFFER_AGAIN);
+                if self.offers.iter().any(|(d, _, _)| *d == digest) {
                     return;
                 }
                 if let Some(g) = &self.p.gossip
@@ -237,7 +238,7 @@ impl Node {
                     if self.offers.len() >= MAX_RECENT_OFFERS {
                         self.offers.remove(0);
                     }
-                    self.offers.push((digest, Instant::now()));
+                    self.offers.push((digest, peer, Instant::now()));
                 }
             }
             SwarmEvent::IndexReceived {
@@ -246,7 +247,8 @@ impl Node {
                 offset,
                 data,
             } => {
-                if let Some(g) = &self.p.gossip {
+                let offered = self.offers.iter().any(|(_, p, _)| *p == peer);
+                if offered && let Some(g) = &self.p.gossip {
                     let _ = g.try_send(GossipEvent::Index {
                         peer,
                         index,
@@ -307,13 +309,24 @@ impl Node {
         }
     }
 
-    /// Forgets `peer`'s connections; dropping their senders closes them.
+    /// Forgets `peer`'s connections, retired ones included; dropping their close
+    /// signals closes them at once.
     fn forget(&mut self, peer: PeerId) {
         if let Some(pc) = self.peers.remove(&peer) {
             self.conns.remove(&pc.current.id);
             for c in pc.others {
                 self.conns.remove(&c.id);
             }
+        }
+        let retiring: Vec<ConnId> = self
+            .closing
+            .iter()
+            .filter(|(_, (p, _))| *p == peer)
+            .map(|(c, _)| *c)
+            .collect();
+        for c in retiring {
+            self.closing.remove(&c);
+            self.conns.remove(&c);
         }
     }
 
@@ -338,10 +351,11 @@ impl Node {
             NodeInput::Retire { conn } => {
                 // Stop queueing on it but let it write what it holds: keep its close
                 // signal until it reports `Closed`.
-                for pc in self.peers.values_mut() {
+                for (retired_peer, pc) in self.peers.iter_mut() {
+                    let retired_peer = *retired_peer;
                     if let Some(i) = pc.others.iter().position(|c| c.id == conn) {
                         let retired = pc.others.swap_remove(i);
-                        self.closing.insert(conn, retired.close);
+                        self.closing.insert(conn, (retired_peer, retired.close));
                     }
                 }
             }
