@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use shoal_protocol::index::PieceIndex;
+use shoal_protocol::index::{PieceIndex, verify_index};
 use shoal_protocol::limits::{MAX_MANIFEST_LEN, MAX_TRUST_LEN};
 use shoal_protocol::manifest::Artifact;
 use shoal_protocol::swarm::PieceSpec;
@@ -163,17 +163,8 @@ pub fn from_parts(
         .zip(&index_bytes)
         .enumerate()
     {
-        let rel = layout::index(&a.index.sha256);
-        if bytes.len() as u64 != a.index.length || Digest::of(bytes) != a.index.sha256 {
-            return Err(untrusted(&rel, "does not match the manifest"));
-        }
-        let index = PieceIndex::parse(bytes).map_err(|e| untrusted(&rel, e))?;
-        if index.total_len() != a.length {
-            return Err(untrusted(
-                &rel,
-                "describes another length than the manifest",
-            ));
-        }
+        let index =
+            verify_index(a, bytes).map_err(|e| untrusted(&layout::index(&a.index.sha256), e))?;
         for p in index.pieces() {
             pieces.push(PieceSpec {
                 length: p.length,

@@ -164,6 +164,60 @@ fn be_u32(b: &[u8]) -> u32 {
     u32::from_be_bytes(b.try_into().unwrap_or_default())
 }
 
+/// Why an index file is not the one a verified manifest names for its artifact.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IndexCheckError {
+    /// Another length than the manifest's `index.length`.
+    #[error("is {got} bytes, the manifest says {want}")]
+    Length {
+        /// Bytes received.
+        got: u64,
+        /// Bytes the manifest names.
+        want: u64,
+    },
+    /// Another SHA-256 than the manifest's `index.sha256`.
+    #[error("SHA-256 does not match the manifest")]
+    Digest,
+    /// The bytes are not a valid piece index.
+    #[error(transparent)]
+    Format(#[from] IndexError),
+    /// The index describes another artifact length than the manifest.
+    #[error("describes {describes} bytes, the manifest says {artifact}")]
+    Total {
+        /// Bytes the index covers.
+        describes: u64,
+        /// The artifact's length in the manifest.
+        artifact: u64,
+    },
+}
+
+/// Checks `bytes` against the index the verified manifest names for `artifact` (length,
+/// SHA-256, format, total), in that order, and parses it. The one check agents and
+/// `shoal-publisher verify` both run: nothing from a peer, a mirror or the origin is
+/// parsed before its length and digest match what the vendor signed.
+pub fn verify_index(
+    artifact: &crate::manifest::Artifact,
+    bytes: &[u8],
+) -> Result<PieceIndex, IndexCheckError> {
+    if bytes.len() as u64 != artifact.index.length {
+        return Err(IndexCheckError::Length {
+            got: bytes.len() as u64,
+            want: artifact.index.length,
+        });
+    }
+    if Digest::of(bytes) != artifact.index.sha256 {
+        return Err(IndexCheckError::Digest);
+    }
+    let index = PieceIndex::parse(bytes)?;
+    if index.total_len() != artifact.length {
+        return Err(IndexCheckError::Total {
+            describes: index.total_len(),
+            artifact: artifact.length,
+        });
+    }
+    Ok(index)
+}
+
 /// The index files of one verified manifest, reassembled from `IndexData` parts a peer
 /// pushes in order. Each file grows only at its end and never past the length the
 /// manifest declares, so a peer cannot make it buffer more than the vendor signed; the

@@ -274,3 +274,39 @@ fn index_parts_are_taken_in_order_and_never_past_the_signed_length() {
     assert!(asm.is_complete());
     assert_eq!(asm.into_parts()[0].len(), len);
 }
+
+#[test]
+fn an_index_is_checked_against_the_manifest_before_it_is_parsed() {
+    use shoal_protocol::index::{IndexCheckError, IndexError, PieceIndex, verify_index};
+    let good = PieceIndex::from_pieces([(10, Digest::of(b"x"))]).encode();
+    let mut a = artifact("driver.bin");
+    a.index.length = good.len() as u64;
+    a.index.sha256 = Digest::of(&good);
+    assert_eq!(verify_index(&a, &good).unwrap().total_len(), 10);
+    let mut longer = good.clone();
+    longer.push(0);
+    assert!(matches!(
+        verify_index(&a, &longer),
+        Err(IndexCheckError::Length { .. })
+    ));
+    let mut flipped = good.clone();
+    flipped[30] ^= 1;
+    assert_eq!(verify_index(&a, &flipped), Err(IndexCheckError::Digest));
+    let mut short_artifact = a.clone();
+    short_artifact.length = 9;
+    assert_eq!(
+        verify_index(&short_artifact, &good),
+        Err(IndexCheckError::Total {
+            describes: 10,
+            artifact: 9
+        })
+    );
+    let mut bad = good.clone();
+    bad[0] = b'X';
+    let mut signed_bad = a.clone();
+    signed_bad.index.sha256 = Digest::of(&bad);
+    assert_eq!(
+        verify_index(&signed_bad, &bad),
+        Err(IndexCheckError::Format(IndexError::BadHeader))
+    );
+}

@@ -11,7 +11,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use shoal_protocol::digest::Hasher;
-use shoal_protocol::index::PieceIndex;
+use shoal_protocol::index::{IndexCheckError, PieceIndex, verify_index};
 use shoal_protocol::limits::{MAX_MANIFEST_LEN, MAX_TRUST_LEN};
 use shoal_protocol::manifest::Artifact;
 use shoal_protocol::{ChannelRef, Digest, Name, VerifiedManifest, VerifiedTrust};
@@ -248,29 +248,17 @@ fn check_index(o: &VerifyOptions, a: &Artifact, problems: &mut Vec<Problem>) -> 
         Ok(None) => return fail(format!("missing (piece index of {})", a.name)),
         Err(e) => return fail(e),
     };
-    if bytes.len() as u64 != a.index.length {
-        return fail(format!(
-            "is {} bytes, the manifest says {}",
-            bytes.len(),
-            a.index.length
-        ));
+    match verify_index(a, &bytes) {
+        Ok(index) => Some(index),
+        Err(IndexCheckError::Total {
+            describes,
+            artifact,
+        }) => fail(format!(
+            "describes {describes} bytes, the manifest says {} is {artifact}",
+            a.name
+        )),
+        Err(e) => fail(e.to_string()),
     }
-    if Digest::of(&bytes) != a.index.sha256 {
-        return fail("SHA-256 does not match the manifest".into());
-    }
-    let index = match PieceIndex::parse(&bytes) {
-        Ok(i) => i,
-        Err(e) => return fail(e.to_string()),
-    };
-    if index.total_len() != a.length {
-        return fail(format!(
-            "describes {} bytes, the manifest says {} is {}",
-            index.total_len(),
-            a.name,
-            a.length
-        ));
-    }
-    Some(index)
 }
 
 fn check_artifact(
