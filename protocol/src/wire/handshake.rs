@@ -273,47 +273,37 @@ mod tests {
         assert_eq!(r, Err(HandshakeError::UnknownRelease));
     }
 
+    fn responder(release: Digest) -> Handshake {
+        Handshake::new(
+            Role::Responder,
+            hello(1, 1, Capabilities::SEED),
+            release,
+            vec![],
+        )
+        .0
+    }
+
     #[test]
     fn wrong_order_versions_and_self_connections_end_the_handshake() {
         let rel = Digest::of(b"m");
-        let (mut h, _) = Handshake::new(
-            Role::Responder,
-            hello(1, 1, Capabilities::SEED),
-            rel,
-            vec![],
-        );
+        let mut h = responder(rel);
         assert_eq!(
             h.handle(Message::KeepAlive),
             Err(HandshakeError::Unexpected("Hello"))
         );
-        let (mut h, _) = Handshake::new(
-            Role::Responder,
-            hello(1, 1, Capabilities::SEED),
-            rel,
-            vec![],
-        );
+        let mut h = responder(rel);
         assert_eq!(
             h.handle(Message::Hello(hello(1, 9, Capabilities::SEED))),
             Err(HandshakeError::SelfConnection)
         );
-        let (mut h, _) = Handshake::new(
-            Role::Responder,
-            hello(1, 1, Capabilities::SEED),
-            rel,
-            vec![],
-        );
+        let mut h = responder(rel);
         let mut other = hello(2, 2, Capabilities::SEED);
         other.version = PROTOCOL_VERSION + 1;
         assert_eq!(
             h.handle(Message::Hello(other)),
             Err(HandshakeError::Version(PROTOCOL_VERSION + 1))
         );
-        let (mut h, _) = Handshake::new(
-            Role::Responder,
-            hello(1, 1, Capabilities::SEED),
-            rel,
-            vec![],
-        );
+        let mut h = responder(rel);
         h.handle(Message::Hello(hello(2, 2, Capabilities::SEED)))
             .unwrap();
         assert_eq!(
