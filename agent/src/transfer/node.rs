@@ -7,7 +7,9 @@
 //! survives ([`keeps_own_connection`]), and that a peer whose outbound queue is full is
 //! not reading and is dropped.
 //!
-//! Verified pieces are written on blocking threads, at most [`MAX_PENDING_WRITES`] at a
+//! Pieces whose blocks all arrived are hashed on blocking threads and the verdict handed
+//! back to the core (`Swarm::handle_piece_checked`). Verified pieces are written on
+//! blocking threads, at most [`MAX_PENDING_WRITES`] at a
 //! time: beyond that the node waits for a write to land, which slows it to the disk's
 //! pace. Completion is reported only once every write has landed.
 
@@ -16,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shoal_protocol::Digest;
-use shoal_protocol::swarm::{Swarm, SwarmEvent};
+use shoal_protocol::swarm::{Source, Swarm, SwarmEvent};
 use shoal_protocol::wire::{PeerId, PieceNumber, keeps_own_connection};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
@@ -40,6 +42,9 @@ const INPUT_BATCH: usize = 64;
 
 /// Offered manifests remembered at most.
 const MAX_RECENT_OFFERS: usize = 8;
+
+/// A hashed piece: which, from whom, its bytes, and whether they matched.
+type Checked = (PieceNumber, Source, Vec<u8>, bool);
 
 /// One connection's outbound side.
 struct Conn {
@@ -73,6 +78,8 @@ struct Node {
     conns: HashMap<ConnId, PeerId>,
     peers: HashMap<PeerId, PeerConns>,
     writes: JoinSet<(u32, Result<()>)>,
+    /// Pieces being hashed on blocking threads (at most the pieces in flight).
+    checks: JoinSet<Checked>,
     /// Origin fetches and retire timers: aborted when the node ends.
     tasks: JoinSet<()>,
     /// Close signals of retired connections still writing what they hold, by peer.
@@ -97,6 +104,7 @@ pub(super) async fn run(
         conns: HashMap::new(),
         peers: HashMap::new(),
         writes: JoinSet::new(),
+        checks: JoinSet::new(),
         tasks: JoinSet::new(),
         closing: HashMap::new(),
         complete_seen: false,
@@ -135,6 +143,12 @@ pub(super) async fn run(
                 None => return,
             },
             Some(done) = n.writes.join_next() => n.on_written(done),
+            Some(checked) = n.checks.join_next() => {
+                n.on_checked(checked);
+                while let Some(more) = n.checks.try_join_next() {
+                    n.on_checked(more);
+                }
+            }
             () = tokio::time::sleep(sleep) => n.p.swarm.handle_timeout(n.p.epoch.elapsed()),
             _ = shutdown.changed() => {
                 if *shutdown.borrow() {
@@ -186,6 +200,19 @@ impl Node {
     async fn on_event(&mut self, ev: SwarmEvent) {
         match ev {
             SwarmEvent::FetchOrigin { piece } => self.fetch_origin(piece),
+            SwarmEvent::CheckPiece {
+                piece,
+                source,
+                data,
+            } => {
+                // SHA-256 of up to 1 MiB on a blocking thread: the node task was the
+                // bottleneck of a fast transfer, a quarter of it hashing.
+                let digest = self.p.swarm.spec(piece).map(|s| s.digest);
+                self.checks.spawn_blocking(move || {
+                    let good = digest.is_some_and(|d| Digest::of(&data) == d);
+                    (piece, source, data, good)
+                });
+            }
             SwarmEvent::PieceVerified {
                 piece,
                 data,
@@ -284,6 +311,15 @@ impl Node {
             };
             let _ = tx.send(NodeInput::Origin { piece, data }).await;
         });
+    }
+
+    fn on_checked(&mut self, checked: std::result::Result<Checked, tokio::task::JoinError>) {
+        if let Ok((piece, source, data, good)) = checked {
+            let now = self.now();
+            self.p
+                .swarm
+                .handle_piece_checked(piece, source, data, good, now);
+        }
     }
 
     fn on_written(&mut self, done: std::result::Result<(u32, Result<()>), tokio::task::JoinError>) {

@@ -201,20 +201,19 @@ impl Swarm {
             return Ok(());
         }
         let buf = std::mem::take(&mut a.buf);
-        let good = self
-            .tracker
-            .spec(p)
-            .is_some_and(|s| Digest::of(&buf) == s.digest);
         if let Some(pe) = self.peers.get_mut(&peer) {
             pe.pieces.retain(|x| *x != p);
         }
-        if !good {
-            self.counters.wasted += buf.len() as u64;
-            self.tracker.abort(p, Source::Peer(peer), now);
-            return Err(PeerError::BadPiece(p));
-        }
-        self.counters.from_peers += buf.len() as u64;
-        self.finish_piece(p, buf, Source::Peer(peer), now);
+        // The attempt ends here; the bytes count for nothing until the agent reports
+        // their hash (`handle_piece_checked`). Meanwhile the piece may be started again
+        // elsewhere: the first verified copy wins.
+        self.tracker.abort(p, Source::Peer(peer), now);
+        self.checking.insert(p);
+        self.events.push_back(SwarmEvent::CheckPiece {
+            piece: PieceNumber(p),
+            source: Source::Peer(peer),
+            data: buf,
+        });
         Ok(())
     }
 }

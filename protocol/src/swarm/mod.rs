@@ -3,7 +3,8 @@
 //! In the style of `quinn-proto`: the agent feeds inputs through `handle_*` (a peer
 //! joined, a message arrived, the origin answered, time passed) and drains outputs
 //! through [`Swarm::poll_transmit`] (messages to send), [`Swarm::poll_event`] (fetch from
-//! the origin, store a verified piece, serve a block, drop a peer) and
+//! the origin, hash a piece whose blocks all arrived and report the verdict with
+//! [`Swarm::handle_piece_checked`], store a verified piece, serve a block, drop a peer) and
 //! [`Swarm::poll_timeout`] (when to call [`Swarm::handle_timeout`] next). Time is passed
 //! in as a `Duration` since an arbitrary epoch; randomness comes from a seed. The same
 //! inputs give the same outputs, which is what the deterministic simulator relies on.
@@ -82,6 +83,8 @@ pub struct Swarm {
     rng: Rng,
     started: Duration,
     origin_in_flight: BTreeMap<u32, Duration>,
+    /// Pieces handed out for hashing (`CheckPiece`) and not yet judged: not started again.
+    checking: BTreeSet<u32>,
     origin_retry_at: Duration,
     origin_failures: u32,
     transmits: VecDeque<(PeerId, Message)>,
@@ -124,6 +127,7 @@ impl Swarm {
             rng: Rng::new(seed),
             started: now,
             origin_in_flight: BTreeMap::new(),
+            checking: BTreeSet::new(),
             origin_retry_at: now,
             origin_failures: 0,
             transmits: VecDeque::new(),
@@ -292,6 +296,45 @@ impl Swarm {
         self.schedule(now);
     }
 
+    /// The agent hashed a piece it was handed in [`SwarmEvent::CheckPiece`]: `good` when
+    /// its SHA-256 matched the piece's [`PieceSpec`]. A good piece is held (unless
+    /// another copy won meanwhile); a bad one is thrown away and its sender banned.
+    pub fn handle_piece_checked(
+        &mut self,
+        piece: PieceNumber,
+        source: Source,
+        data: Vec<u8>,
+        good: bool,
+        now: Duration,
+    ) {
+        self.now = self.now.max(now);
+        let p = piece.0;
+        self.checking.remove(&p);
+        let expected = self
+            .tracker
+            .spec(p)
+            .is_some_and(|s| s.length as usize == data.len());
+        if good && expected && !self.tracker.has(p) {
+            self.counters.from_peers += data.len() as u64;
+            self.finish_piece(p, data, source, now);
+        } else {
+            self.counters.wasted += data.len() as u64;
+            if !good && let Source::Peer(id) = source {
+                if self.peers.contains_key(&id) {
+                    self.drop_peer(id, PeerError::BadPiece(p), true, now);
+                } else {
+                    self.banned.insert(id);
+                }
+            }
+        }
+        self.schedule(now);
+    }
+
+    /// The expected length and SHA-256 of piece `p`.
+    pub fn spec(&self, p: PieceNumber) -> Option<PieceSpec> {
+        self.tracker.spec(p.0).copied()
+    }
+
     /// The agent sent (or gave up sending) an `Upload` block to `peer`.
     pub fn handle_upload_done(&mut self, peer: PeerId) {
         if let Some(p) = self.peers.get_mut(&peer) {
@@ -411,7 +454,9 @@ impl Swarm {
     fn finish_piece(&mut self, p: u32, data: Vec<u8>, source: Source, now: Duration) {
         for other in self.tracker.complete(p) {
             match other {
-                Source::Peer(id) if other != source => self.cancel_attempt(id, p, now),
+                // A peer's verified attempt ended before its hash was checked, so any
+                // peer attempt still open, the same peer's included, is a duplicate.
+                Source::Peer(id) => self.cancel_attempt(id, p, now),
                 Source::Origin if other != source => {
                     // The origin response will be ignored when it arrives.
                     self.origin_in_flight.remove(&p);

@@ -29,7 +29,7 @@ impl Swarm {
         let endgame = !self
             .tracker
             .states()
-            .any(|(_, s)| matches!(s, PieceState::Missing { .. }));
+            .any(|(p, s)| matches!(s, PieceState::Missing { .. }) && !self.checking.contains(&p));
         for id in ids {
             self.fill_peer(id, endgame, now);
         }
@@ -109,7 +109,7 @@ impl Swarm {
                 }
                 PieceState::Have => false,
             };
-            if !eligible || !pe.have.get(p) {
+            if !eligible || !pe.have.get(p) || self.checking.contains(&p) {
                 continue;
             }
             let avail = self.availability[p as usize];
@@ -156,7 +156,7 @@ impl Swarm {
         let mut ours = Vec::new();
         let mut others = Vec::new();
         for (p, state) in self.tracker.states() {
-            if !matches!(state, PieceState::Missing { .. }) {
+            if !matches!(state, PieceState::Missing { .. }) || self.checking.contains(&p) {
                 continue;
             }
             let held_nearby = self

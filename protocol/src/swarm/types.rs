@@ -93,6 +93,17 @@ pub enum SwarmEvent {
         /// The piece.
         piece: PieceNumber,
     },
+    /// A piece whose every block arrived from a peer: hash it (off the caller's hot
+    /// path, e.g. on a worker thread) and report with [`Swarm::handle_piece_checked`]
+    /// whether its SHA-256 matches [`Swarm::spec`]. Until then it counts for nothing.
+    CheckPiece {
+        /// The piece.
+        piece: PieceNumber,
+        /// Who sent it.
+        source: Source,
+        /// Its bytes.
+        data: Vec<u8>,
+    },
     /// A piece verified against the index: store it (flushed) before announcing it in
     /// stats; the core already counts it as held.
     PieceVerified {

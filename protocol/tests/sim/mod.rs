@@ -474,6 +474,17 @@ impl<'a> Sim<'a> {
                     self.drain(j)?;
                 }
             }
+            SwarmEvent::CheckPiece {
+                piece,
+                source,
+                data,
+            } => {
+                // The agent hashes on a worker thread; here the verdict is immediate.
+                let good = self.truth.get(piece.0 as usize) == Some(&data);
+                if let Some(s) = self.nodes[i].swarm.as_mut() {
+                    s.handle_piece_checked(piece, source, data, good, now);
+                }
+            }
             SwarmEvent::Complete => {
                 if self.nodes[i].finished.is_none() {
                     self.nodes[i].finished = Some(now);
