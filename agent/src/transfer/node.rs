@@ -37,6 +37,9 @@ pub const RETIRE_AFTER: Duration = Duration::from_secs(5);
 /// An offered manifest already passed up is passed up again after this long.
 pub const OFFER_AGAIN: Duration = Duration::from_secs(60);
 
+/// Pieces being hashed at once at most (each holds up to 1 MiB).
+const MAX_PENDING_CHECKS: usize = 16;
+
 /// Inputs taken at once before the core's outputs are carried out.
 const INPUT_BATCH: usize = 64;
 
@@ -78,8 +81,10 @@ struct Node {
     conns: HashMap<ConnId, PeerId>,
     peers: HashMap<PeerId, PeerConns>,
     writes: JoinSet<(u32, Result<()>)>,
-    /// Pieces being hashed on blocking threads (at most the pieces in flight).
+    /// Pieces being hashed on blocking threads, at most [`MAX_PENDING_CHECKS`], and which
+    /// piece each task hashes (so a lost task releases its piece).
     checks: JoinSet<Checked>,
+    checking: HashMap<tokio::task::Id, PieceNumber>,
     /// Origin fetches and retire timers: aborted when the node ends.
     tasks: JoinSet<()>,
     /// Close signals of retired connections still writing what they hold, by peer.
@@ -105,6 +110,7 @@ pub(super) async fn run(
         peers: HashMap::new(),
         writes: JoinSet::new(),
         checks: JoinSet::new(),
+        checking: HashMap::new(),
         tasks: JoinSet::new(),
         closing: HashMap::new(),
         complete_seen: false,
@@ -143,9 +149,9 @@ pub(super) async fn run(
                 None => return,
             },
             Some(done) = n.writes.join_next() => n.on_written(done),
-            Some(checked) = n.checks.join_next() => {
+            Some(checked) = n.checks.join_next_with_id() => {
                 n.on_checked(checked);
-                while let Some(more) = n.checks.try_join_next() {
+                while let Some(more) = n.checks.try_join_next_with_id() {
                     n.on_checked(more);
                 }
             }
@@ -207,11 +213,18 @@ impl Node {
             } => {
                 // SHA-256 of up to 1 MiB on a blocking thread: the node task was the
                 // bottleneck of a fast transfer, a quarter of it hashing.
+                while self.checks.len() >= MAX_PENDING_CHECKS {
+                    // Hashing is behind: wait, so the node slows to its pace.
+                    if let Some(done) = self.checks.join_next_with_id().await {
+                        self.on_checked(done);
+                    }
+                }
                 let digest = self.p.swarm.spec(piece).map(|s| s.digest);
-                self.checks.spawn_blocking(move || {
+                let task = self.checks.spawn_blocking(move || {
                     let good = digest.is_some_and(|d| Digest::of(&data) == d);
                     (piece, source, data, good)
                 });
+                self.checking.insert(task.id(), piece);
             }
             SwarmEvent::PieceVerified {
                 piece,
@@ -313,12 +326,23 @@ impl Node {
         });
     }
 
-    fn on_checked(&mut self, checked: std::result::Result<Checked, tokio::task::JoinError>) {
-        if let Ok((piece, source, data, good)) = checked {
-            let now = self.now();
-            self.p
-                .swarm
-                .handle_piece_checked(piece, source, data, good, now);
+    fn on_checked(
+        &mut self,
+        checked: std::result::Result<(tokio::task::Id, Checked), tokio::task::JoinError>,
+    ) {
+        let now = self.now();
+        match checked {
+            Ok((id, (piece, source, data, good))) => {
+                self.checking.remove(&id);
+                self.p
+                    .swarm
+                    .handle_piece_checked(piece, source, data, good, now);
+            }
+            Err(e) => {
+                if let Some(piece) = self.checking.remove(&e.id()) {
+                    self.p.swarm.handle_piece_check_lost(piece, now);
+                }
+            }
         }
     }
 

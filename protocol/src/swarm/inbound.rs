@@ -205,10 +205,10 @@ impl Swarm {
             pe.pieces.retain(|x| *x != p);
         }
         // The attempt ends here; the bytes count for nothing until the agent reports
-        // their hash (`handle_piece_checked`). Meanwhile the piece may be started again
-        // elsewhere: the first verified copy wins.
+        // their hash (`handle_piece_checked`). Meanwhile the piece is not started again
+        // (an endgame copy already under way may still finish: the first good one wins).
         self.tracker.abort(p, Source::Peer(peer), now);
-        self.checking.insert(p);
+        *self.checking.entry(p).or_insert(0) += 1;
         self.events.push_back(SwarmEvent::CheckPiece {
             piece: PieceNumber(p),
             source: Source::Peer(peer),

@@ -83,8 +83,9 @@ pub struct Swarm {
     rng: Rng,
     started: Duration,
     origin_in_flight: BTreeMap<u32, Duration>,
-    /// Pieces handed out for hashing (`CheckPiece`) and not yet judged: not started again.
-    checking: BTreeSet<u32>,
+    /// Pieces handed out for hashing (`CheckPiece`) and not yet judged, with how many
+    /// copies are out (endgame can finish two): not started again meanwhile.
+    checking: BTreeMap<u32, u32>,
     origin_retry_at: Duration,
     origin_failures: u32,
     transmits: VecDeque<(PeerId, Message)>,
@@ -127,7 +128,7 @@ impl Swarm {
             rng: Rng::new(seed),
             started: now,
             origin_in_flight: BTreeMap::new(),
-            checking: BTreeSet::new(),
+            checking: BTreeMap::new(),
             origin_retry_at: now,
             origin_failures: 0,
             transmits: VecDeque::new(),
@@ -309,7 +310,7 @@ impl Swarm {
     ) {
         self.now = self.now.max(now);
         let p = piece.0;
-        self.checking.remove(&p);
+        self.end_check(p);
         let expected = self
             .tracker
             .spec(p)
@@ -328,6 +329,23 @@ impl Swarm {
             }
         }
         self.schedule(now);
+    }
+
+    /// A `CheckPiece` whose verdict will never come (the hashing task was lost): the
+    /// piece may be fetched again; nobody is blamed.
+    pub fn handle_piece_check_lost(&mut self, piece: PieceNumber, now: Duration) {
+        self.now = self.now.max(now);
+        self.end_check(piece.0);
+        self.schedule(now);
+    }
+
+    fn end_check(&mut self, p: u32) {
+        if let Some(n) = self.checking.get_mut(&p) {
+            *n -= 1;
+            if *n == 0 {
+                self.checking.remove(&p);
+            }
+        }
     }
 
     /// The expected length and SHA-256 of piece `p`.

@@ -26,10 +26,9 @@ impl Swarm {
         }
         let mut ids: Vec<PeerId> = self.peers.keys().copied().collect();
         self.rng.shuffle(&mut ids);
-        let endgame = !self
-            .tracker
-            .states()
-            .any(|(p, s)| matches!(s, PieceState::Missing { .. }) && !self.checking.contains(&p));
+        let endgame = !self.tracker.states().any(|(p, s)| {
+            matches!(s, PieceState::Missing { .. }) && !self.checking.contains_key(&p)
+        });
         for id in ids {
             self.fill_peer(id, endgame, now);
         }
@@ -109,7 +108,7 @@ impl Swarm {
                 }
                 PieceState::Have => false,
             };
-            if !eligible || !pe.have.get(p) || self.checking.contains(&p) {
+            if !eligible || !pe.have.get(p) || self.checking.contains_key(&p) {
                 continue;
             }
             let avail = self.availability[p as usize];
@@ -156,7 +155,7 @@ impl Swarm {
         let mut ours = Vec::new();
         let mut others = Vec::new();
         for (p, state) in self.tracker.states() {
-            if !matches!(state, PieceState::Missing { .. }) || self.checking.contains(&p) {
+            if !matches!(state, PieceState::Missing { .. }) || self.checking.contains_key(&p) {
                 continue;
             }
             let held_nearby = self

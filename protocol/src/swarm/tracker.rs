@@ -3,7 +3,9 @@
 //! A piece is `Missing`, `Downloading` (one attempt, or two in endgame, each from a
 //! single source so a bad piece blames exactly one source) or `Have` (hash verified).
 //! Every transition goes through this module; the rest of the core reads states and asks
-//! for transitions, it never keeps a second copy of "what is in flight".
+//! for transitions, it never keeps a second copy of "what is in flight". One exception:
+//! a piece whose bytes are out for hashing (`SwarmEvent::CheckPiece`) is `Missing` here
+//! and counted in the core's `checking` map until the verdict comes back.
 
 use std::time::Duration;
 
