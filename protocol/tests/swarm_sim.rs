@@ -9,60 +9,13 @@ mod sim;
 use std::time::Duration;
 
 use shoal_protocol::swarm::SwarmConfig;
-use sim::{NodeSpec, Report, Scenario, run};
-
-const MBIT: f64 = 1_000_000.0;
+use sim::{MBIT, Report, Scenario, lan, run, show};
 
 fn seed(default: u64) -> u64 {
     std::env::var("SHOAL_SIM_SEED")
         .ok()
         .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
         .unwrap_or(default)
-}
-
-fn node(up: f64, down: f64) -> NodeSpec {
-    NodeSpec {
-        up_bps: up * MBIT,
-        down_bps: down * MBIT,
-        join_at: Duration::ZERO,
-        crash_at: None,
-        lying: false,
-        seed: false,
-    }
-}
-
-/// The lab's default shape: origin at 20 Mbit/s, N agents at 200 Mbit/s.
-fn lan(n: usize, seed: u64) -> Scenario {
-    Scenario {
-        seed,
-        piece_len: 256 * 1024,
-        pieces: 48,
-        nodes: (0..n).map(|_| node(200.0, 200.0)).collect(),
-        origin_bps: 20.0 * MBIT,
-        origin_dies_at: None,
-        latency: Duration::from_micros(300),
-        loss: 0.0,
-        rto: Duration::from_millis(200),
-        config: SwarmConfig {
-            block_len: 64 * 1024,
-            origin_grace: Duration::from_millis(500),
-            origin_stall: Duration::from_secs(5),
-            ..SwarmConfig::default()
-        },
-        time_limit: Duration::from_secs(600),
-    }
-}
-
-fn show(name: &str, r: &Report) {
-    eprintln!(
-        "{name}: origin {:.2} F, completion {:.2} s = {:.2} x bound {:.2} s, {} liar bans, {} steps",
-        r.origin_bytes as f64 / r.release_bytes as f64,
-        r.completion.as_secs_f64(),
-        r.completion.as_secs_f64() / r.bound.as_secs_f64(),
-        r.bound.as_secs_f64(),
-        r.bans_of_liars,
-        r.steps
-    );
 }
 
 fn must(sc: &Scenario) -> Report {

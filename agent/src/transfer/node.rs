@@ -430,7 +430,7 @@ impl Node {
                 // session of the peer: its slots went with that session.
                 if let Some(peer) = self.conns.get(&conn).copied() {
                     for _ in 0..blocks {
-                        self.p.swarm.handle_upload_done(peer);
+                        self.p.swarm.handle_upload_done(peer, now);
                     }
                 }
             }
@@ -494,7 +494,7 @@ impl Node {
         // The peer stays (on another connection): uploads lost with this one free their
         // slots.
         for _ in 0..unsent {
-            self.p.swarm.handle_upload_done(peer);
+            self.p.swarm.handle_upload_done(peer, now);
         }
     }
 }

@@ -76,6 +76,11 @@ impl Bitfield {
         true
     }
 
+    /// Whether some piece is in `self` and not in `other` (sets of the same release).
+    pub fn has_any_not_in(&self, other: &Bitfield) -> bool {
+        self.bits.iter().zip(&other.bits).any(|(a, b)| a & !b != 0)
+    }
+
     /// The pieces in the set, ascending.
     pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
         (0..self.len).filter(|i| self.get(*i))
@@ -98,5 +103,11 @@ mod tests {
         assert_eq!(Bitfield::from_wire(8, &[0, 0]), None);
         assert!(Bitfield::from_wire(9, &[0, 0]).is_some());
         assert_eq!(b.iter().collect::<Vec<_>>(), vec![0, 2, 9]);
+        let mut c = Bitfield::new(10);
+        assert!(b.has_any_not_in(&c) && !c.has_any_not_in(&b));
+        c.set(0);
+        c.set(2);
+        c.set(9);
+        assert!(!b.has_any_not_in(&c));
     }
 }

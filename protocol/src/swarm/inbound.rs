@@ -67,8 +67,11 @@ impl Swarm {
                 }
             }
             Message::Request(block) => self.on_request(peer, block, now)?,
-            Message::Cancel(_) => {
+            Message::Cancel(block) => {
                 // Blocks already handed to the agent are sent anyway; they are small.
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.queued.retain(|b| *b != block);
+                }
             }
             Message::Piece {
                 piece,
@@ -142,7 +145,12 @@ impl Swarm {
                 Some(RejectReason::Invalid)
             }
             Some(pe) if !pe.unchoked => Some(RejectReason::Choked),
-            Some(pe) if pe.uploads >= self.cfg.grant_window => Some(RejectReason::Overloaded),
+            Some(pe)
+                if usize::from(pe.uploads) + pe.queued.len()
+                    >= usize::from(self.cfg.grant_window) =>
+            {
+                Some(RejectReason::Overloaded)
+            }
             _ if !self.tracker.has(p) => Some(RejectReason::NotHeld),
             _ => None,
         };
@@ -151,10 +159,9 @@ impl Swarm {
             return Ok(());
         }
         if let Some(pe) = self.peers.get_mut(&peer) {
-            pe.uploads += 1;
+            pe.queued.push_back(block);
         }
-        self.counters.uploaded += u64::from(block.length);
-        self.events.push_back(SwarmEvent::Upload { peer, block });
+        self.serve_uploads();
         Ok(())
     }
 

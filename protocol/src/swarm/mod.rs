@@ -35,19 +35,22 @@
 mod bitfield;
 mod inbound;
 mod invariants;
+mod peerset;
 mod rng;
 mod schedule;
 mod tracker;
 mod types;
+mod uploads;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 pub use bitfield::Bitfield;
+pub use peerset::{PeerSetConfig, link_score};
 pub use rng::Rng;
-pub use schedule::rendezvous_score;
+pub use schedule::{fetcher_score, rendezvous_score};
 pub use tracker::{PieceSpec, PieceState, Source, Tracker};
-pub use types::{Counters, PeerError, SwarmConfig, SwarmEvent};
+pub use types::{Counters, PeerError, PeerStatus, SwarmConfig, SwarmEvent};
 
 use crate::digest::Digest;
 use crate::limits::MAX_BLOCK_LEN;
@@ -64,7 +67,12 @@ struct Peer {
     /// Pieces with an attempt from this peer (an index over the tracker's states).
     pieces: Vec<u32>,
     unchoked: bool,
+    /// When `unchoked` last changed (or the peer joined): slots rotate by it.
+    slot_since: Duration,
+    /// Blocks handed to the agent for upload and not yet sent.
     uploads: u16,
+    /// Accepted requests not yet handed to the agent (see `uploads`).
+    queued: VecDeque<BlockRef>,
     snubbed_until: Duration,
     last_recv: Duration,
     last_sent: Duration,
@@ -78,8 +86,23 @@ pub struct Swarm {
     tracker: Tracker,
     peers: BTreeMap<PeerId, Peer>,
     availability: Vec<u32>,
+    /// The pieces we hold (the tracker's `Have` states as a set, to compare with peers').
+    held: Bitfield,
     banned: BTreeSet<PeerId>,
+    /// Agents of the LAN we know of, joined or only discovered (without us): origin work
+    /// is split over them.
+    members: BTreeSet<PeerId>,
+    /// Per piece: whether we fetch it from the origin (we are its owner among the LAN's
+    /// origin fetchers).
     mine: Vec<bool>,
+    /// The LAN's origin fetchers in our view (us included if we are one).
+    fetchers: Vec<PeerId>,
+    /// When upload slots rotate next.
+    next_rotation: Duration,
+    /// The peer whose queued request was handed out last (uploads go round-robin).
+    upload_turn: Option<PeerId>,
+    /// Our measured upload rate.
+    uplink: uploads::Uplink,
     rng: Rng,
     started: Duration,
     origin_in_flight: BTreeMap<u32, Duration>,
@@ -117,14 +140,26 @@ impl Swarm {
             ..cfg
         };
         let n = pieces.len();
+        let mut have = Bitfield::new(n as u32);
+        for (i, h) in held.iter().take(n).enumerate() {
+            if *h {
+                have.set(i as u32);
+            }
+        }
         let mut s = Swarm {
             tracker: Tracker::new(pieces, held, cfg.block_len, now),
             cfg,
             me,
             peers: BTreeMap::new(),
             availability: vec![0; n],
+            held: have,
             banned: BTreeSet::new(),
+            members: BTreeSet::new(),
             mine: vec![true; n],
+            fetchers: Vec::new(),
+            next_rotation: now,
+            upload_turn: None,
+            uplink: uploads::Uplink::default(),
             rng: Rng::new(seed),
             started: now,
             origin_in_flight: BTreeMap::new(),
@@ -172,9 +207,52 @@ impl Swarm {
         self.peers.keys().copied()
     }
 
+    /// What we know of a joined peer.
+    pub fn peer_status(&self, peer: &PeerId) -> Option<PeerStatus> {
+        let pe = self.peers.get(peer)?;
+        Some(PeerStatus {
+            has: pe.have.count(),
+            chokes_us: pe.choked_us,
+            unchoked: pe.unchoked,
+            snubbed_until: pe.snubbed_until,
+            fetching: pe.pieces.len(),
+            outstanding: pe.outstanding.len(),
+            serving: usize::from(pe.uploads) + pe.queued.len(),
+        })
+    }
+
     /// Whether `peer` is banned.
     pub fn is_banned(&self, peer: &PeerId) -> bool {
         self.banned.contains(peer)
+    }
+
+    /// Discovery reports an agent of the LAN (connected or not). Origin work is split
+    /// over every agent known, so agents that are not connected to each other still
+    /// fetch different pieces.
+    pub fn handle_member(&mut self, peer: PeerId, now: Duration) {
+        self.now = self.now.max(now);
+        if peer == self.me || self.banned.contains(&peer) || !self.members.insert(peer) {
+            return;
+        }
+        self.last_join = Some(now);
+        self.recompute_ownership();
+        self.schedule(now);
+    }
+
+    /// Discovery no longer sees `peer` (its announcement ended or expired). A joined
+    /// peer stays a member until its connection closes.
+    pub fn handle_member_gone(&mut self, peer: PeerId, now: Duration) {
+        self.now = self.now.max(now);
+        if self.peers.contains_key(&peer) || !self.members.remove(&peer) {
+            return;
+        }
+        self.recompute_ownership();
+        self.schedule(now);
+    }
+
+    /// The agents of the LAN known (joined or discovered), without us.
+    pub fn members(&self) -> usize {
+        self.members.len()
     }
 
     /// A peer finished the handshake for this release.
@@ -192,7 +270,8 @@ impl Swarm {
             return;
         }
         self.last_join = Some(now);
-        let unchoked = self.peers.values().filter(|p| p.unchoked).count() < self.cfg.upload_slots;
+        self.members.insert(peer);
+        let unchoked = self.peers.values().filter(|p| p.unchoked).count() < self.upload_slots();
         self.peers.insert(
             peer,
             Peer {
@@ -203,23 +282,19 @@ impl Swarm {
                 outstanding: Vec::new(),
                 pieces: Vec::new(),
                 unchoked,
+                slot_since: now,
                 uploads: 0,
+                queued: VecDeque::new(),
                 snubbed_until: Duration::ZERO,
                 last_recv: now,
                 last_sent: now,
             },
         );
-        let mut map = Bitfield::new(self.tracker.len());
-        for p in 0..self.tracker.len() {
-            if self.tracker.has(p) {
-                map.set(p);
-            }
-        }
         self.send(
             peer,
             Message::PieceMap {
-                piece_count: map.len(),
-                bits: map.as_wire().to_vec(),
+                piece_count: self.held.len(),
+                bits: self.held.as_wire().to_vec(),
             },
             now,
         );
@@ -354,10 +429,15 @@ impl Swarm {
     }
 
     /// The agent sent (or gave up sending) an `Upload` block to `peer`.
-    pub fn handle_upload_done(&mut self, peer: PeerId) {
+    pub fn handle_upload_done(&mut self, peer: PeerId, now: Duration) {
+        self.now = self.now.max(now);
         if let Some(p) = self.peers.get_mut(&peer) {
             p.uploads = p.uploads.saturating_sub(1);
         }
+        let busy =
+            self.uploads_in_flight() > 0 || self.peers.values().any(|p| !p.queued.is_empty());
+        self.uplink.done(u64::from(self.cfg.block_len), busy, now);
+        self.serve_uploads();
     }
 
     /// Time passed: stalls, keep-alives, idle peers, origin deadlines.
@@ -451,6 +531,10 @@ impl Swarm {
             at(self.origin_retry_at);
             at(self.lan_progress + self.cfg.origin_stall);
         }
+        if self.slots_need_rotation() {
+            // Due already (no input came since): soon, and then every `rotate_every`.
+            at(self.next_rotation.max(now + Duration::from_millis(1)));
+        }
         t
     }
 
@@ -470,6 +554,7 @@ impl Swarm {
 
     /// A verified piece: record it, cancel duplicates, announce it.
     fn finish_piece(&mut self, p: u32, data: Vec<u8>, source: Source, now: Duration) {
+        self.held.set(p);
         for other in self.tracker.complete(p) {
             match other {
                 // A peer's verified attempt ended before its hash was checked, so any
@@ -543,19 +628,11 @@ impl Swarm {
             self.tracker.abort(p, Source::Peer(peer), now);
         }
         self.transmits.retain(|(to, _)| *to != peer);
-        // Hand its upload slot to a choked peer.
-        if pe.unchoked
-            && let Some(next) = self
-                .peers
-                .iter()
-                .find(|(_, p)| !p.unchoked)
-                .map(|(id, _)| *id)
-        {
-            if let Some(p) = self.peers.get_mut(&next) {
-                p.unchoked = true;
-            }
-            let w = self.cfg.grant_window;
-            self.send(next, Message::Unchoke { max_requests: w }, now);
+        // We saw it leave: it no longer counts for the origin split (if it is still up,
+        // it will join again, or discovery reports it again).
+        self.members.remove(&peer);
+        if pe.unchoked {
+            self.fill_upload_slots(now);
         }
         self.recompute_ownership();
     }

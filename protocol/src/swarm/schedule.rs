@@ -4,23 +4,45 @@
 use super::*;
 
 impl Swarm {
-    /// Rendezvous hashing: which pieces we fetch from the origin first. A change of the
-    /// peer set restarts the stall clock: the new owners get their chance.
+    /// Which pieces we fetch from the origin first. The LAN's origin fetchers are the
+    /// `origin_fetchers` agents known (members and ourselves) with the highest
+    /// [`fetcher_score`]; each piece is owned by the fetcher with the highest
+    /// [`rendezvous_score`]. A change of the member set restarts the stall clock: the new
+    /// owners get their chance.
     pub(super) fn recompute_ownership(&mut self) {
         self.lan_progress = self.now;
-        let mut members: Vec<PeerId> = self.peers.keys().copied().collect();
-        members.push(self.me);
+        let salt = self.release_salt();
+        let mut fetchers: Vec<PeerId> = self.members.iter().copied().collect();
+        fetchers.push(self.me);
+        fetchers.sort_unstable_by_key(|id| std::cmp::Reverse(fetcher_score(&salt, id)));
+        fetchers.truncate(self.cfg.origin_fetchers.max(1));
+        if fetchers == self.fetchers {
+            return;
+        }
+        self.fetchers = fetchers;
+        let me = self.me;
+        let fetching = self.fetchers.contains(&me);
         for p in 0..self.tracker.len() {
-            let owner = members
+            let owner = self
+                .fetchers
                 .iter()
                 .max_by_key(|id| rendezvous_score(p, id))
                 .copied();
-            self.mine[p as usize] = owner == Some(self.me);
+            self.mine[p as usize] = fetching && owner == Some(me);
         }
+    }
+
+    /// What makes the fetcher election differ between releases: the first piece's
+    /// digest (any fixed fact of the release would do).
+    fn release_salt(&self) -> [u8; 32] {
+        self.tracker.spec(0).map_or([0; 32], |s| s.digest.0)
     }
 
     /// Starts new attempts and requests (see the module docs for the policy).
     pub(super) fn schedule(&mut self, now: Duration) {
+        // Uploads go on after we complete; a rotation that came due is done here, on
+        // whatever input arrives first.
+        self.rotate_uploads(now);
         if self.complete_sent {
             return;
         }
@@ -142,7 +164,7 @@ impl Swarm {
         let share = self
             .cfg
             .origin_parallel
-            .div_ceil(self.peers.len() + 1)
+            .div_ceil(self.fetchers.len())
             .max(1);
         let free = share.saturating_sub(self.origin_in_flight.len());
         if free == 0 {
@@ -182,6 +204,13 @@ impl Swarm {
             });
         }
     }
+}
+
+/// The score of `peer` in the election of a release's origin fetchers (highest win);
+/// `salt` names the release.
+pub fn fetcher_score(salt: &[u8; 32], peer: &PeerId) -> u64 {
+    let d = Digest::of_parts(&[b"SHOAL-FETCHER-V1\0", salt, &peer.0]);
+    u64::from_be_bytes(d.0[..8].try_into().unwrap_or_default())
 }
 
 /// The rendezvous score of `peer` for piece `p` (highest wins the origin fetch).

@@ -17,8 +17,21 @@ pub struct SwarmConfig {
     pub pieces_per_peer: usize,
     /// Peers we unchoke at once.
     pub upload_slots: usize,
+    /// How often upload slots rotate: peers that want a piece we hold and wait for a
+    /// slot take over from the longest-served holders (see `uploads`).
+    pub rotate_every: Duration,
+    /// How many agents of the LAN fetch from the origin (see `origin_parallel`).
+    pub origin_fetchers: usize,
     /// Requests an unchoked peer may keep outstanding with us.
     pub grant_window: u16,
+    /// Blocks handed to the agent for upload (`SwarmEvent::Upload`) and not yet sent, at
+    /// most; further accepted requests wait in the core, served round-robin over peers.
+    /// Once the uplink's rate is measured, fewer: about 100 ms of it (at least 2).
+    pub upload_inflight: usize,
+    /// Upload bytes per second one slot is worth: once the uplink's rate is measured,
+    /// `upload_slots` shrinks to `rate / slot_rate` (at least one), so a slow uplink
+    /// sends a fresh piece to one or two peers quickly rather than to eight slowly.
+    pub slot_rate: u64,
     /// An attempt with no progress for this long is abandoned.
     pub block_timeout: Duration,
     /// A peer whose attempt stalled is not used for this long.
@@ -51,8 +64,12 @@ impl Default for SwarmConfig {
             block_len: 128 * 1024,
             request_window: 16,
             pieces_per_peer: 2,
-            upload_slots: 32,
+            upload_slots: 8,
+            rotate_every: Duration::from_millis(500),
+            origin_fetchers: 4,
             grant_window: 32,
+            upload_inflight: 16,
+            slot_rate: 2_500_000,
             block_timeout: Duration::from_secs(10),
             snub_time: Duration::from_secs(30),
             origin_grace: Duration::from_secs(2),
@@ -176,6 +193,25 @@ pub enum SwarmEvent {
     },
     /// Every piece is held (emitted once).
     Complete,
+}
+
+/// What the core knows of one joined peer (for status views and diagnostics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// Pieces it holds.
+    pub has: u32,
+    /// It chokes us.
+    pub chokes_us: bool,
+    /// We unchoked it.
+    pub unchoked: bool,
+    /// Its stalled attempt keeps us from asking it until then.
+    pub snubbed_until: Duration,
+    /// Pieces we fetch from it now.
+    pub fetching: usize,
+    /// Our requests it has not answered.
+    pub outstanding: usize,
+    /// Its requests queued or on their way out.
+    pub serving: usize,
 }
 
 /// Byte counters of this swarm.

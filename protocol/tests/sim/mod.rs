@@ -8,13 +8,25 @@
 //! receiver's downlink. The origin is one uplink shared by all its responses (FIFO); an
 //! origin response arrives when the origin finishes sending it and does not occupy the
 //! receiver's downlink queue (it is far slower than the LAN).
+//!
+//! Overlay model: discovery is instant and complete (every node learns of every node
+//! that starts, through `Swarm::handle_member`), and each node connects by the protocol's
+//! overlay rule (`PeerSetConfig`): it dials the members with the best link scores among
+//! the live ones, and a connection needs room at both ends (the handshake is abstracted).
+//! A crashed node's neighbours see the connection close and dial replacements; the
+//! others forget it only after `forget_after` (mDNS records outlive a crash).
+//!
+//! Starvation check: every second, a node that has had a neighbour holding a piece it
+//! lacks, and has received no piece data, for longer than `starve_bound` fails the run.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Duration;
 
 use shoal_protocol::Digest;
-use shoal_protocol::swarm::{PieceSpec, Rng, Swarm, SwarmConfig, SwarmEvent};
+use shoal_protocol::swarm::{
+    PeerSetConfig, PieceSpec, Rng, Swarm, SwarmConfig, SwarmEvent, link_score,
+};
 use shoal_protocol::wire::{Message, PeerId, PieceNumber};
 
 /// One simulated agent.
@@ -57,6 +69,12 @@ pub struct Scenario {
     pub rto: Duration,
     /// Core configuration.
     pub config: SwarmConfig,
+    /// The overlay rule.
+    pub mesh: PeerSetConfig,
+    /// How long after a crash nodes that were not connected to it stop counting it.
+    pub forget_after: Duration,
+    /// Longest a node may go without piece data while a neighbour holds a piece it lacks.
+    pub starve_bound: Duration,
     /// Give up after this much virtual time.
     pub time_limit: Duration,
 }
@@ -78,6 +96,11 @@ pub struct Report {
     pub bans_of_liars: usize,
     /// Events processed.
     pub steps: u64,
+    /// The longest a node went without piece data while a neighbour held a piece it
+    /// lacked.
+    pub longest_starved: Duration,
+    /// Connections per node at the end: fewest and most.
+    pub degree: (usize, usize),
 }
 
 enum Ev {
@@ -97,6 +120,12 @@ enum Ev {
         node: usize,
         generation: u64,
     },
+    Forget(usize),
+    Tick,
+    UploadDone {
+        node: usize,
+        peer: PeerId,
+    },
 }
 
 struct Node {
@@ -109,6 +138,12 @@ struct Node {
     alive: bool,
     finished: Option<Duration>,
     timer_generation: u64,
+    /// Connected nodes.
+    links: std::collections::BTreeSet<usize>,
+    /// The live members with the best link scores (best first, at most `mesh.dial`).
+    top: Vec<(u64, usize)>,
+    /// Since when the node wants what a neighbour has and got no piece data.
+    wanting_since: Option<Duration>,
 }
 
 /// Runs a scenario to completion; `Err` carries the seed and what went wrong.
@@ -123,6 +158,7 @@ struct Sim<'a> {
     truth: Vec<Vec<u8>>,
     specs: Vec<PieceSpec>,
     nodes: Vec<Node>,
+    index: std::collections::HashMap<PeerId, usize>,
     queue: BinaryHeap<Reverse<(Duration, u64)>>,
     payloads: std::collections::HashMap<u64, Ev>,
     seq: u64,
@@ -132,6 +168,7 @@ struct Sim<'a> {
     origin_bytes: u64,
     bans_of_liars: usize,
     steps: u64,
+    longest_starved: Duration,
 }
 
 fn bits_time(bytes: usize, bps: f64) -> Duration {
@@ -158,7 +195,7 @@ impl<'a> Sim<'a> {
                 digest: Digest::of(d),
             })
             .collect();
-        let nodes = sc
+        let nodes: Vec<Node> = sc
             .nodes
             .iter()
             .enumerate()
@@ -176,6 +213,9 @@ impl<'a> Sim<'a> {
                     alive: false,
                     finished: None,
                     timer_generation: 0,
+                    links: Default::default(),
+                    top: Vec::new(),
+                    wanting_since: None,
                 }
             })
             .collect();
@@ -183,6 +223,7 @@ impl<'a> Sim<'a> {
             sc,
             truth,
             specs,
+            index: nodes.iter().enumerate().map(|(i, n)| (n.id, i)).collect(),
             nodes,
             queue: BinaryHeap::new(),
             payloads: std::collections::HashMap::new(),
@@ -193,12 +234,15 @@ impl<'a> Sim<'a> {
             origin_bytes: 0,
             bans_of_liars: 0,
             steps: 0,
+            longest_starved: Duration::ZERO,
         };
+        sim.push(Duration::from_secs(1), Ev::Tick);
         for i in 0..sim.nodes.len() {
             let spec = sim.nodes[i].spec.clone();
             sim.push(spec.join_at, Ev::Join(i));
             if let Some(t) = spec.crash_at {
                 sim.push(t, Ev::Crash(i));
+                sim.push(t + sc.forget_after, Ev::Forget(i));
             }
         }
         sim
@@ -277,19 +321,40 @@ impl<'a> Sim<'a> {
                 self.nodes[i].swarm = Some(swarm);
                 self.nodes[i].alive = true;
                 let mut touched = vec![i];
-                // Full mesh: the new node meets every live node (handshake abstracted).
-                for j in 0..self.nodes.len() {
-                    if j != i && self.nodes[j].alive {
-                        let (a, b) = (self.nodes[i].id, self.nodes[j].id);
-                        if let Some(s) = self.nodes[i].swarm.as_mut() {
-                            s.handle_joined(b, now);
-                        }
-                        if let Some(s) = self.nodes[j].swarm.as_mut() {
-                            s.handle_joined(a, now);
-                        }
-                        touched.push(j);
+                let others: Vec<usize> = (0..self.nodes.len())
+                    .filter(|j| *j != i && self.nodes[*j].alive)
+                    .collect();
+                // Discovery: the new node learns of everyone, everyone of it.
+                let me = self.nodes[i].id;
+                for &j in &others {
+                    let them = self.nodes[j].id;
+                    if let Some(s) = self.nodes[i].swarm.as_mut() {
+                        s.handle_member(them, now);
+                    }
+                    if let Some(s) = self.nodes[j].swarm.as_mut() {
+                        s.handle_member(me, now);
                     }
                 }
+                // The overlay: the new node dials its best links; nodes for which it is
+                // now among the best dial it.
+                self.rank(i);
+                let mine: Vec<usize> = self.nodes[i].top.iter().map(|(_, j)| *j).collect();
+                for j in mine {
+                    self.connect(i, j, now, &mut touched);
+                }
+                let dial = self.sc.mesh.dial;
+                for &j in &others {
+                    let score = link_score(&me, &self.nodes[j].id);
+                    let top = &mut self.nodes[j].top;
+                    if top.len() < dial || top.last().is_some_and(|(s, _)| score > *s) {
+                        top.push((score, i));
+                        top.sort_unstable_by(|a, b| b.cmp(a));
+                        top.truncate(dial);
+                        self.connect(j, i, now, &mut touched);
+                    }
+                }
+                touched.sort_unstable();
+                touched.dedup();
                 touched
             }
             Ev::Crash(i) => {
@@ -297,19 +362,60 @@ impl<'a> Sim<'a> {
                 self.nodes[i].swarm = None;
                 let id = self.nodes[i].id;
                 let mut touched = Vec::new();
-                for j in 0..self.nodes.len() {
+                let links = std::mem::take(&mut self.nodes[i].links);
+                for &j in &links {
+                    self.nodes[j].links.remove(&i);
                     if let Some(s) = self.nodes[j].swarm.as_mut() {
                         s.handle_disconnected(id, now);
                         touched.push(j);
                     }
                 }
+                // Nodes that dialled it dial their next best live member.
+                let rerank: Vec<usize> = (0..self.nodes.len())
+                    .filter(|j| self.nodes[*j].alive && self.nodes[*j].top.iter().any(|t| t.1 == i))
+                    .collect();
+                for j in rerank {
+                    self.rank(j);
+                    let best: Vec<usize> = self.nodes[j].top.iter().map(|(_, k)| *k).collect();
+                    for k in best {
+                        self.connect(j, k, now, &mut touched);
+                    }
+                }
+                touched.sort_unstable();
+                touched.dedup();
                 touched
+            }
+            Ev::Forget(i) => {
+                let id = self.nodes[i].id;
+                let mut touched = Vec::new();
+                for j in 0..self.nodes.len() {
+                    if let Some(s) = self.nodes[j].swarm.as_mut() {
+                        s.handle_member_gone(id, now);
+                        touched.push(j);
+                    }
+                }
+                touched
+            }
+            Ev::UploadDone { node, peer } => match self.nodes[node].swarm.as_mut() {
+                Some(s) => {
+                    s.handle_upload_done(peer, self.now);
+                    vec![node]
+                }
+                None => vec![],
+            },
+            Ev::Tick => {
+                self.check_starvation()?;
+                self.push(now + Duration::from_secs(1), Ev::Tick);
+                vec![]
             }
             Ev::Deliver { to, from, msg } => {
                 let from_id = self.nodes[from].id;
-                let from_alive = self.nodes[from].alive;
+                let linked = self.nodes[from].alive && self.nodes[to].links.contains(&from);
+                if matches!(msg, Message::Piece { .. }) {
+                    self.nodes[to].wanting_since = None;
+                }
                 match self.nodes[to].swarm.as_mut() {
-                    Some(s) if from_alive => {
+                    Some(s) if linked => {
                         s.handle_message(from_id, msg, now);
                         vec![to]
                     }
@@ -365,8 +471,98 @@ impl<'a> Sim<'a> {
         Ok(())
     }
 
+    /// Ranks node `i`'s links to the live nodes, best first, keeping `mesh.dial`.
+    fn rank(&mut self, i: usize) {
+        let me = self.nodes[i].id;
+        let mut top: Vec<(u64, usize)> = (0..self.nodes.len())
+            .filter(|j| *j != i && self.nodes[*j].alive)
+            .map(|j| (link_score(&me, &self.nodes[j].id), j))
+            .collect();
+        top.sort_unstable_by(|a, b| b.cmp(a));
+        top.truncate(self.sc.mesh.dial);
+        self.nodes[i].top = top;
+    }
+
+    /// Node `a` dials node `b`: they join each other if both have room.
+    fn connect(&mut self, a: usize, b: usize, now: Duration, touched: &mut Vec<usize>) {
+        let room = |n: &Node| self.sc.mesh.has_room(n.links.len());
+        if a == b
+            || self.nodes[a].links.contains(&b)
+            || !self.nodes[b].alive
+            || !room(&self.nodes[a])
+            || !room(&self.nodes[b])
+        {
+            return;
+        }
+        self.nodes[a].links.insert(b);
+        self.nodes[b].links.insert(a);
+        let (ia, ib) = (self.nodes[a].id, self.nodes[b].id);
+        if let Some(s) = self.nodes[a].swarm.as_mut() {
+            s.handle_joined(ib, now);
+        }
+        if let Some(s) = self.nodes[b].swarm.as_mut() {
+            s.handle_joined(ia, now);
+        }
+        touched.extend([a, b]);
+    }
+
+    /// Fails the run if a node went too long without piece data while a neighbour held
+    /// a piece it lacked.
+    fn check_starvation(&mut self) -> Result<(), String> {
+        let now = self.now;
+        for i in 0..self.nodes.len() {
+            let n = &self.nodes[i];
+            if !n.alive || n.finished.is_some() || n.spec.lying {
+                self.nodes[i].wanting_since = None;
+                continue;
+            }
+            let wants = n.links.iter().any(|&j| {
+                let other = &self.nodes[j];
+                !other.spec.lying
+                    && other
+                        .held
+                        .iter()
+                        .zip(&n.held)
+                        .any(|(theirs, ours)| *theirs && !ours)
+            });
+            if !wants {
+                self.nodes[i].wanting_since = None;
+                continue;
+            }
+            let since = *self.nodes[i].wanting_since.get_or_insert(now);
+            let waited = now - since;
+            self.longest_starved = self.longest_starved.max(waited);
+            if waited > self.sc.starve_bound {
+                let me = self.nodes[i].id;
+                let views: Vec<String> = self.nodes[i]
+                    .links
+                    .iter()
+                    .map(|&j| {
+                        let mine = self.nodes[i]
+                            .swarm
+                            .as_ref()
+                            .and_then(|s| s.peer_status(&self.nodes[j].id));
+                        let theirs = self.nodes[j]
+                            .swarm
+                            .as_ref()
+                            .and_then(|s| s.peer_status(&me));
+                        format!("\n  {j}: ours {mine:?}\n      theirs {theirs:?}")
+                    })
+                    .collect();
+                if std::env::var_os("SHOAL_SIM_TRACE").is_some() {
+                    eprintln!("{}", views.concat());
+                }
+                return Err(format!(
+                    "node {i} starved: no piece data for {waited:?} while a neighbour held \
+                     what it lacks"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn index_of(&self, id: PeerId) -> Option<usize> {
-        self.nodes.iter().position(|n| n.id == id)
+        self.index.get(&id).copied()
     }
 
     fn transmit(&mut self, from: usize, to: PeerId, msg: Message) {
@@ -450,15 +646,15 @@ impl<'a> Sim<'a> {
                 if self.nodes[i].spec.lying {
                     data[0] ^= 0x5a;
                 }
-                if let Some(s) = self.nodes[i].swarm.as_mut() {
-                    s.handle_upload_done(peer);
-                }
                 let msg = Message::Piece {
                     piece: block.piece,
                     offset: block.offset,
                     data,
                 };
                 self.transmit(i, peer, msg);
+                // The agent reports an upload done once it is written out.
+                let sent = self.nodes[i].up_free;
+                self.push(sent, Ev::UploadDone { node: i, peer });
             }
             SwarmEvent::Disconnect { peer, ban, .. } => {
                 if let Some(j) = self.index_of(peer) {
@@ -468,6 +664,8 @@ impl<'a> Sim<'a> {
                         return Err(format!("node {i} banned honest node {j}"));
                     }
                     let me = self.nodes[i].id;
+                    self.nodes[i].links.remove(&j);
+                    self.nodes[j].links.remove(&i);
                     if let Some(s) = self.nodes[j].swarm.as_mut() {
                         s.handle_disconnected(me, now);
                     }
@@ -532,6 +730,73 @@ impl<'a> Sim<'a> {
             bound: Duration::from_secs_f64(bound),
             bans_of_liars: self.bans_of_liars,
             steps: self.steps,
+            longest_starved: self.longest_starved,
+            degree: (
+                self.nodes
+                    .iter()
+                    .filter(|n| n.alive && !n.spec.lying)
+                    .map(|n| n.links.len())
+                    .min()
+                    .unwrap_or(0),
+                self.nodes.iter().map(|n| n.links.len()).max().unwrap_or(0),
+            ),
         }
     }
+}
+
+/// One megabit per second.
+pub const MBIT: f64 = 1_000_000.0;
+
+/// An honest agent with these link rates (Mbit/s), present from the start.
+pub fn node(up: f64, down: f64) -> NodeSpec {
+    NodeSpec {
+        up_bps: up * MBIT,
+        down_bps: down * MBIT,
+        join_at: Duration::ZERO,
+        crash_at: None,
+        lying: false,
+        seed: false,
+    }
+}
+
+/// The lab's default shape: origin at 20 Mbit/s, N agents at 200 Mbit/s.
+pub fn lan(n: usize, seed: u64) -> Scenario {
+    Scenario {
+        seed,
+        piece_len: 256 * 1024,
+        pieces: 48,
+        nodes: (0..n).map(|_| node(200.0, 200.0)).collect(),
+        origin_bps: 20.0 * MBIT,
+        origin_dies_at: None,
+        latency: Duration::from_micros(300),
+        loss: 0.0,
+        rto: Duration::from_millis(200),
+        config: SwarmConfig {
+            block_len: 64 * 1024,
+            origin_grace: Duration::from_millis(500),
+            origin_stall: Duration::from_secs(5),
+            ..SwarmConfig::default()
+        },
+        mesh: PeerSetConfig::default(),
+        forget_after: Duration::from_secs(120),
+        starve_bound: Duration::from_secs(15),
+        time_limit: Duration::from_secs(600),
+    }
+}
+
+/// Prints a run's figures.
+pub fn show(name: &str, r: &Report) {
+    eprintln!(
+        "{name}: origin {:.2} F, completion {:.2} s = {:.2} x bound {:.2} s, {} liar bans, {} steps, \
+         degree {}-{}, longest starved {:.1} s",
+        r.origin_bytes as f64 / r.release_bytes as f64,
+        r.completion.as_secs_f64(),
+        r.completion.as_secs_f64() / r.bound.as_secs_f64(),
+        r.bound.as_secs_f64(),
+        r.bans_of_liars,
+        r.steps,
+        r.degree.0,
+        r.degree.1,
+        r.longest_starved.as_secs_f64()
+    );
 }

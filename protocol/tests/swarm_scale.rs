@@ -1,0 +1,105 @@
+//! Large-LAN and mixed-speed benchmarks in the deterministic simulator: figures, not
+//! timed tests. Each scenario is `#[ignore]`d (minutes in a debug build); run them with
+//! `bench/swarm-sim.sh`, which builds in release mode. The invariants (every node ends
+//! with correct bytes, no node starves) still fail a run; the figures are printed.
+//!
+//! Overrides for experiments: `SHOAL_SIM_SLOTS` (upload slots), `SHOAL_SIM_FETCHERS`
+//! (origin fetchers), `SHOAL_SIM_ROTATE_MS` (slot rotation), `SHOAL_SIM_DIAL` (links dialled per agent).
+
+mod sim;
+
+use std::time::{Duration, Instant};
+
+use sim::{MBIT, Scenario, lan, run, show};
+
+fn env(name: &str) -> Option<usize> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+fn tuned(mut sc: Scenario) -> Scenario {
+    if let Some(v) = env("SHOAL_SIM_SLOTS") {
+        sc.config.upload_slots = v;
+    }
+    if let Some(v) = env("SHOAL_SIM_FETCHERS") {
+        sc.config.origin_fetchers = v;
+    }
+    if let Some(v) = env("SHOAL_SIM_ROTATE_MS") {
+        sc.config.rotate_every = Duration::from_millis(v as u64);
+    }
+    if let Some(v) = env("SHOAL_SIM_DIAL") {
+        sc.mesh.dial = v;
+    }
+    sc
+}
+
+fn bench(name: &str, sc: Scenario) {
+    let sc = tuned(sc);
+    let began = Instant::now();
+    let r = run(&sc).unwrap_or_else(|e| panic!("{name}: {e}"));
+    show(name, &r);
+    eprintln!(
+        "{name}: simulated in {:.1} s",
+        began.elapsed().as_secs_f64()
+    );
+}
+
+/// One LAN of `n` agents in the lab's default shape (origin 20 Mbit/s, agents 200).
+fn one_lan(n: usize, pieces: u32) {
+    let mut sc = lan(n, 0x5ca1_e000 + n as u64);
+    sc.pieces = pieces;
+    sc.time_limit = Duration::from_secs(300);
+    bench(&format!("{n} agents, {pieces} pieces"), sc);
+}
+
+#[test]
+#[ignore = "benchmark: bench/swarm-sim.sh"]
+fn lan_grid() {
+    for n in [4, 8, 16, 24, 32, 40] {
+        one_lan(n, 48);
+    }
+}
+
+#[test]
+#[ignore = "benchmark: bench/swarm-sim.sh"]
+fn lan_100() {
+    one_lan(100, 64);
+}
+
+#[test]
+#[ignore = "benchmark: bench/swarm-sim.sh"]
+fn lan_250() {
+    one_lan(250, 64);
+}
+
+#[test]
+#[ignore = "benchmark: bench/swarm-sim.sh"]
+fn lan_1000() {
+    one_lan(1000, 64);
+}
+
+/// `n` agents of which `slow` have 20 Mbit/s both ways, the rest 200.
+fn mixed(n: usize, slow: usize) {
+    let mut sc = lan(n, 0x3173_d000 + (n * 100 + slow) as u64);
+    for node in sc.nodes.iter_mut().take(slow) {
+        node.up_bps = 20.0 * MBIT;
+        node.down_bps = 20.0 * MBIT;
+    }
+    let name = format!("{n} agents, {slow} slow");
+    let sc = tuned(sc);
+    let r = run(&sc).unwrap_or_else(|e| panic!("{name}: {e}"));
+    show(&name, &r);
+    let last = |nodes: &[Option<Duration>]| nodes.iter().flatten().max().copied();
+    eprintln!(
+        "{name}: slow agents done by {:.2} s, fast ones by {:.2} s",
+        last(&r.finish[..slow]).unwrap_or_default().as_secs_f64(),
+        last(&r.finish[slow..]).unwrap_or_default().as_secs_f64()
+    );
+}
+
+#[test]
+#[ignore = "benchmark: bench/swarm-sim.sh"]
+fn mixed_speeds() {
+    mixed(16, 8);
+    mixed(24, 12);
+    mixed(32, 8);
+}
