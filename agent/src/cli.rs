@@ -197,6 +197,7 @@ async fn dispatch(cmd: Command) -> Result<(), Error> {
                     older: Vec::new(),
                     gossip: None,
                     write_timeout: WRITE_TIMEOUT,
+                    overlay: shoal_protocol::swarm::PeerSetConfig::default(),
                 },
             };
             let (stop_tx, stop_rx) = watch::channel(false);

@@ -138,6 +138,7 @@ impl Daemon {
             older: Vec::new(),
             gossip: Some(self.gossip_tx.clone()),
             write_timeout: WRITE_TIMEOUT,
+            overlay: shoal_protocol::swarm::PeerSetConfig::default(),
         }
     }
 

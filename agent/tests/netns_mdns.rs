@@ -198,7 +198,9 @@ fn run_liar(
             interfaces: vec!["eth0".into()],
             group: "default".into(),
         };
-        let _announce = Discovery::start(&cfg, 7400, [0x11; 8], found).expect("liar announces");
+        let _announce =
+            Discovery::start(&cfg, 7400, &shoal_protocol::wire::PeerId([0x11; 16]), found)
+                .expect("liar announces");
         let deadline = Instant::now() + Duration::from_secs(120);
         while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
             if let Ok(Ok((s, _))) =

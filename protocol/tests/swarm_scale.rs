@@ -4,7 +4,7 @@
 //! with correct bytes, no node starves) still fail a run; the figures are printed.
 //!
 //! Overrides for experiments: `SHOAL_SIM_SLOTS` (upload slots), `SHOAL_SIM_FETCHERS`
-//! (origin fetchers), `SHOAL_SIM_ROTATE_MS` (slot rotation), `SHOAL_SIM_DIAL` (links dialled per agent).
+//! (origin fetchers), `SHOAL_SIM_ROTATE_MS` (slot rotation), `SHOAL_SIM_INFLIGHT` (uploads out per peer), `SHOAL_SIM_DIAL` (links dialled per agent).
 
 mod sim;
 
@@ -17,6 +17,7 @@ fn env(name: &str) -> Option<usize> {
 }
 
 fn tuned(mut sc: Scenario) -> Scenario {
+    sc.check_every = 97;
     if let Some(v) = env("SHOAL_SIM_SLOTS") {
         sc.config.upload_slots = v;
     }
@@ -25,6 +26,9 @@ fn tuned(mut sc: Scenario) -> Scenario {
     }
     if let Some(v) = env("SHOAL_SIM_ROTATE_MS") {
         sc.config.rotate_every = Duration::from_millis(v as u64);
+    }
+    if let Some(v) = env("SHOAL_SIM_INFLIGHT") {
+        sc.config.upload_inflight = v;
     }
     if let Some(v) = env("SHOAL_SIM_DIAL") {
         sc.mesh.dial = v;
@@ -48,6 +52,7 @@ fn one_lan(n: usize, pieces: u32) {
     let mut sc = lan(n, 0x5ca1_e000 + n as u64);
     sc.pieces = pieces;
     sc.time_limit = Duration::from_secs(300);
+    sc.check_every = 97;
     bench(&format!("{n} agents, {pieces} pieces"), sc);
 }
 
@@ -57,6 +62,12 @@ fn lan_grid() {
     for n in [4, 8, 16, 24, 32, 40] {
         one_lan(n, 48);
     }
+}
+
+#[test]
+#[ignore = "benchmark: bench/swarm-sim.sh"]
+fn lan_64() {
+    one_lan(64, 48);
 }
 
 #[test]

@@ -38,6 +38,30 @@ fn thirty_two_peers_split_the_origin_work() {
     assert!(r.completion.as_secs_f64() <= 2.0 * r.bound.as_secs_f64());
 }
 
+/// Past the overlay's dial count the LAN is a partial mesh: every agent must still
+/// finish, the origin send about one copy, and nobody starve (the simulator fails a run
+/// where an agent waits more than 15 s for piece data a neighbour holds).
+#[test]
+fn sixty_four_agents_in_a_partial_mesh_split_the_origin_and_nobody_starves() {
+    let mut sc = lan(64, seed(0x5eed_0040));
+    sc.pieces = 32;
+    let r = must(&sc);
+    show("64 peers", &r);
+    assert!(r.finish.iter().all(Option::is_some));
+    assert!(
+        r.degree.1 <= sc.mesh.max_peers && r.degree.0 < 63,
+        "degrees {:?}: not a bounded partial mesh",
+        r.degree
+    );
+    assert!(
+        r.origin_bytes as f64 <= 1.05 * r.release_bytes as f64,
+        "origin sent {} bytes for a {}-byte release",
+        r.origin_bytes,
+        r.release_bytes
+    );
+    assert!(r.completion.as_secs_f64() <= 1.5 * r.bound.as_secs_f64());
+}
+
 #[test]
 fn late_joiners_take_everything_from_peers() {
     let mut sc = lan(16, seed(0x5eed_0002));
@@ -163,4 +187,62 @@ fn a_lone_agent_without_grace_starts_at_once() {
         }
     }
     assert_eq!(fetches, 2);
+}
+
+/// Upload slots rotate: with 2 slots and 6 peers that lack our pieces, every peer is
+/// unchoked within `ceil(waiting / ceil(slots / 4)) × rotate_every`, and at no time are
+/// more than 2 unchoked.
+#[test]
+fn upload_slots_rotate_to_every_waiting_peer() {
+    use shoal_protocol::swarm::{Bitfield, PieceSpec, Swarm};
+    use shoal_protocol::wire::{Message, PeerId};
+    let cfg = SwarmConfig {
+        upload_slots: 2,
+        rotate_every: Duration::from_millis(500),
+        ..SwarmConfig::default()
+    };
+    let pieces = vec![
+        PieceSpec {
+            length: 10,
+            digest: shoal_protocol::Digest::of(b"0123456789"),
+        };
+        4
+    ];
+    let mut s = Swarm::new(cfg, PeerId([0; 16]), pieces, &[true; 4], 7, Duration::ZERO);
+    let peers: Vec<PeerId> = (1..=6u8).map(|i| PeerId([i; 16])).collect();
+    let empty = Bitfield::new(4);
+    for p in &peers {
+        s.handle_joined(*p, Duration::ZERO);
+        let map = Message::PieceMap {
+            piece_count: 4,
+            bits: empty.as_wire().to_vec(),
+        };
+        s.handle_message(*p, map, Duration::ZERO);
+    }
+    let mut unchoked = std::collections::BTreeSet::new();
+    let mut ever = std::collections::BTreeSet::new();
+    let mut now = Duration::ZERO;
+    while now <= Duration::from_secs(3) {
+        s.handle_timeout(now);
+        while let Some((to, msg)) = s.poll_transmit() {
+            match msg {
+                Message::Unchoke { .. } => {
+                    unchoked.insert(to);
+                    ever.insert(to);
+                }
+                Message::Choke => {
+                    unchoked.remove(&to);
+                }
+                _ => {}
+            }
+        }
+        assert!(
+            unchoked.len() <= 2,
+            "{} unchoked at {now:?}",
+            unchoked.len()
+        );
+        now += Duration::from_millis(100);
+    }
+    // 4 waiting, one turn per rotation: all served by 2 s.
+    assert_eq!(ever.len(), peers.len(), "some peer never got a slot");
 }

@@ -9,18 +9,21 @@
 //! connection slot is not counted against an address. Configured peers are dialled for as long as the
 //! transfer runs.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use shoal_protocol::wire::Role;
+use shoal_protocol::swarm::PeerSetConfig;
+use shoal_protocol::wire::{PeerId, Role};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
+use super::NodeInput;
 use super::conn::{self, ConnContext};
+use crate::discovery::Found;
 
 /// Addresses dialled at once at most.
 pub const MAX_DIALED: usize = 128;
@@ -81,45 +84,112 @@ impl Connector {
         peers.shutdown().await;
     }
 
-    /// Dials `peers` for good and every address `found` reports, until stopped.
-    pub async fn dial(self, peers: Vec<SocketAddr>, mut found: Option<mpsc::Receiver<SocketAddr>>) {
+    /// Dials `peers` for good, and the discovered agents the overlay rule picks
+    /// ([`Overlay`]), until stopped; tells the node which agents discovery sees, so the
+    /// origin work is split over all of them. An agent announced without an id (an
+    /// older version) is dialled as an address, within [`MAX_DIALED`].
+    pub async fn dial(
+        self,
+        peers: Vec<SocketAddr>,
+        mut found: Option<mpsc::Receiver<Found>>,
+        overlay: PeerSetConfig,
+    ) {
         let mut stop = self.stop.clone();
         let mut active = DialSet::new(peers.iter().copied());
+        let mut lan = Overlay::new(self.ctx.me, overlay);
+        // Member diallers running, each with a serial number (a member can drop out of
+        // the wanted set and come back while its old dialler still finishes).
+        let mut dialing: HashMap<PeerId, (u64, watch::Sender<bool>)> = HashMap::new();
+        let mut serial = 0u64;
         let mut tasks = JoinSet::new();
         for addr in peers {
-            tasks.spawn(self.clone().keep_dialing(addr, false));
+            let dialer = self.clone().keep_dialing(addr, false, None);
+            tasks.spawn(async move { (dialer.await, None) });
         }
         loop {
             tokio::select! {
-                addr = async { found.as_mut()?.recv().await }, if found.is_some() => {
-                    let Some(addr) = addr else {
-                        found = None; // discovery ended; keep the dialers
-                        continue;
+                f = async { found.as_mut()?.recv().await }, if found.is_some() => {
+                    let change = match f {
+                        None => {
+                            found = None; // discovery ended; keep the dialers
+                            continue;
+                        }
+                        Some(Found::Peer { id: None, addr }) => {
+                            if active.admit(addr) {
+                                let dialer = self.clone().keep_dialing(addr, true, None);
+                                tasks.spawn(async move { (dialer.await, None) });
+                            }
+                            continue;
+                        }
+                        Some(Found::Peer { id: Some(id), addr }) => {
+                            lan.learn(id, addr).then_some((id, true))
+                        }
+                        Some(Found::Gone(id)) => lan.forget(&id).then_some((id, false)),
                     };
-                    if active.admit(addr) {
-                        tasks.spawn(self.clone().keep_dialing(addr, true));
+                    if let Some((peer, present)) = change {
+                        let member = NodeInput::Member { peer, present };
+                        if self.ctx.node.send(member).await.is_err() {
+                            break;
+                        }
                     }
                 }
                 Some(ended) = tasks.join_next() => {
-                    if let Ok(addr) = ended {
-                        active.ended(&addr);
+                    match ended {
+                        Ok((_, Some((id, n)))) => {
+                            // Still the current dialler of a wanted member: it gave up,
+                            // and is dialled again only if discovery reports it anew.
+                            if dialing.get(&id).is_some_and(|(current, _)| *current == n) {
+                                dialing.remove(&id);
+                                lan.gave_up(&id);
+                            }
+                        }
+                        Ok((addr, None)) => active.ended(&addr),
+                        Err(_) => {}
                     }
                 }
                 _ = stop.changed() => break,
+            }
+            // Dial what the overlay rule wants now; diallers of members it no longer
+            // picks finish their connection, if they have one, and stop.
+            let wanted = lan.wanted();
+            dialing.retain(|id, (_, flag)| {
+                let keep = wanted.iter().any(|(w, _)| w == id);
+                if !keep {
+                    let _ = flag.send(false);
+                }
+                keep
+            });
+            for (id, addr) in wanted {
+                if dialing.contains_key(&id) {
+                    continue;
+                }
+                let (flag, wanted) = watch::channel(true);
+                serial += 1;
+                let n = serial;
+                dialing.insert(id, (n, flag));
+                let dialer = self.clone().keep_dialing(addr, true, Some(wanted));
+                tasks.spawn(async move { (dialer.await, Some((id, n))) });
             }
         }
         tasks.shutdown().await;
     }
 
-    /// Keeps a connection to `addr`, redialling when it drops. The first retries are
+    /// Keeps a connection to `addr`, redialling when it drops, for as long as `wanted`
+    /// (a discovered member the overlay rule still picks; `None`: always). The first
+    /// retries are
     /// quick (peers start at about the same time, and meeting them before the origin
     /// grace ends is what splits the origin work); after that a connection that keeps
     /// ending quickly backs off to a minute, and with `give_up` the address is dropped
     /// after [`GIVE_UP_AFTER`] such attempts. One that lasted resets it all.
-    async fn keep_dialing(self, addr: SocketAddr, give_up: bool) -> SocketAddr {
+    async fn keep_dialing(
+        self,
+        addr: SocketAddr,
+        give_up: bool,
+        wanted: Option<watch::Receiver<bool>>,
+    ) -> SocketAddr {
         let mut stop = self.stop.clone();
         let mut redial = Redial::default();
-        while !*stop.borrow() {
+        while !*stop.borrow() && wanted.as_ref().is_none_or(|w| *w.borrow()) {
             let began = tokio::time::Instant::now();
             let Ok(permit) = self.slots.clone().try_acquire_owned() else {
                 // Every connection slot is taken: not this address's failure.
@@ -148,6 +218,74 @@ impl Connector {
             }
         }
         addr
+    }
+}
+
+/// The agents discovery reports, by peer id, and which of them to dial: the overlay rule
+/// ([`PeerSetConfig::dial_targets`]) over the members not given up on. At most
+/// [`MAX_MEMBERS`] are kept (a LAN announcing without end cannot grow it further).
+#[derive(Debug)]
+pub struct Overlay {
+    me: PeerId,
+    cfg: PeerSetConfig,
+    members: HashMap<PeerId, SocketAddr>,
+    /// Members whose dialler gave up (their connections kept failing).
+    failed: HashSet<PeerId>,
+}
+
+/// Discovered agents remembered at most.
+pub const MAX_MEMBERS: usize = 4096;
+
+impl Overlay {
+    /// No members yet.
+    pub fn new(me: PeerId, cfg: PeerSetConfig) -> Self {
+        Overlay {
+            me,
+            cfg,
+            members: HashMap::new(),
+            failed: HashSet::new(),
+        }
+    }
+
+    /// Discovery reports `id` at `addr`: whether it is a new member. A member reported
+    /// again gets another chance if its dialler had given up.
+    pub fn learn(&mut self, id: PeerId, addr: SocketAddr) -> bool {
+        if id == self.me {
+            return false;
+        }
+        if self.members.contains_key(&id) {
+            self.failed.remove(&id);
+            return false;
+        }
+        if self.members.len() >= MAX_MEMBERS {
+            tracing::debug!(%addr, "ignoring a discovered peer: too many known");
+            return false;
+        }
+        self.members.insert(id, addr);
+        true
+    }
+
+    /// Discovery no longer sees `id`: whether it was a member.
+    pub fn forget(&mut self, id: &PeerId) -> bool {
+        self.failed.remove(id);
+        self.members.remove(id).is_some()
+    }
+
+    /// The dialler of `id` gave up.
+    pub fn gave_up(&mut self, id: &PeerId) {
+        if self.members.contains_key(id) {
+            self.failed.insert(*id);
+        }
+    }
+
+    /// The members to dial now, with their addresses.
+    pub fn wanted(&self) -> Vec<(PeerId, SocketAddr)> {
+        let live = self.members.keys().filter(|id| !self.failed.contains(id));
+        self.cfg
+            .dial_targets(&self.me, live)
+            .into_iter()
+            .filter_map(|id| Some((id, *self.members.get(&id)?)))
+            .collect()
     }
 }
 
@@ -226,6 +364,43 @@ mod tests {
         assert!(!set.admit(again), "an address is dialled once");
         set.ended(&again);
         assert!(set.admit(again), "a forgotten address may start again");
+    }
+
+    fn id(i: u32) -> PeerId {
+        let mut b = [0u8; 16];
+        b[..4].copy_from_slice(&i.to_be_bytes());
+        PeerId(b)
+    }
+
+    fn addr(i: u32) -> SocketAddr {
+        SocketAddr::from(([198, 18, (i >> 8) as u8, i as u8], 7000))
+    }
+
+    #[test]
+    fn a_large_lan_is_dialled_by_the_overlay_rule_within_bounds() {
+        let cfg = PeerSetConfig::default();
+        let mut lan = Overlay::new(id(0), cfg);
+        assert!(!lan.learn(id(0), addr(0)), "we are not our own member");
+        let new = (1..=MAX_MEMBERS as u32 + 100)
+            .filter(|i| lan.learn(id(*i), addr(*i)))
+            .count();
+        assert_eq!(new, MAX_MEMBERS, "members are bounded");
+        assert!(!lan.learn(id(1), addr(1)), "a member is learnt once");
+        let wanted = lan.wanted();
+        assert_eq!(wanted.len(), cfg.dial);
+        let members: Vec<PeerId> = (1..=MAX_MEMBERS as u32).map(id).collect();
+        let best: Vec<PeerId> = wanted.iter().map(|(p, _)| *p).collect();
+        assert_eq!(best, cfg.dial_targets(&id(0), &members));
+        // A member whose dialler gave up makes room for the next best, until discovery
+        // reports it again.
+        let first = best[0];
+        lan.gave_up(&first);
+        assert!(!lan.wanted().iter().any(|(p, _)| *p == first));
+        assert_eq!(lan.wanted().len(), cfg.dial);
+        lan.learn(first, wanted[0].1);
+        assert_eq!(lan.wanted()[0].0, first);
+        assert!(lan.forget(&first) && !lan.forget(&first));
+        assert!(!lan.wanted().iter().any(|(p, _)| *p == first));
     }
 
     #[test]

@@ -26,13 +26,13 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use shoal_protocol::Digest;
-use shoal_protocol::swarm::{Counters, Swarm, SwarmConfig};
+use shoal_protocol::swarm::{Counters, PeerSetConfig, Swarm, SwarmConfig};
 use shoal_protocol::wire::{Message, PeerId, PieceNumber};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::discovery::{Discovery, DiscoveryConfig};
+use crate::discovery::{Discovery, DiscoveryConfig, Found};
 use crate::error::{Error, Result, exit};
 use crate::origin::OriginClient;
 use crate::release::Release;
@@ -41,9 +41,6 @@ use conn::{ConnContext, Outbound};
 use dial::Connector;
 use disk::Disk;
 use gossip::GossipOffer;
-
-/// Most peer connections at once (inbound and outbound).
-pub const MAX_CONNECTIONS: usize = 64;
 
 /// Inputs queued for the node at most; senders wait beyond that (backpressure).
 pub const INPUT_QUEUE: usize = 1024;
@@ -108,6 +105,13 @@ pub enum NodeInput {
         /// Connection.
         conn: ConnId,
     },
+    /// Discovery sees an agent of the LAN (`present`), or no longer does.
+    Member {
+        /// Its peer id.
+        peer: PeerId,
+        /// Whether it is there.
+        present: bool,
+    },
     /// An origin fetch finished.
     Origin {
         /// The piece.
@@ -169,12 +173,16 @@ pub struct TransferOptions {
     pub gossip: Option<mpsc::Sender<GossipEvent>>,
     /// A peer that does not take a write for this long is dropped.
     pub write_timeout: Duration,
+    /// Which discovered agents to dial, and how many connections to keep at most.
+    pub overlay: PeerSetConfig,
 }
 
-/// A running mDNS announcement and the addresses it finds.
+/// A running mDNS announcement and the agents it finds.
 pub struct Discovered {
     announcement: Discovery,
-    found: mpsc::Receiver<SocketAddr>,
+    found: mpsc::Receiver<Found>,
+    /// The peer id announced (the transfer uses it as its own).
+    me: PeerId,
 }
 
 /// Starts announcing on `port` and browsing for peers. Start it early: mDNS takes most
@@ -183,9 +191,11 @@ pub struct Discovered {
 pub fn discover(cfg: &DiscoveryConfig, port: u16) -> Result<Discovered> {
     let (tx, found) = mpsc::channel(DISCOVERED_QUEUE);
     tracing::debug!(port, "mDNS discovery started");
+    let me = PeerId(random_bytes()?);
     Ok(Discovered {
-        announcement: Discovery::start(cfg, port, random_bytes()?, tx)?,
+        announcement: Discovery::start(cfg, port, &me, tx)?,
         found,
+        me,
     })
 }
 
@@ -217,7 +227,10 @@ pub async fn start(
 ) -> Result<Transfer> {
     let disk = Disk::new(store, release.clone());
     let held = disk.scan().await?;
-    let me = PeerId(random_bytes()?);
+    let me = match &discovered {
+        Some(d) => d.me,
+        None => PeerId(random_bytes()?),
+    };
     let epoch = Instant::now();
     let swarm = Swarm::new(
         o.swarm.clone(),
@@ -259,7 +272,7 @@ pub async fn start(
             node: in_tx.clone(),
             input_budget: Arc::new(Semaphore::new(INPUT_BYTES)),
         }),
-        slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        slots: Arc::new(Semaphore::new(o.overlay.max_peers)),
         ids: Arc::new(AtomicU64::new(0)),
         stop: stopped.clone(),
     };
@@ -280,7 +293,7 @@ pub async fn start(
     let tasks = vec![
         tokio::spawn(node::run(parts, in_rx, stopped)),
         tokio::spawn(connector.clone().accept(listener)),
-        tokio::spawn(connector.dial(o.peers, found)),
+        tokio::spawn(connector.dial(o.peers, found, o.overlay)),
     ];
     Ok(Transfer {
         progress,

@@ -435,6 +435,13 @@ impl Node {
                 }
             }
             NodeInput::Closed { conn, peer, unsent } => self.on_closed(conn, peer, unsent, now),
+            NodeInput::Member { peer, present } => {
+                if present {
+                    self.p.swarm.handle_member(peer, now);
+                } else {
+                    self.p.swarm.handle_member_gone(peer, now);
+                }
+            }
             NodeInput::Origin { piece, data } => {
                 self.p.swarm.handle_origin_piece(piece, data, now);
             }

@@ -137,6 +137,7 @@ impl Vendor {
                 older: Vec::new(),
                 gossip: None,
                 write_timeout: WRITE_TIMEOUT,
+                overlay: shoal_protocol::swarm::PeerSetConfig::default(),
             },
         }
     }

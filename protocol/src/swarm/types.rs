@@ -24,9 +24,9 @@ pub struct SwarmConfig {
     pub origin_fetchers: usize,
     /// Requests an unchoked peer may keep outstanding with us.
     pub grant_window: u16,
-    /// Blocks handed to the agent for upload (`SwarmEvent::Upload`) and not yet sent, at
-    /// most; further accepted requests wait in the core, served round-robin over peers.
-    /// Once the uplink's rate is measured, fewer: about 100 ms of it (at least 2).
+    /// Blocks handed to the agent for upload to one peer (`SwarmEvent::Upload`) and not
+    /// yet sent, at most; further accepted requests wait in the core. Once the uplink's
+    /// rate is measured, fewer: each unchoked peer's share of about 100 ms of it.
     pub upload_inflight: usize,
     /// Upload bytes per second one slot is worth: once the uplink's rate is measured,
     /// `upload_slots` shrinks to `rate / slot_rate` (at least one), so a slow uplink
@@ -68,7 +68,7 @@ impl Default for SwarmConfig {
             rotate_every: Duration::from_millis(500),
             origin_fetchers: 4,
             grant_window: 32,
-            upload_inflight: 16,
+            upload_inflight: 8,
             slot_rate: 2_500_000,
             block_timeout: Duration::from_secs(10),
             snub_time: Duration::from_secs(30),

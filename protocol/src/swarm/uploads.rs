@@ -107,43 +107,50 @@ impl Swarm {
         self.send(id, msg, now);
     }
 
-    /// Hands queued requests to the agent, one peer at a time in turn, while fewer than
-    /// `upload_inflight` blocks are on their way out. A short queue in the agent keeps a
-    /// slow uplink from holding seconds of data in front of our own requests, and the
-    /// turns share the uplink fairly between the unchoked peers.
+    /// Hands queued requests to the agent, one block per peer in turn, while the peer
+    /// has fewer than the inflight limit on their way out. The limit is per
+    /// peer, so a peer that stops reading holds up only its own uploads; and a short
+    /// queue in the agent keeps a slow uplink from holding seconds of data in front of
+    /// our own requests on the same connections.
     pub(super) fn serve_uploads(&mut self) {
-        let mut inflight = self.uploads_in_flight();
         let limit = self.upload_inflight_limit();
-        while inflight < limit {
-            let after = self.upload_turn;
-            let next = self
-                .peers
-                .iter()
-                .filter(|(id, pe)| !pe.queued.is_empty() && after.is_none_or(|a| **id > a))
-                .map(|(id, _)| *id)
-                .next()
-                .or_else(|| {
-                    self.peers
-                        .iter()
-                        .find(|(_, pe)| !pe.queued.is_empty())
-                        .map(|(id, _)| *id)
-                });
-            let Some(id) = next else {
+        let mut order: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, pe)| !pe.queued.is_empty() && usize::from(pe.uploads) < limit)
+            .map(|(id, _)| *id)
+            .collect();
+        if order.is_empty() {
+            return;
+        }
+        // Start after the peer served last.
+        if let Some(last) = self.upload_turn {
+            let split = order.partition_point(|id| *id <= last);
+            order.rotate_left(split);
+        }
+        loop {
+            let mut served = false;
+            for id in &order {
+                let Some(pe) = self.peers.get_mut(id) else {
+                    continue;
+                };
+                if usize::from(pe.uploads) >= limit {
+                    continue;
+                }
+                let Some(block) = pe.queued.pop_front() else {
+                    continue;
+                };
+                pe.uploads += 1;
+                served = true;
+                self.upload_turn = Some(*id);
+                self.uplink.busy(self.now);
+                self.counters.uploaded += u64::from(block.length);
+                self.events
+                    .push_back(SwarmEvent::Upload { peer: *id, block });
+            }
+            if !served {
                 return;
-            };
-            let Some(pe) = self.peers.get_mut(&id) else {
-                return;
-            };
-            let Some(block) = pe.queued.pop_front() else {
-                return;
-            };
-            pe.uploads += 1;
-            inflight += 1;
-            self.uplink.busy(self.now);
-            self.upload_turn = Some(id);
-            self.counters.uploaded += u64::from(block.length);
-            self.events
-                .push_back(SwarmEvent::Upload { peer: id, block });
+            }
         }
     }
 
@@ -152,15 +159,16 @@ impl Swarm {
         self.peers.values().map(|p| usize::from(p.uploads)).sum()
     }
 
-    /// How many blocks may be on their way out: about 100 ms of the measured uplink.
+    /// Blocks one peer may have on their way out: `upload_inflight`, or once the
+    /// uplink's rate is measured, its share of about 100 ms of it (at least one).
     fn upload_inflight_limit(&self) -> usize {
         let max = self.cfg.upload_inflight.max(1);
-        match self.uplink.rate() {
-            Some(r) => {
-                ((r / 10.0 / f64::from(self.cfg.block_len)).ceil() as usize).clamp(2.min(max), max)
-            }
-            None => max,
-        }
+        let Some(rate) = self.uplink.rate() else {
+            return max;
+        };
+        let budget = (rate / 10.0 / f64::from(self.cfg.block_len)).ceil() as usize;
+        let sharing = self.peers.values().filter(|p| p.unchoked).count().max(1);
+        budget.div_ceil(sharing).clamp(1, max)
     }
 
     /// Peers unchoked at once: `upload_slots`, fewer on a slow uplink.

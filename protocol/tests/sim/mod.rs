@@ -75,6 +75,9 @@ pub struct Scenario {
     pub forget_after: Duration,
     /// Longest a node may go without piece data while a neighbour holds a piece it lacks.
     pub starve_bound: Duration,
+    /// Check every node's invariants after every `check_every`-th step it takes part in
+    /// (1: always; benchmarks sample to stay fast).
+    pub check_every: u64,
     /// Give up after this much virtual time.
     pub time_limit: Duration,
 }
@@ -291,6 +294,9 @@ impl<'a> Sim<'a> {
             let touched = self.step(ev)?;
             for i in touched {
                 self.drain(i)?;
+                if !self.steps.is_multiple_of(self.sc.check_every.max(1)) {
+                    continue;
+                }
                 if let Some(s) = &self.nodes[i].swarm {
                     s.check_invariants()
                         .map_err(|e| format!("node {i} at {:?}: {e}", self.now))?;
@@ -780,6 +786,7 @@ pub fn lan(n: usize, seed: u64) -> Scenario {
         mesh: PeerSetConfig::default(),
         forget_after: Duration::from_secs(120),
         starve_bound: Duration::from_secs(15),
+        check_every: 1,
         time_limit: Duration::from_secs(600),
     }
 }
