@@ -16,21 +16,30 @@
 //!   is banned. **Endgame**: when nothing is left to start, a piece may get a second
 //!   attempt from another peer; the first verified copy wins, the other is cancelled.
 //! - **Origin work split**: a piece no unsnubbed peer has is fetched from the origin by its
-//!   *owner* only, the peer whose rendezvous score `SHA-256("SHOAL-RDV-V1\0" || piece
-//!   (u32) || peer id)` is highest among the joined peers and ourselves. Everyone else
-//!   waits for the owner's `Have`. Only when the LAN as a whole stops making progress
-//!   (no piece new to the LAN announced for `origin_stall`: owners dead or stuck) does
-//!   an agent fetch pieces it does not own, in its own rendezvous order so that helpers
+//!   *owner* only. The LAN's *members* are the agents we know of ([`Swarm::handle_member`]
+//!   for agents discovery reports, and every joined peer) and ourselves; the 4
+//!   (`origin_fetchers`) with the highest [`fetcher_score`] are the release's origin
+//!   fetchers, and a piece's owner is the fetcher whose rendezvous score
+//!   `SHA-256("SHOAL-RDV-V1\0" || piece (u32) || peer id)` is highest. Members need not be
+//!   connected, so a LAN larger than one agent's peer set still fetches each piece about
+//!   once. Everyone else waits for the piece to reach a neighbour. Only when no piece new
+//!   to our neighbours is announced for `origin_stall` (owners dead or stuck) does an
+//!   agent fetch pieces it does not own, in its own rendezvous order so that helpers
 //!   spread over different pieces. (A per-piece deadline does not work: behind a slow
 //!   origin every owner's fetch queues longer than any fixed deadline, and everybody
-//!   would fetch everything; the simulator showed 7.6 copies.) Origin fetches start once the LAN is met: when
-//!   peers have joined and none has joined for `origin_settle`, or after `origin_grace`
-//!   at most. The LAN keeps about `origin_parallel` fetches in flight (each agent
-//!   its share), so a new release causes no stampede.
+//!   would fetch everything; the simulator showed 7.6 copies.) Origin fetches start once
+//!   the LAN is met: when members have appeared and none has for `origin_settle`, or
+//!   after `origin_grace` at most. The LAN keeps about `origin_parallel` fetches in
+//!   flight (each fetcher its share), so a new release causes no stampede.
 //! - **Stalls**: an attempt with no progress for `block_timeout` is abandoned and its
 //!   peer snubbed for `snub_time` (not picked, and not counted as a holder).
-//! - **Uploads**: up to `upload_slots` peers are unchoked and may keep `grant_window`
-//!   requests outstanding; requests beyond that are rejected, never queued unboundedly.
+//! - **Uploads** (`uploads`): up to `upload_slots` peers are unchoked (fewer on a slow
+//!   uplink), and the slots rotate to peers that wait; an unchoked peer may keep
+//!   `grant_window` requests outstanding, which wait here and go to the agent a few blocks
+//!   per peer at a time; requests beyond the window are rejected, never queued
+//!   unboundedly.
+//! - **Peer sets** (`peerset`): which discovered agents to dial ([`PeerSetConfig`]); the
+//!   agent applies it, the core only learns who joined.
 
 mod bitfield;
 mod inbound;

@@ -105,14 +105,14 @@ pub enum PeerError {
 #[derive(Debug, PartialEq, Eq)]
 pub enum SwarmEvent {
     /// Fetch piece `piece` from the origin (an HTTP range request) and report with
-    /// [`Swarm::handle_origin_piece`].
+    /// [`Swarm::handle_origin_piece`](super::Swarm::handle_origin_piece).
     FetchOrigin {
         /// The piece.
         piece: PieceNumber,
     },
     /// A piece whose every block arrived from a peer: hash it (off the caller's hot
-    /// path, e.g. on a worker thread) and report with [`Swarm::handle_piece_checked`]
-    /// whether its SHA-256 matches [`Swarm::spec`]. Until then it counts for nothing.
+    /// path, e.g. on a worker thread) and report with [`Swarm::handle_piece_checked`](super::Swarm::handle_piece_checked)
+    /// whether its SHA-256 matches [`Swarm::spec`](super::Swarm::spec). Until then it counts for nothing.
     CheckPiece {
         /// The piece.
         piece: PieceNumber,
