@@ -1,13 +1,14 @@
-//! Outbound connections: one task per peer address that keeps a connection to it, and
-//! the listener's accept loop. Both take a connection permit *before* connecting or
-//! accepting, so the number of connections never exceeds the transfer's cap.
+//! Outbound connections: one task per dialled peer that keeps a connection to it, the
+//! listener's accept loop, and which discovered agents to dial ([`Overlay`]). Both loops
+//! take a connection permit *before* connecting or accepting, so the number of
+//! connections never exceeds the transfer's cap (the overlay's `max_peers`).
 //!
-//! Bounds against a LAN that announces without end: at most [`MAX_DIALED`] addresses are
-//! dialled at once, and a discovered address whose connections keep failing quickly
-//! (peer gone, or it bans us) is forgotten after [`GIVE_UP_AFTER`] attempts; if
-//! discovery reports it again (new or changed records), it starts over. Having no free
-//! connection slot is not counted against an address. Configured peers are dialled for as long as the
-//! transfer runs.
+//! Bounds against a LAN that announces without end: at most [`MAX_MEMBERS`] members are
+//! remembered and the overlay rule dials 20 of them; a member whose connections keep
+//! failing quickly (peer gone, or it bans us) is given up after [`GIVE_UP_AFTER`]
+//! attempts, and the next best member is dialled instead; if discovery resolves it again,
+//! it starts over. Having no free connection slot is not counted against a member.
+//! Configured peers are dialled for as long as the transfer runs.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -24,9 +25,6 @@ use tokio::task::JoinSet;
 use super::NodeInput;
 use super::conn::{self, ConnContext};
 use crate::discovery::Found;
-
-/// Addresses dialled at once at most.
-pub const MAX_DIALED: usize = 128;
 
 /// Consecutive quick failures after which a discovered address is forgotten (about a
 /// minute and a half of backoff).
@@ -86,8 +84,7 @@ impl Connector {
 
     /// Dials `peers` for good, and the discovered agents the overlay rule picks
     /// ([`Overlay`]), until stopped; tells the node which agents discovery sees, so the
-    /// origin work is split over all of them. An agent announced without an id (an
-    /// older version) is dialled as an address, within [`MAX_DIALED`].
+    /// origin work is split over all of them.
     pub async fn dial(
         self,
         peers: Vec<SocketAddr>,
@@ -95,7 +92,6 @@ impl Connector {
         overlay: PeerSetConfig,
     ) {
         let mut stop = self.stop.clone();
-        let mut active = DialSet::new(peers.iter().copied());
         let mut lan = Overlay::new(self.ctx.me, overlay);
         // Member diallers running, each with a serial number (a member can drop out of
         // the wanted set and come back while its old dialler still finishes).
@@ -114,15 +110,9 @@ impl Connector {
                             found = None; // discovery ended; keep the dialers
                             continue;
                         }
-                        Some(Found::Peer { id: None, addr }) => {
-                            if active.admit(addr) {
-                                let dialer = self.clone().keep_dialing(addr, true, None);
-                                tasks.spawn(async move { (dialer.await, None) });
-                            }
-                            continue;
-                        }
-                        Some(Found::Peer { id: Some(id), addr }) => {
-                            lan.learn(id, addr).then_some((id, true))
+                        Some(Found::Member(id)) => lan.learn(id, None).then_some((id, true)),
+                        Some(Found::Peer { id, addr }) => {
+                            lan.learn(id, Some(addr)).then_some((id, true))
                         }
                         Some(Found::Gone(id)) => lan.forget(&id).then_some((id, false)),
                     };
@@ -134,17 +124,13 @@ impl Connector {
                     }
                 }
                 Some(ended) = tasks.join_next() => {
-                    match ended {
-                        Ok((_, Some((id, n)))) => {
-                            // Still the current dialler of a wanted member: it gave up,
-                            // and is dialled again only if discovery reports it anew.
-                            if dialing.get(&id).is_some_and(|(current, _)| *current == n) {
-                                dialing.remove(&id);
-                                lan.gave_up(&id);
-                            }
-                        }
-                        Ok((addr, None)) => active.ended(&addr),
-                        Err(_) => {}
+                    // Still the current dialler of a wanted member: it gave up, and
+                    // is dialled again only if discovery resolves it anew.
+                    if let Ok((_, Some((id, n)))) = ended
+                        && dialing.get(&id).is_some_and(|(current, _)| *current == n)
+                    {
+                        dialing.remove(&id);
+                        lan.gave_up(&id);
                     }
                 }
                 _ = stop.changed() => break,
@@ -228,7 +214,8 @@ impl Connector {
 pub struct Overlay {
     me: PeerId,
     cfg: PeerSetConfig,
-    members: HashMap<PeerId, SocketAddr>,
+    /// Members and, once resolved, where to dial them.
+    members: HashMap<PeerId, Option<SocketAddr>>,
     /// Members whose dialler gave up (their connections kept failing).
     failed: HashSet<PeerId>,
 }
@@ -247,18 +234,21 @@ impl Overlay {
         }
     }
 
-    /// Discovery reports `id` at `addr`: whether it is a new member. A member reported
-    /// again gets another chance if its dialler had given up.
-    pub fn learn(&mut self, id: PeerId, addr: SocketAddr) -> bool {
+    /// Discovery reports `id` (at `addr`, once resolved): whether it is a new member. A
+    /// member resolved again gets another chance if its dialler had given up.
+    pub fn learn(&mut self, id: PeerId, addr: Option<SocketAddr>) -> bool {
         if id == self.me {
             return false;
         }
-        if self.members.contains_key(&id) {
-            self.failed.remove(&id);
+        if let Some(known) = self.members.get_mut(&id) {
+            if addr.is_some() {
+                *known = addr;
+                self.failed.remove(&id);
+            }
             return false;
         }
         if self.members.len() >= MAX_MEMBERS {
-            tracing::debug!(%addr, "ignoring a discovered peer: too many known");
+            tracing::debug!(?addr, "ignoring a discovered peer: too many known");
             return false;
         }
         self.members.insert(id, addr);
@@ -278,45 +268,39 @@ impl Overlay {
         }
     }
 
-    /// The members to dial now, with their addresses.
+    /// The members to dial now, with their addresses. The overlay rule picks from every
+    /// member known by name, resolved or not, and those of its picks that are resolved
+    /// are dialled: picking among the resolved ones only would make the first agents
+    /// resolved (the same few for everyone, early on) hubs that everyone dials. If fewer
+    /// than half the picks are dialable, the best other resolved members fill up to half.
     pub fn wanted(&self) -> Vec<(PeerId, SocketAddr)> {
-        let live = self.members.keys().filter(|id| !self.failed.contains(id));
-        self.cfg
-            .dial_targets(&self.me, live)
-            .into_iter()
-            .filter_map(|id| Some((id, *self.members.get(&id)?)))
-            .collect()
-    }
-}
-
-/// The addresses being dialled: at most [`MAX_DIALED`], each once.
-#[derive(Debug)]
-pub struct DialSet {
-    active: HashSet<SocketAddr>,
-}
-
-impl DialSet {
-    /// A set dialling `configured` (these count towards the cap too).
-    pub fn new(configured: impl IntoIterator<Item = SocketAddr>) -> Self {
-        DialSet {
-            active: configured.into_iter().collect(),
+        let live: Vec<&PeerId> = self
+            .members
+            .keys()
+            .filter(|id| !self.failed.contains(id))
+            .collect();
+        let addr = |id: &PeerId| (*self.members.get(id)?).map(|a| (*id, a));
+        let mut wanted: Vec<(PeerId, SocketAddr)> = self
+            .cfg
+            .dial_targets(&self.me, live.iter().copied())
+            .iter()
+            .filter_map(addr)
+            .collect();
+        let floor = self.cfg.dial.div_ceil(2);
+        if wanted.len() < floor {
+            let resolved = live.into_iter().filter(|id| addr(id).is_some());
+            for id in self.cfg.dial_targets(&self.me, resolved) {
+                if wanted.len() >= floor {
+                    break;
+                }
+                if !wanted.iter().any(|(w, _)| *w == id)
+                    && let Some(pick) = addr(&id)
+                {
+                    wanted.push(pick);
+                }
+            }
         }
-    }
-
-    /// Whether to start dialling `addr`: not dialled yet and room left.
-    pub fn admit(&mut self, addr: SocketAddr) -> bool {
-        if self.active.len() >= MAX_DIALED && !self.active.contains(&addr) {
-            tracing::debug!(%addr, "ignoring a discovered peer: dialling too many");
-            return false;
-        }
-        self.active.insert(addr)
-    }
-
-    /// The dialler of `addr` ended; if discovery reports it again (mdns-sd reports an
-    /// instance when its records are new or changed: the peer restarted, or its records
-    /// expired and came back), it starts over.
-    pub fn ended(&mut self, addr: &SocketAddr) {
-        self.active.remove(addr);
+        wanted
     }
 }
 
@@ -351,21 +335,6 @@ impl Redial {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_lan_announcing_without_end_is_dialled_within_the_cap() {
-        let configured: SocketAddr = "10.0.0.1:1".parse().unwrap();
-        let mut set = DialSet::new([configured]);
-        let admitted = (0..1000u32)
-            .map(|i| SocketAddr::from(([198, 18, (i >> 8) as u8, i as u8], 7000)))
-            .filter(|a| set.admit(*a))
-            .count();
-        assert_eq!(admitted, MAX_DIALED - 1);
-        let again: SocketAddr = "198.18.0.0:7000".parse().unwrap();
-        assert!(!set.admit(again), "an address is dialled once");
-        set.ended(&again);
-        assert!(set.admit(again), "a forgotten address may start again");
-    }
-
     fn id(i: u32) -> PeerId {
         let mut b = [0u8; 16];
         b[..4].copy_from_slice(&i.to_be_bytes());
@@ -380,14 +349,30 @@ mod tests {
     fn a_large_lan_is_dialled_by_the_overlay_rule_within_bounds() {
         let cfg = PeerSetConfig::default();
         let mut lan = Overlay::new(id(0), cfg);
-        assert!(!lan.learn(id(0), addr(0)), "we are not our own member");
+        assert!(
+            !lan.learn(id(0), Some(addr(0))),
+            "we are not our own member"
+        );
         let new = (1..=MAX_MEMBERS as u32 + 100)
-            .filter(|i| lan.learn(id(*i), addr(*i)))
+            .filter(|i| lan.learn(id(*i), Some(addr(*i))))
             .count();
         assert_eq!(new, MAX_MEMBERS, "members are bounded");
-        assert!(!lan.learn(id(1), addr(1)), "a member is learnt once");
+        assert!(!lan.learn(id(1), Some(addr(1))), "a member is learnt once");
         let wanted = lan.wanted();
         assert_eq!(wanted.len(), cfg.dial);
+        // Members known only by name are picked, but not dialled until resolved; the
+        // best resolved others fill up to half the picks.
+        let mut named = Overlay::new(id(0), cfg);
+        for i in 1..=100 {
+            named.learn(id(i), (i > 90).then(|| addr(i)));
+        }
+        let dialled = named.wanted();
+        assert_eq!(dialled.len(), cfg.dial.div_ceil(2));
+        assert!(
+            dialled
+                .iter()
+                .all(|(p, _)| u32::from_be_bytes(p.0[..4].try_into().unwrap()) > 90)
+        );
         let members: Vec<PeerId> = (1..=MAX_MEMBERS as u32).map(id).collect();
         let best: Vec<PeerId> = wanted.iter().map(|(p, _)| *p).collect();
         assert_eq!(best, cfg.dial_targets(&id(0), &members));
@@ -397,7 +382,7 @@ mod tests {
         lan.gave_up(&first);
         assert!(!lan.wanted().iter().any(|(p, _)| *p == first));
         assert_eq!(lan.wanted().len(), cfg.dial);
-        lan.learn(first, wanted[0].1);
+        lan.learn(first, Some(wanted[0].1));
         assert_eq!(lan.wanted()[0].0, first);
         assert!(lan.forget(&first) && !lan.forget(&first));
         assert!(!lan.wanted().iter().any(|(p, _)| *p == first));

@@ -441,6 +441,8 @@ impl Node {
                 } else {
                     self.p.swarm.handle_member_gone(peer, now);
                 }
+                let members = self.p.swarm.members();
+                tracing::debug!(?peer, present, members, "LAN member");
             }
             NodeInput::Origin { piece, data } => {
                 self.p.swarm.handle_origin_piece(piece, data, now);

@@ -100,7 +100,9 @@ pub struct Swarm {
     banned: BTreeSet<PeerId>,
     /// Agents of the LAN we know of, joined or only discovered (without us): origin work
     /// is split over them.
-    members: BTreeSet<PeerId>,
+    /// With each, its [`fetcher_score`] for this release (kept: a LAN of 1,000 agents
+    /// would otherwise rehash every member whenever one appears).
+    members: BTreeMap<PeerId, u64>,
     /// Per piece: whether we fetch it from the origin (we are its owner among the LAN's
     /// origin fetchers).
     mine: Vec<bool>,
@@ -163,7 +165,7 @@ impl Swarm {
             availability: vec![0; n],
             held: have,
             banned: BTreeSet::new(),
-            members: BTreeSet::new(),
+            members: BTreeMap::new(),
             mine: vec![true; n],
             fetchers: Vec::new(),
             next_rotation: now,
@@ -240,23 +242,28 @@ impl Swarm {
     /// fetch different pieces.
     pub fn handle_member(&mut self, peer: PeerId, now: Duration) {
         self.now = self.now.max(now);
-        if peer == self.me || self.banned.contains(&peer) || !self.members.insert(peer) {
+        if peer == self.me || self.banned.contains(&peer) || self.members.contains_key(&peer) {
             return;
         }
         self.last_join = Some(now);
-        self.recompute_ownership();
-        self.schedule(now);
+        // A member set change restarts the stall clock: new owners get their chance.
+        self.lan_progress = now;
+        if self.add_member(peer) && self.recompute_ownership() {
+            self.schedule(now);
+        }
     }
 
     /// Discovery no longer sees `peer` (its announcement ended or expired). A joined
     /// peer stays a member until its connection closes.
     pub fn handle_member_gone(&mut self, peer: PeerId, now: Duration) {
         self.now = self.now.max(now);
-        if self.peers.contains_key(&peer) || !self.members.remove(&peer) {
+        if self.peers.contains_key(&peer) || !self.members.contains_key(&peer) {
             return;
         }
-        self.recompute_ownership();
-        self.schedule(now);
+        self.lan_progress = now;
+        if self.remove_member(&peer) && self.recompute_ownership() {
+            self.schedule(now);
+        }
     }
 
     /// The agents of the LAN known (joined or discovered), without us.
@@ -279,7 +286,7 @@ impl Swarm {
             return;
         }
         self.last_join = Some(now);
-        self.members.insert(peer);
+        let fetchers_may_change = self.add_member(peer);
         let unchoked = self.peers.values().filter(|p| p.unchoked).count() < self.upload_slots();
         self.peers.insert(
             peer,
@@ -311,7 +318,10 @@ impl Swarm {
             let w = self.cfg.grant_window;
             self.send(peer, Message::Unchoke { max_requests: w }, now);
         }
-        self.recompute_ownership();
+        self.lan_progress = now;
+        if fetchers_may_change {
+            self.recompute_ownership();
+        }
         self.schedule(now);
     }
 
@@ -639,10 +649,12 @@ impl Swarm {
         self.transmits.retain(|(to, _)| *to != peer);
         // We saw it leave: it no longer counts for the origin split (if it is still up,
         // it will join again, or discovery reports it again).
-        self.members.remove(&peer);
+        self.lan_progress = now;
         if pe.unchoked {
             self.fill_upload_slots(now);
         }
-        self.recompute_ownership();
+        if self.remove_member(&peer) {
+            self.recompute_ownership();
+        }
     }
 }

@@ -9,15 +9,21 @@ impl Swarm {
     /// [`fetcher_score`]; each piece is owned by the fetcher with the highest
     /// [`rendezvous_score`]. A change of the member set restarts the stall clock: the new
     /// owners get their chance.
-    pub(super) fn recompute_ownership(&mut self) {
+    /// Returns whether our share of the origin work changed.
+    pub(super) fn recompute_ownership(&mut self) -> bool {
         self.lan_progress = self.now;
         let salt = self.release_salt();
-        let mut fetchers: Vec<PeerId> = self.members.iter().copied().collect();
-        fetchers.push(self.me);
-        fetchers.sort_unstable_by_key(|id| std::cmp::Reverse(fetcher_score(&salt, id)));
-        fetchers.truncate(self.cfg.origin_fetchers.max(1));
+        let mut scored: Vec<(u64, PeerId)> = self.members.iter().map(|(id, s)| (*s, *id)).collect();
+        scored.push((fetcher_score(&salt, &self.me), self.me));
+        let k = self.cfg.origin_fetchers.max(1).min(scored.len());
+        if k < scored.len() {
+            scored.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
+            scored.truncate(k);
+        }
+        scored.sort_unstable_by(|a, b| b.cmp(a));
+        let fetchers: Vec<PeerId> = scored.into_iter().map(|(_, id)| id).collect();
         if fetchers == self.fetchers {
-            return;
+            return false;
         }
         self.fetchers = fetchers;
         let me = self.me;
@@ -29,6 +35,33 @@ impl Swarm {
                 .max_by_key(|id| rendezvous_score(p, id))
                 .copied();
             self.mine[p as usize] = fetching && owner == Some(me);
+        }
+        true
+    }
+
+    /// Adds `peer` to the members, with its fetcher score; returns whether the
+    /// fetchers may change (a LAN of 1,000 agents adds members below the cut a thousand
+    /// times: those cost O(fetchers), not a recount).
+    pub(super) fn add_member(&mut self, peer: PeerId) -> bool {
+        let salt = self.release_salt();
+        if self.members.contains_key(&peer) {
+            return false;
+        }
+        let score = fetcher_score(&salt, &peer);
+        self.members.insert(peer, score);
+        self.fetchers.len() < self.cfg.origin_fetchers.max(1)
+            || self.fetchers.iter().any(|f| self.member_score(f) < score)
+    }
+
+    /// Removes `peer` from the members; returns whether it was one of the fetchers.
+    pub(super) fn remove_member(&mut self, peer: &PeerId) -> bool {
+        self.members.remove(peer).is_some() && self.fetchers.contains(peer)
+    }
+
+    fn member_score(&self, id: &PeerId) -> u64 {
+        match self.members.get(id) {
+            Some(s) => *s,
+            None => fetcher_score(&self.release_salt(), id),
         }
     }
 
@@ -62,6 +95,14 @@ impl Swarm {
             return;
         };
         if pe.choked_us || !pe.got_map || pe.snubbed_until > now {
+            return;
+        }
+        // Nothing to start with it and every request window full: the common case on a
+        // busy LAN, checked before scanning the pieces.
+        let limit = usize::from(pe.window.min(self.cfg.request_window));
+        let room = pe.pieces.len() < self.cfg.pieces_per_peer
+            && (pe.have.has_any_not_in(&self.held) || endgame);
+        if !room && pe.outstanding.len() >= limit {
             return;
         }
         while self
@@ -171,6 +212,9 @@ impl Swarm {
             return;
         }
         let stalled = now >= self.lan_progress + self.cfg.origin_stall;
+        if !stalled && !self.fetchers.contains(&self.me) {
+            return;
+        }
         // Missing pieces no usable peer holds: ours first (in piece order, friendly to
         // the origin's read-ahead); when the LAN stalls, others' too, in our own
         // rendezvous order so that helping agents pick different pieces.
@@ -180,10 +224,11 @@ impl Swarm {
             if !matches!(state, PieceState::Missing { .. }) || self.checking.contains_key(&p) {
                 continue;
             }
-            let held_nearby = self
-                .peers
-                .values()
-                .any(|pe| pe.have.get(p) && pe.snubbed_until <= now);
+            let held_nearby = self.availability[p as usize] > 0
+                && self
+                    .peers
+                    .values()
+                    .any(|pe| pe.have.get(p) && pe.snubbed_until <= now);
             if held_nearby {
                 continue;
             }
