@@ -4,7 +4,7 @@
 //! with correct bytes, no node starves) still fail a run; the figures are printed.
 //!
 //! Overrides for experiments: `SHOAL_SIM_SLOTS` (upload slots), `SHOAL_SIM_FETCHERS`
-//! (origin fetchers), `SHOAL_SIM_ROTATE_MS` (slot rotation), `SHOAL_SIM_INFLIGHT` (uploads out per peer), `SHOAL_SIM_DIAL` (links dialled per agent).
+//! (origin fetchers), `SHOAL_SIM_ROTATE_MS` (slot rotation), `SHOAL_SIM_INFLIGHT` (uploads out per peer), `SHOAL_SIM_ORIGIN_PARALLEL`, `SHOAL_SIM_DIAL` (links dialled per agent).
 
 mod sim;
 
@@ -26,6 +26,9 @@ fn tuned(mut sc: Scenario) -> Scenario {
     }
     if let Some(v) = env("SHOAL_SIM_ROTATE_MS") {
         sc.config.rotate_every = Duration::from_millis(v as u64);
+    }
+    if let Some(v) = env("SHOAL_SIM_ORIGIN_PARALLEL") {
+        sc.config.origin_parallel = v;
     }
     if let Some(v) = env("SHOAL_SIM_INFLIGHT") {
         sc.config.upload_inflight = v;

@@ -30,6 +30,15 @@ use crate::discovery::Found;
 /// minute and a half of backoff).
 pub const GIVE_UP_AFTER: u32 = 12;
 
+/// At start, members are dialled once no new one has been named for this long (or
+/// [`NAMES_WAIT`] after start): the names of a whole LAN arrive within about half a
+/// second, and picks made before that are the same first few agents for everyone, which
+/// then serve dozens of peers each (a 48-agent lab run: agents waited 9 s for a slot).
+pub const NAMES_SETTLE: Duration = Duration::from_millis(300);
+
+/// The longest wait for names to settle before dialling.
+pub const NAMES_WAIT: Duration = Duration::from_secs(2);
+
 /// How long a connect may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -102,8 +111,13 @@ impl Connector {
             let dialer = self.clone().keep_dialing(addr, false, None);
             tasks.spawn(async move { (dialer.await, None) });
         }
+        // Members are dialled once their names have settled (see `NAMES_SETTLE`).
+        let started = tokio::time::Instant::now();
+        let mut settle_at = started + NAMES_WAIT;
+        let mut settled = false;
         loop {
             tokio::select! {
+                () = tokio::time::sleep_until(settle_at), if !settled => settled = true,
                 f = async { found.as_mut()?.recv().await }, if found.is_some() => {
                     let change = match f {
                         None => {
@@ -117,6 +131,10 @@ impl Connector {
                         Some(Found::Gone(id)) => lan.forget(&id).then_some((id, false)),
                     };
                     if let Some((peer, present)) = change {
+                        if present && !settled {
+                            let now = tokio::time::Instant::now();
+                            settle_at = (now + NAMES_SETTLE).min(started + NAMES_WAIT);
+                        }
                         let member = NodeInput::Member { peer, present };
                         if self.ctx.node.send(member).await.is_err() {
                             break;
@@ -134,6 +152,9 @@ impl Connector {
                     }
                 }
                 _ = stop.changed() => break,
+            }
+            if !settled {
+                continue;
             }
             // Dial what the overlay rule wants now; diallers of members it no longer
             // picks finish their connection, if they have one, and stop.

@@ -75,7 +75,7 @@ impl Default for SwarmConfig {
             origin_grace: Duration::from_secs(2),
             origin_settle: Duration::from_millis(400),
             origin_stall: Duration::from_secs(10),
-            origin_parallel: 4,
+            origin_parallel: 8,
             origin_timeout: Duration::from_secs(120),
             origin_max_backoff: Duration::from_secs(30),
             keepalive: Duration::from_secs(30),

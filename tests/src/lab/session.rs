@@ -282,8 +282,20 @@ impl Lab {
         }
     }
 
-    /// The origin's `shoal_origin_sent_bytes_total`.
+    /// The origin's `shoal_origin_sent_bytes_total`, asked up to 3 times: right after a
+    /// large LAN finishes, the machine can be too busy to answer within one timeout.
     fn origin_bytes(&self) -> Result<u64, String> {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match self.origin_bytes_once() {
+                Ok(b) => return Ok(b),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn origin_bytes_once(&self) -> Result<u64, String> {
         let out = Command::new("curl")
             .args([
                 "-sS",
