@@ -62,6 +62,27 @@ fn sixty_four_agents_in_a_partial_mesh_split_the_origin_and_nobody_starves() {
     assert!(r.completion.as_secs_f64() <= 1.5 * r.bound.as_secs_f64());
 }
 
+/// Names that are no agent (crashed without a goodbye, or announced by a LAN host) win
+/// fetcher elections: their pieces pass to the next agents in the election once the
+/// others deliver and they do not, rather than stalling the LAN or sending everyone to
+/// the origin.
+#[test]
+fn ghost_members_elected_as_fetchers_are_passed_over() {
+    let mut sc = lan(32, seed(0x5eed_0041));
+    sc.ghosts = 2;
+    let r = must(&sc);
+    show("32 peers, 2 ground ghost names", &r);
+    assert!(r.finish.iter().all(Option::is_some));
+    assert!(
+        r.origin_bytes as f64 <= 1.1 * r.release_bytes as f64,
+        "origin sent {} bytes for a {}-byte release",
+        r.origin_bytes,
+        r.release_bytes
+    );
+    // Passing a ghost over takes one `origin_stall` (5 s here) of others' progress.
+    assert!(r.completion.as_secs_f64() <= r.bound.as_secs_f64() + 15.0);
+}
+
 #[test]
 fn late_joiners_take_everything_from_peers() {
     let mut sc = lan(16, seed(0x5eed_0002));

@@ -44,7 +44,7 @@ impl Swarm {
                     && p.have.set(i)
                 {
                     if self.availability[i as usize] == 0 && !self.tracker.has(i) {
-                        self.lan_progress = now;
+                        self.note_new_piece(i, now);
                     }
                     self.availability[i as usize] += 1;
                 }

@@ -106,10 +106,20 @@ pub struct Swarm {
     /// Per piece: whether we fetch it from the origin (we are its owner among the LAN's
     /// origin fetchers).
     mine: Vec<bool>,
+    /// Per piece: the index in `fetchers` of its owner.
+    owner: Vec<u8>,
+    /// Per fetcher (not us): when a piece it owns last appeared new to us, or when it
+    /// became a fetcher.
+    fetcher_seen: BTreeMap<PeerId, Duration>,
+    /// Members passed over as fetchers for this release: they stopped delivering while
+    /// the LAN made progress.
+    silent: BTreeSet<PeerId>,
     /// The LAN's origin fetchers in our view (us included if we are one).
     fetchers: Vec<PeerId>,
     /// When upload slots rotate next.
     next_rotation: Duration,
+    /// The longest piece's length.
+    max_piece: u32,
     /// The peer whose queued request was handed out last (uploads go round-robin).
     upload_turn: Option<PeerId>,
     /// Our measured upload rate.
@@ -151,6 +161,7 @@ impl Swarm {
             ..cfg
         };
         let n = pieces.len();
+        let max_piece = pieces.iter().map(|p| p.length).max().unwrap_or(0);
         let mut have = Bitfield::new(n as u32);
         for (i, h) in held.iter().take(n).enumerate() {
             if *h {
@@ -167,8 +178,12 @@ impl Swarm {
             banned: BTreeSet::new(),
             members: BTreeMap::new(),
             mine: vec![true; n],
+            owner: vec![0; n],
+            fetcher_seen: BTreeMap::new(),
+            silent: BTreeSet::new(),
             fetchers: Vec::new(),
             next_rotation: now,
+            max_piece,
             upload_turn: None,
             uplink: uploads::Uplink::default(),
             rng: Rng::new(seed),
@@ -246,8 +261,6 @@ impl Swarm {
             return;
         }
         self.last_join = Some(now);
-        // A member set change restarts the stall clock: new owners get their chance.
-        self.lan_progress = now;
         if self.add_member(peer) && self.recompute_ownership() {
             self.schedule(now);
         }
@@ -260,7 +273,6 @@ impl Swarm {
         if self.peers.contains_key(&peer) || !self.members.contains_key(&peer) {
             return;
         }
-        self.lan_progress = now;
         if self.remove_member(&peer) && self.recompute_ownership() {
             self.schedule(now);
         }
@@ -318,7 +330,6 @@ impl Swarm {
             let w = self.cfg.grant_window;
             self.send(peer, Message::Unchoke { max_requests: w }, now);
         }
-        self.lan_progress = now;
         if fetchers_may_change {
             self.recompute_ownership();
         }
@@ -453,9 +464,15 @@ impl Swarm {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.uploads = p.uploads.saturating_sub(1);
         }
-        let busy =
-            self.uploads_in_flight() > 0 || self.peers.values().any(|p| !p.queued.is_empty());
-        self.uplink.done(u64::from(self.cfg.block_len), busy, now);
+        // The uplink counts as busy only while two peers or more have blocks waiting: one
+        // slow reader must not make it look slow (its slots would shrink for everyone).
+        let waiting = self
+            .peers
+            .values()
+            .filter(|p| p.uploads > 0 || !p.queued.is_empty())
+            .count();
+        self.uplink
+            .done(u64::from(self.cfg.block_len), waiting >= 2, now);
         self.serve_uploads();
     }
 
@@ -647,14 +664,11 @@ impl Swarm {
             self.tracker.abort(p, Source::Peer(peer), now);
         }
         self.transmits.retain(|(to, _)| *to != peer);
-        // We saw it leave: it no longer counts for the origin split (if it is still up,
-        // it will join again, or discovery reports it again).
-        self.lan_progress = now;
+        // It stays a member: a connection that ends says little about the agent (it may
+        // be busy, or our peer set changed). Discovery says when it is gone, and a fetcher
+        // that stops delivering is passed over (`note_new_piece`).
         if pe.unchoked {
             self.fill_upload_slots(now);
-        }
-        if self.remove_member(&peer) {
-            self.recompute_ownership();
         }
     }
 }

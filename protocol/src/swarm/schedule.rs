@@ -11,9 +11,13 @@ impl Swarm {
     /// owners get their chance.
     /// Returns whether our share of the origin work changed.
     pub(super) fn recompute_ownership(&mut self) -> bool {
-        self.lan_progress = self.now;
         let salt = self.release_salt();
-        let mut scored: Vec<(u64, PeerId)> = self.members.iter().map(|(id, s)| (*s, *id)).collect();
+        let mut scored: Vec<(u64, PeerId)> = self
+            .members
+            .iter()
+            .filter(|(id, _)| !self.silent.contains(*id))
+            .map(|(id, s)| (*s, *id))
+            .collect();
         scored.push((fetcher_score(&salt, &self.me), self.me));
         let k = self.cfg.origin_fetchers.max(1).min(scored.len());
         if k < scored.len() {
@@ -25,18 +29,69 @@ impl Swarm {
         if fetchers == self.fetchers {
             return false;
         }
+        let now = self.now;
+        for f in &fetchers {
+            if *f != self.me && !self.fetcher_seen.contains_key(f) {
+                self.fetcher_seen.insert(*f, now);
+            }
+        }
+        self.fetcher_seen.retain(|id, _| fetchers.contains(id));
         self.fetchers = fetchers;
         let me = self.me;
-        let fetching = self.fetchers.contains(&me);
         for p in 0..self.tracker.len() {
-            let owner = self
-                .fetchers
-                .iter()
-                .max_by_key(|id| rendezvous_score(p, id))
-                .copied();
-            self.mine[p as usize] = fetching && owner == Some(me);
+            let owner = (0..self.fetchers.len())
+                .max_by_key(|i| rendezvous_score(p, &self.fetchers[*i]))
+                .unwrap_or(0);
+            self.owner[p as usize] = owner as u8;
+            self.mine[p as usize] = self.fetchers.get(owner) == Some(&me);
         }
         true
+    }
+
+    /// A piece nobody near us had appeared: the LAN made progress (the stall clock
+    /// restarts), and its owner delivers. A fetcher that has delivered nothing for
+    /// `origin_stall`, and still owns pieces none of our neighbours has, is passed over
+    /// for this release (crashed, gone without a goodbye, or a name that is no agent):
+    /// its pieces go to the next agent in the election rather than to everyone. This is
+    /// checked on each new piece and when the LAN stalls, before everyone helps.
+    pub(super) fn note_new_piece(&mut self, p: u32, now: Duration) {
+        self.lan_progress = now;
+        if let Some(f) = self.fetchers.get(usize::from(self.owner[p as usize]))
+            && let Some(seen) = self.fetcher_seen.get_mut(f)
+        {
+            *seen = now;
+        }
+        self.pass_over_silent_fetchers(now);
+    }
+
+    /// Passes over the fetchers that delivered nothing for `origin_stall` and still own
+    /// pieces none of our neighbours holds; returns whether there were any.
+    fn pass_over_silent_fetchers(&mut self, now: Duration) -> bool {
+        let late: Vec<PeerId> = self
+            .fetcher_seen
+            .iter()
+            .filter(|(_, seen)| now >= **seen + self.cfg.origin_stall)
+            .map(|(f, _)| *f)
+            .filter(|f| self.owns_missing(f))
+            .collect();
+        if late.is_empty() {
+            return false;
+        }
+        self.silent.extend(late);
+        self.recompute_ownership();
+        true
+    }
+
+    /// Whether fetcher `f` owns a piece we lack that none of our neighbours holds.
+    fn owns_missing(&self, f: &PeerId) -> bool {
+        let Some(i) = self.fetchers.iter().position(|x| x == f) else {
+            return false;
+        };
+        self.tracker.states().any(|(p, s)| {
+            usize::from(self.owner[p as usize]) == i
+                && matches!(s, PieceState::Missing { .. })
+                && self.availability[p as usize] == 0
+        })
     }
 
     /// Adds `peer` to the members, with its fetcher score; returns whether the
@@ -211,7 +266,13 @@ impl Swarm {
         if free == 0 {
             return;
         }
-        let stalled = now >= self.lan_progress + self.cfg.origin_stall;
+        let mut stalled = now >= self.lan_progress + self.cfg.origin_stall;
+        if stalled && self.pass_over_silent_fetchers(now) {
+            // The next agents in the election take over the silent ones' pieces, and get
+            // a stall period of their own before everyone helps.
+            self.lan_progress = now;
+            stalled = false;
+        }
         if !stalled && !self.fetchers.contains(&self.me) {
             return;
         }

@@ -6,11 +6,13 @@
 //! - a slot held by a peer that lacks nothing we hold is handed to the longest-waiting
 //!   peer at once;
 //! - then up to a quarter of the slots (at least one) go from the holders served longest
-//!   (at least `rotate_every`) to the peers that waited longest.
+//!   (at least `rotate_every`, and on a slow uplink long enough for two whole pieces) to
+//!   the peers that waited longest.
 //!
 //! So with `W` waiting peers and `S` slots, a waiting peer is unchoked within about
 //! `ceil(W / ceil(S / 4)) × rotate_every`, and no peer starves however large the LAN.
-//! A slot freed by a peer leaving goes to the longest-waiting peer at once.
+//! A slot freed by a peer leaving goes to the longest-waiting peer at once; one freed
+//! because its holder needs nothing more, at the next rotation.
 
 use super::*;
 
@@ -154,11 +156,6 @@ impl Swarm {
         }
     }
 
-    /// Blocks handed to the agent and not yet sent.
-    pub(super) fn uploads_in_flight(&self) -> usize {
-        self.peers.values().map(|p| usize::from(p.uploads)).sum()
-    }
-
     /// Blocks one peer may have on their way out: `upload_inflight`, or once the
     /// uplink's rate is measured, its share of about 100 ms of it (at least one).
     fn upload_inflight_limit(&self) -> usize {
@@ -171,11 +168,27 @@ impl Swarm {
         budget.div_ceil(sharing).clamp(1, max)
     }
 
+    /// How long a peer keeps its slot at least before it rotates out: `rotate_every`, or
+    /// on a slow uplink long enough to send it two of the largest pieces, so a turn
+    /// always completes pieces (a `Choke` makes the peer drop its partial ones).
+    fn min_tenure(&self) -> Duration {
+        let Some(rate) = self.uplink.rate() else {
+            return self.cfg.rotate_every;
+        };
+        let per_slot = rate / self.upload_slots().max(1) as f64;
+        let piece = Duration::from_secs_f64(2.0 * f64::from(self.max_piece) / per_slot.max(1.0));
+        self.cfg
+            .rotate_every
+            .max(piece.min(Duration::from_secs(30)))
+    }
+
     /// Peers unchoked at once: `upload_slots`, fewer on a slow uplink.
     pub(super) fn upload_slots(&self) -> usize {
         let max = self.cfg.upload_slots.max(1);
         match self.uplink.rate() {
-            Some(r) => ((r / self.cfg.slot_rate.max(1) as f64).ceil() as usize).clamp(1, max),
+            Some(r) => {
+                ((r / self.cfg.slot_rate.max(1) as f64).ceil() as usize).clamp(2.min(max), max)
+            }
             None => max,
         }
     }
@@ -224,7 +237,7 @@ impl Swarm {
                     break;
                 };
                 if needs {
-                    if turns == 0 || now < since + self.cfg.rotate_every {
+                    if turns == 0 || now < since + self.min_tenure() {
                         break;
                     }
                     turns -= 1;

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use shoal_protocol::Digest;
 use shoal_protocol::swarm::{
-    PeerSetConfig, PieceSpec, Rng, Swarm, SwarmConfig, SwarmEvent, link_score,
+    PeerSetConfig, PieceSpec, Rng, Swarm, SwarmConfig, SwarmEvent, fetcher_score, link_score,
 };
 use shoal_protocol::wire::{Message, PeerId, PieceNumber};
 
@@ -75,6 +75,11 @@ pub struct Scenario {
     pub forget_after: Duration,
     /// Longest a node may go without piece data while a neighbour holds a piece it lacks.
     pub starve_bound: Duration,
+    /// Names discovery reports that are no agent (crashed without a goodbye, or made up
+    /// by a LAN host): every node counts them as members. Each is the best of 1,000
+    /// random ids by fetcher score, as an attacker who grinds ids would pick, so they
+    /// win the fetcher election.
+    pub ghosts: usize,
     /// Check every node's invariants after every `check_every`-th step it takes part in
     /// (1: always; benchmarks sample to stay fast).
     pub check_every: u64,
@@ -162,6 +167,7 @@ struct Sim<'a> {
     specs: Vec<PieceSpec>,
     nodes: Vec<Node>,
     index: std::collections::HashMap<PeerId, usize>,
+    ghosts: Vec<PeerId>,
     queue: BinaryHeap<Reverse<(Duration, u64)>>,
     payloads: std::collections::HashMap<u64, Ev>,
     seq: u64,
@@ -227,6 +233,7 @@ impl<'a> Sim<'a> {
             truth,
             specs,
             index: nodes.iter().enumerate().map(|(i, n)| (n.id, i)).collect(),
+            ghosts: Vec::new(),
             nodes,
             queue: BinaryHeap::new(),
             payloads: std::collections::HashMap::new(),
@@ -240,6 +247,18 @@ impl<'a> Sim<'a> {
             longest_starved: Duration::ZERO,
         };
         sim.push(Duration::from_secs(1), Ev::Tick);
+        let salt = sim.specs.first().map_or([0; 32], |s| s.digest.0);
+        for _ in 0..sc.ghosts {
+            let best = (0..1000)
+                .map(|_| {
+                    let mut id = [0u8; 16];
+                    id[..8].copy_from_slice(&sim.rng.next_u64().to_le_bytes());
+                    id[8..].copy_from_slice(&sim.rng.next_u64().to_le_bytes());
+                    PeerId(id)
+                })
+                .max_by_key(|id| fetcher_score(&salt, id));
+            sim.ghosts.extend(best);
+        }
         for i in 0..sim.nodes.len() {
             let spec = sim.nodes[i].spec.clone();
             sim.push(spec.join_at, Ev::Join(i));
@@ -332,6 +351,11 @@ impl<'a> Sim<'a> {
                     .collect();
                 // Discovery: the new node learns of everyone, everyone of it.
                 let me = self.nodes[i].id;
+                for g in self.ghosts.clone() {
+                    if let Some(s) = self.nodes[i].swarm.as_mut() {
+                        s.handle_member(g, now);
+                    }
+                }
                 for &j in &others {
                     let them = self.nodes[j].id;
                     if let Some(s) = self.nodes[i].swarm.as_mut() {
@@ -786,6 +810,7 @@ pub fn lan(n: usize, seed: u64) -> Scenario {
         mesh: PeerSetConfig::default(),
         forget_after: Duration::from_secs(120),
         starve_bound: Duration::from_secs(15),
+        ghosts: 0,
         check_every: 1,
         time_limit: Duration::from_secs(600),
     }
