@@ -88,7 +88,13 @@ fn instance_name(id: &PeerId, group: &str) -> String {
 pub fn parse_name(fullname: &str) -> Option<(PeerId, &str)> {
     let label = fullname.strip_prefix("shoal-")?.split('.').next()?;
     let (hex, tag) = label.split_once('-')?;
-    let is_hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    // Lowercase only: one agent has one name (a variant spelling of a real agent's id
+    // must not redirect or withdraw it).
+    let is_hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
     if !is_hex(hex, 32) || !is_hex(tag, 8) {
         return None;
     }
@@ -230,6 +236,7 @@ mod tests {
             "shoal-00112233445566778899aabbccddeeff._shoal._tcp.local.",
             "shoal-zz112233445566778899aabbccddeeff-00000000._shoal._tcp.local.",
             "shoal-+0112233445566778899aabbccddeeff-00000000._shoal._tcp.local.",
+            "shoal-00112233445566778899AABBCCDDEEFF-00000000._shoal._tcp.local.",
             "printer._ipp._tcp.local.",
         ] {
             assert_eq!(parse_name(bad), None, "{bad}");

@@ -82,6 +82,9 @@ pub struct ConnContext {
     pub node: mpsc::Sender<NodeInput>,
     /// Bytes of peer messages queued for the node at once, at most (see [`charge`]).
     pub input_budget: Arc<Semaphore>,
+    /// The peers joined now (kept by the node): a dialler does not open a second
+    /// connection to a member that already has one, e.g. one it opened to us.
+    pub joined: Arc<std::sync::Mutex<std::collections::HashSet<PeerId>>>,
 }
 
 /// What a message queued for the node costs of the input budget: its bulk bytes, at

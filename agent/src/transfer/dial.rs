@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use shoal_protocol::swarm::PeerSetConfig;
+use shoal_protocol::swarm::{PeerSetConfig, link_score};
 use shoal_protocol::wire::{PeerId, Role};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -26,8 +26,8 @@ use super::NodeInput;
 use super::conn::{self, ConnContext};
 use crate::discovery::Found;
 
-/// Consecutive quick failures after which a discovered address is forgotten (about a
-/// minute and a half of backoff).
+/// Consecutive quick failures after which a discovered member is given up (about half
+/// a minute of backoff).
 pub const GIVE_UP_AFTER: u32 = 12;
 
 /// At start, members are dialled once no new one has been named for this long (or
@@ -56,18 +56,13 @@ impl Connector {
         self.ids.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Accepts peers until stopped.
-    pub async fn accept(self, listener: TcpListener) {
+    /// Accepts peers until stopped. A connection that finds no free slot is closed at
+    /// once (its dialler backs off), and the last `reserve` slots are kept for our own
+    /// dialling, so inbound connections alone cannot cut us off from the members we pick.
+    pub async fn accept(self, listener: TcpListener, reserve: usize) {
         let mut stop = self.stop.clone();
         let mut peers = JoinSet::new();
         loop {
-            let permit = tokio::select! {
-                p = self.slots.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-                _ = stop.changed() => break,
-            };
             let accepted = tokio::select! {
                 a = listener.accept() => a,
                 _ = stop.changed() => break,
@@ -81,6 +76,16 @@ impl Connector {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
+            };
+            let permit = if self.slots.available_permits() > reserve {
+                self.slots.clone().try_acquire_owned().ok()
+            } else {
+                None
+            };
+            let Some(permit) = permit else {
+                tracing::debug!("refusing a peer: every connection slot is taken");
+                drop(stream);
+                continue;
             };
             let (ctx, id) = (self.ctx.clone(), self.next_id());
             peers.spawn(async move {
@@ -144,11 +149,13 @@ impl Connector {
                 Some(ended) = tasks.join_next() => {
                     // Still the current dialler of a wanted member: it gave up, and
                     // is dialled again only if discovery resolves it anew.
-                    if let Ok((_, Some((id, n)))) = ended
+                    if let Ok((gave_up, Some((id, n)))) = ended
                         && dialing.get(&id).is_some_and(|(current, _)| *current == n)
                     {
+                        if gave_up {
+                            lan.gave_up(&id);
+                        }
                         dialing.remove(&id);
-                        lan.gave_up(&id);
                     }
                 }
                 _ = stop.changed() => break,
@@ -159,13 +166,13 @@ impl Connector {
             // Dial what the overlay rule wants now; diallers of members it no longer
             // picks finish their connection, if they have one, and stop.
             let wanted = lan.wanted();
-            dialing.retain(|id, (_, flag)| {
-                let keep = wanted.iter().any(|(w, _)| w == id);
-                if !keep {
-                    let _ = flag.send(false);
-                }
-                keep
-            });
+            for (id, (_, flag)) in &dialing {
+                // A dialler still running is reused when its member is picked again.
+                flag.send_if_modified(|w| {
+                    let now = wanted.iter().any(|(p, _)| p == id);
+                    std::mem::replace(w, now) != now
+                });
+            }
             for (id, addr) in wanted {
                 if dialing.contains_key(&id) {
                     continue;
@@ -174,15 +181,16 @@ impl Connector {
                 serial += 1;
                 let n = serial;
                 dialing.insert(id, (n, flag));
-                let dialer = self.clone().keep_dialing(addr, true, Some(wanted));
+                let dialer = self.clone().keep_dialing(addr, true, Some((id, wanted)));
                 tasks.spawn(async move { (dialer.await, Some((id, n))) });
             }
         }
         tasks.shutdown().await;
     }
 
-    /// Keeps a connection to `addr`, redialling when it drops, for as long as `wanted`
-    /// (a discovered member the overlay rule still picks; `None`: always). The first
+    /// Keeps a connection to `addr`, redialling when it drops, for as long as `member`'s
+    /// flag is set (a discovered member the overlay rule still picks; `None`: always),
+    /// and not while that member is joined on another connection. The first
     /// retries are
     /// quick (peers start at about the same time, and meeting them before the origin
     /// grace ends is what splits the origin work); after that a connection that keeps
@@ -192,11 +200,22 @@ impl Connector {
         self,
         addr: SocketAddr,
         give_up: bool,
-        wanted: Option<watch::Receiver<bool>>,
-    ) -> SocketAddr {
+        member: Option<(PeerId, watch::Receiver<bool>)>,
+    ) -> bool {
         let mut stop = self.stop.clone();
         let mut redial = Redial::default();
-        while !*stop.borrow() && wanted.as_ref().is_none_or(|w| *w.borrow()) {
+        while !*stop.borrow() && member.as_ref().is_none_or(|(_, w)| *w.borrow()) {
+            let joined = member
+                .as_ref()
+                .is_some_and(|(id, _)| self.ctx.joined.lock().is_ok_and(|set| set.contains(id)));
+            if joined {
+                // It is connected to us already (it dialled us, or an older connection
+                // lives on): a second one would be retired as a duplicate.
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(2)) => continue,
+                    _ = stop.changed() => break,
+                }
+            }
             let began = tokio::time::Instant::now();
             let Ok(permit) = self.slots.clone().try_acquire_owned() else {
                 // Every connection slot is taken: not this address's failure.
@@ -216,15 +235,15 @@ impl Connector {
             }
             drop(permit);
             let Some(delay) = redial.after(began.elapsed(), give_up) else {
-                tracing::debug!(%addr, "forgetting a peer address that keeps failing");
-                break;
+                tracing::debug!(%addr, "giving up on a peer that keeps failing");
+                return true;
             };
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 _ = stop.changed() => break,
             }
         }
-        addr
+        false
     }
 }
 
@@ -235,8 +254,8 @@ impl Connector {
 pub struct Overlay {
     me: PeerId,
     cfg: PeerSetConfig,
-    /// Members and, once resolved, where to dial them.
-    members: HashMap<PeerId, Option<SocketAddr>>,
+    /// Members, with their link score to us and, once resolved, where to dial them.
+    members: HashMap<PeerId, (u64, Option<SocketAddr>)>,
     /// Members whose dialler gave up (their connections kept failing).
     failed: HashSet<PeerId>,
 }
@@ -261,7 +280,7 @@ impl Overlay {
         if id == self.me {
             return false;
         }
-        if let Some(known) = self.members.get_mut(&id) {
+        if let Some((_, known)) = self.members.get_mut(&id) {
             if addr.is_some() {
                 *known = addr;
                 self.failed.remove(&id);
@@ -272,7 +291,7 @@ impl Overlay {
             tracing::debug!(?addr, "ignoring a discovered peer: too many known");
             return false;
         }
-        self.members.insert(id, addr);
+        self.members.insert(id, (link_score(&self.me, &id), addr));
         true
     }
 
@@ -295,30 +314,25 @@ impl Overlay {
     /// resolved (the same few for everyone, early on) hubs that everyone dials. If fewer
     /// than half the picks are dialable, the best other resolved members fill up to half.
     pub fn wanted(&self) -> Vec<(PeerId, SocketAddr)> {
-        let live: Vec<&PeerId> = self
+        let mut ranked: Vec<(u64, PeerId, Option<SocketAddr>)> = self
             .members
-            .keys()
-            .filter(|id| !self.failed.contains(id))
-            .collect();
-        let addr = |id: &PeerId| (*self.members.get(id)?).map(|a| (*id, a));
-        let mut wanted: Vec<(PeerId, SocketAddr)> = self
-            .cfg
-            .dial_targets(&self.me, live.iter().copied())
             .iter()
-            .filter_map(addr)
+            .filter(|(id, _)| !self.failed.contains(id))
+            .map(|(id, (score, addr))| (*score, *id, *addr))
+            .collect();
+        ranked.sort_unstable_by(|a, b| b.cmp(a));
+        let mut wanted: Vec<(PeerId, SocketAddr)> = ranked
+            .iter()
+            .take(self.cfg.dial)
+            .filter_map(|(_, id, addr)| Some((*id, (*addr)?)))
             .collect();
         let floor = self.cfg.dial.div_ceil(2);
-        if wanted.len() < floor {
-            let resolved = live.into_iter().filter(|id| addr(id).is_some());
-            for id in self.cfg.dial_targets(&self.me, resolved) {
-                if wanted.len() >= floor {
-                    break;
-                }
-                if !wanted.iter().any(|(w, _)| *w == id)
-                    && let Some(pick) = addr(&id)
-                {
-                    wanted.push(pick);
-                }
+        for (_, id, addr) in ranked.iter().skip(self.cfg.dial) {
+            if wanted.len() >= floor {
+                break;
+            }
+            if let Some(a) = addr {
+                wanted.push((*id, *a));
             }
         }
         wanted

@@ -51,7 +51,7 @@ pub const INPUT_BYTES: usize = 16 << 20;
 
 /// Discovered addresses queued for the dialer at most (more are dropped; the dialer
 /// drains the queue at once, so this fills only under a flood of announcements).
-pub const DISCOVERED_QUEUE: usize = 256;
+pub const DISCOVERED_QUEUE: usize = 2 * dial::MAX_MEMBERS;
 
 /// A peer that does not take a write for this long is dropped.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -262,6 +262,7 @@ pub async fn start(
                 .collect(),
         })
     });
+    let joined = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
     let connector = Connector {
         ctx: Arc::new(ConnContext {
             me,
@@ -271,6 +272,7 @@ pub async fn start(
             write_timeout: o.write_timeout,
             node: in_tx.clone(),
             input_budget: Arc::new(Semaphore::new(INPUT_BYTES)),
+            joined: joined.clone(),
         }),
         slots: Arc::new(Semaphore::new(o.overlay.max_peers)),
         ids: Arc::new(AtomicU64::new(0)),
@@ -285,6 +287,7 @@ pub async fn start(
         progress: prog_tx,
         gossip: o.gossip,
         epoch,
+        joined,
     };
     let (announcement, found) = match discovered {
         Some(d) => (Some(d.announcement), Some(d.found)),
@@ -292,7 +295,7 @@ pub async fn start(
     };
     let tasks = vec![
         tokio::spawn(node::run(parts, in_rx, stopped)),
-        tokio::spawn(connector.clone().accept(listener)),
+        tokio::spawn(connector.clone().accept(listener, o.overlay.dial / 2)),
         tokio::spawn(connector.dial(o.peers, found, o.overlay)),
     ];
     Ok(Transfer {

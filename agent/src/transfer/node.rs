@@ -74,6 +74,7 @@ pub(super) struct NodeParts {
     pub progress: watch::Sender<Progress>,
     pub gossip: Option<mpsc::Sender<GossipEvent>>,
     pub epoch: Instant,
+    pub joined: Arc<std::sync::Mutex<std::collections::HashSet<PeerId>>>,
 }
 
 struct Node {
@@ -369,10 +370,22 @@ impl Node {
         }
     }
 
+    /// Keeps the diallers' view of joined peers.
+    fn set_joined(&self, peer: PeerId, joined: bool) {
+        if let Ok(mut set) = self.p.joined.lock() {
+            if joined {
+                set.insert(peer);
+            } else {
+                set.remove(&peer);
+            }
+        }
+    }
+
     /// Forgets `peer`'s connections, retired ones included; dropping their close
     /// signals closes them at once.
     fn forget(&mut self, peer: PeerId) {
         if let Some(pc) = self.peers.remove(&peer) {
+            self.set_joined(peer, false);
             self.conns.remove(&pc.current.id);
             for c in pc.others {
                 self.conns.remove(&c.id);
@@ -457,6 +470,7 @@ impl Node {
         self.conns.insert(conn.id, peer);
         let Some(pc) = self.peers.get_mut(&peer) else {
             tracing::debug!(?peer, "peer joined");
+            self.set_joined(peer, true);
             self.peers.insert(
                 peer,
                 PeerConns {
@@ -497,6 +511,7 @@ impl Node {
             pc.current = next;
         } else {
             self.peers.remove(&peer);
+            self.set_joined(peer, false);
             self.p.swarm.handle_disconnected(peer, now);
             return;
         }

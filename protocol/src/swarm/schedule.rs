@@ -9,7 +9,7 @@ impl Swarm {
     /// [`fetcher_score`]; each piece is owned by the fetcher with the highest
     /// [`rendezvous_score`]. A change of the member set restarts the stall clock: the new
     /// owners get their chance.
-    /// Returns whether our share of the origin work changed.
+    /// Returns whether the fetchers changed.
     pub(super) fn recompute_ownership(&mut self) -> bool {
         let salt = self.release_salt();
         let mut scored: Vec<(u64, PeerId)> = self

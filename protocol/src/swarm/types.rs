@@ -45,8 +45,8 @@ pub struct SwarmConfig {
     /// When no piece new to the LAN has appeared for this long, fetch pieces other peers
     /// own from the origin too.
     pub origin_stall: Duration,
-    /// Origin fetches the LAN keeps in flight at once: each agent runs
-    /// `ceil(origin_parallel / (peers + 1))` of them (at least one).
+    /// Origin fetches the LAN keeps in flight at once: each origin fetcher runs
+    /// `ceil(origin_parallel / fetchers)` of them (at least one).
     pub origin_parallel: usize,
     /// An origin fetch unanswered for this long is abandoned.
     pub origin_timeout: Duration,
