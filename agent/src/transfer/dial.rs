@@ -131,6 +131,13 @@ impl Connector {
                         }
                         Some(Found::Member(id)) => lan.learn(id, None).then_some((id, true)),
                         Some(Found::Peer { id, addr }) => {
+                            if lan.addr(&id).is_some_and(|old| old != addr)
+                                && let Some((_, flag)) = dialing.remove(&id)
+                            {
+                                // Restarted elsewhere: its dialler stops, a new one
+                                // dials the new address.
+                                let _ = flag.send(false);
+                            }
                             lan.learn(id, Some(addr)).then_some((id, true))
                         }
                         Some(Found::Gone(id)) => lan.forget(&id).then_some((id, false)),
@@ -205,9 +212,13 @@ impl Connector {
         let mut stop = self.stop.clone();
         let mut redial = Redial::default();
         while !*stop.borrow() && member.as_ref().is_none_or(|(_, w)| *w.borrow()) {
-            let joined = member
-                .as_ref()
-                .is_some_and(|(id, _)| self.ctx.joined.lock().is_ok_and(|set| set.contains(id)));
+            let joined = member.as_ref().is_some_and(|(id, _)| {
+                self.ctx
+                    .joined
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .contains(id)
+            });
             if joined {
                 // It is connected to us already (it dialled us, or an older connection
                 // lives on): a second one would be retired as a duplicate.
@@ -299,6 +310,11 @@ impl Overlay {
     pub fn forget(&mut self, id: &PeerId) -> bool {
         self.failed.remove(id);
         self.members.remove(id).is_some()
+    }
+
+    /// Where `id` was last resolved.
+    pub fn addr(&self, id: &PeerId) -> Option<SocketAddr> {
+        self.members.get(id).and_then(|(_, a)| *a)
     }
 
     /// The dialler of `id` gave up.

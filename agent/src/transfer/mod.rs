@@ -293,9 +293,16 @@ pub async fn start(
         Some(d) => (Some(d.announcement), Some(d.found)),
         None => (None, None),
     };
+    // Slots kept for our own dialling of discovered members; none without discovery
+    // (a static seed takes every inbound connection it has room for).
+    let reserve = if found.is_some() {
+        (o.overlay.dial / 2).min(o.overlay.max_peers / 2)
+    } else {
+        0
+    };
     let tasks = vec![
         tokio::spawn(node::run(parts, in_rx, stopped)),
-        tokio::spawn(connector.clone().accept(listener, o.overlay.dial / 2)),
+        tokio::spawn(connector.clone().accept(listener, reserve)),
         tokio::spawn(connector.dial(o.peers, found, o.overlay)),
     ];
     Ok(Transfer {

@@ -372,12 +372,15 @@ impl Node {
 
     /// Keeps the diallers' view of joined peers.
     fn set_joined(&self, peer: PeerId, joined: bool) {
-        if let Ok(mut set) = self.p.joined.lock() {
-            if joined {
-                set.insert(peer);
-            } else {
-                set.remove(&peer);
-            }
+        let mut set = self
+            .p
+            .joined
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if joined {
+            set.insert(peer);
+        } else {
+            set.remove(&peer);
         }
     }
 

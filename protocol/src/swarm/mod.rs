@@ -114,6 +114,17 @@ pub struct Swarm {
     /// Members passed over as fetchers for this release: they stopped delivering while
     /// the LAN made progress.
     silent: BTreeSet<PeerId>,
+    /// The usual time between two deliveries of one fetcher (a moving average): a
+    /// fetcher is late only after `max(origin_stall, 3 × this)` (behind a slow origin
+    /// every gap is long).
+    delivery_gap: Duration,
+    /// Fetchers that delivered at least once (their `fetcher_seen` is a delivery).
+    delivered: BTreeSet<PeerId>,
+    /// When fetchers were last passed over.
+    passed_over_at: Duration,
+    /// Members discovery names now (the others are members because they joined, and
+    /// stop being members when their connection ends).
+    named: BTreeSet<PeerId>,
     /// The LAN's origin fetchers in our view (us included if we are one).
     fetchers: Vec<PeerId>,
     /// When upload slots rotate next.
@@ -140,8 +151,8 @@ pub struct Swarm {
     now: Duration,
     /// When the last peer joined (ends the origin grace early, see `origin_settle`).
     last_join: Option<Duration>,
-    /// When the LAN last made origin progress: a piece nobody had appeared, a peer set
-    /// change, or our start.
+    /// When the LAN last made origin progress: a piece nobody near us had appeared, or
+    /// our start (restarted by a pass-over only if pieces came since the last one).
     lan_progress: Duration,
 }
 
@@ -158,6 +169,7 @@ impl Swarm {
     ) -> Self {
         let cfg = SwarmConfig {
             block_len: cfg.block_len.clamp(1, MAX_BLOCK_LEN),
+            origin_fetchers: cfg.origin_fetchers.clamp(1, usize::from(u8::MAX)),
             ..cfg
         };
         let n = pieces.len();
@@ -181,6 +193,10 @@ impl Swarm {
             owner: vec![0; n],
             fetcher_seen: BTreeMap::new(),
             silent: BTreeSet::new(),
+            delivery_gap: Duration::ZERO,
+            delivered: BTreeSet::new(),
+            passed_over_at: now,
+            named: BTreeSet::new(),
             fetchers: Vec::new(),
             next_rotation: now,
             max_piece,
@@ -257,7 +273,11 @@ impl Swarm {
     /// fetch different pieces.
     pub fn handle_member(&mut self, peer: PeerId, now: Duration) {
         self.now = self.now.max(now);
-        if peer == self.me || self.banned.contains(&peer) || self.members.contains_key(&peer) {
+        if peer == self.me || self.banned.contains(&peer) {
+            return;
+        }
+        self.named.insert(peer);
+        if self.members.contains_key(&peer) {
             return;
         }
         self.last_join = Some(now);
@@ -270,6 +290,8 @@ impl Swarm {
     /// peer stays a member until its connection closes.
     pub fn handle_member_gone(&mut self, peer: PeerId, now: Duration) {
         self.now = self.now.max(now);
+        self.named.remove(&peer);
+        // A joined peer stays a member until its connection ends.
         if self.peers.contains_key(&peer) || !self.members.contains_key(&peer) {
             return;
         }
@@ -380,6 +402,7 @@ impl Swarm {
         match data {
             Some(d) if ok => {
                 self.origin_failures = 0;
+                self.note_own_delivery(now);
                 self.counters.from_origin += d.len() as u64;
                 self.finish_piece(p, d, Source::Origin, now);
             }
@@ -664,11 +687,16 @@ impl Swarm {
             self.tracker.abort(p, Source::Peer(peer), now);
         }
         self.transmits.retain(|(to, _)| *to != peer);
-        // It stays a member: a connection that ends says little about the agent (it may
-        // be busy, or our peer set changed). Discovery says when it is gone, and a fetcher
-        // that stops delivering is passed over (`note_new_piece`).
+        // A member discovery names stays one: a connection that ends says little about
+        // the agent (our peer set changed, say); discovery says when it is gone, and a
+        // fetcher that stops delivering is passed over (`note_new_piece`). One known only
+        // from its connection (a static peer, or a name discovery withdrew meanwhile)
+        // stops being a member.
         if pe.unchoked {
             self.fill_upload_slots(now);
+        }
+        if !self.named.contains(&peer) && self.remove_member(&peer) {
+            self.recompute_ownership();
         }
     }
 }

@@ -5,10 +5,9 @@ use super::*;
 
 impl Swarm {
     /// Which pieces we fetch from the origin first. The LAN's origin fetchers are the
-    /// `origin_fetchers` agents known (members and ourselves) with the highest
-    /// [`fetcher_score`]; each piece is owned by the fetcher with the highest
-    /// [`rendezvous_score`]. A change of the member set restarts the stall clock: the new
-    /// owners get their chance.
+    /// `origin_fetchers` agents known (members and ourselves, less those passed over)
+    /// with the highest [`fetcher_score`]; each piece is owned by the fetcher with the
+    /// highest [`rendezvous_score`].
     /// Returns whether the fetchers changed.
     pub(super) fn recompute_ownership(&mut self) -> bool {
         let salt = self.release_salt();
@@ -31,9 +30,7 @@ impl Swarm {
         }
         let now = self.now;
         for f in &fetchers {
-            if *f != self.me && !self.fetcher_seen.contains_key(f) {
-                self.fetcher_seen.insert(*f, now);
-            }
+            self.fetcher_seen.entry(*f).or_insert(now);
         }
         self.fetcher_seen.retain(|id, _| fetchers.contains(id));
         self.fetchers = fetchers;
@@ -56,21 +53,40 @@ impl Swarm {
     /// checked on each new piece and when the LAN stalls, before everyone helps.
     pub(super) fn note_new_piece(&mut self, p: u32, now: Duration) {
         self.lan_progress = now;
-        if let Some(f) = self.fetchers.get(usize::from(self.owner[p as usize]))
-            && let Some(seen) = self.fetcher_seen.get_mut(f)
+        if let Some(f) = self
+            .fetchers
+            .get(usize::from(self.owner[p as usize]))
+            .copied()
+            && let Some(seen) = self.fetcher_seen.get_mut(&f)
         {
+            if !self.delivered.insert(f) {
+                let sample = now.saturating_sub(*seen);
+                self.delivery_gap = (self.delivery_gap * 7 + sample) / 8;
+            }
             *seen = now;
         }
         self.pass_over_silent_fetchers(now);
     }
 
+    /// Our own origin piece arrived: as a fetcher we delivered.
+    pub(super) fn note_own_delivery(&mut self, now: Duration) {
+        self.fetcher_seen.insert(self.me, now);
+    }
+
     /// Passes over the fetchers that delivered nothing for `origin_stall` and still own
     /// pieces none of our neighbours holds; returns whether there were any.
     fn pass_over_silent_fetchers(&mut self, now: Duration) -> bool {
+        // Late: nothing for the stall time (longer behind a slow origin), while another
+        // fetcher delivered since. When every fetcher is late the origin itself is slow
+        // or unreachable, and passing fetchers over would only add fetches.
+        let wait = self.cfg.origin_stall.max(self.delivery_gap * 3);
+        let newest = self.fetcher_seen.values().max().copied();
         let late: Vec<PeerId> = self
             .fetcher_seen
             .iter()
-            .filter(|(_, seen)| now >= **seen + self.cfg.origin_stall)
+            .filter(|(f, seen)| {
+                **f != self.me && now >= **seen + wait && newest.is_some_and(|n| n > **seen)
+            })
             .map(|(f, _)| *f)
             .filter(|f| self.owns_missing(f))
             .collect();
@@ -269,9 +285,14 @@ impl Swarm {
         let mut stalled = now >= self.lan_progress + self.cfg.origin_stall;
         if stalled && self.pass_over_silent_fetchers(now) {
             // The next agents in the election take over the silent ones' pieces, and get
-            // a stall period of their own before everyone helps.
-            self.lan_progress = now;
-            stalled = false;
+            // a stall period of their own before everyone helps, but only if pieces came
+            // since the last pass-over: names that keep winning and never deliver cannot
+            // hold off the fallback.
+            if self.lan_progress > self.passed_over_at {
+                self.lan_progress = now;
+                stalled = false;
+            }
+            self.passed_over_at = now;
         }
         if !stalled && !self.fetchers.contains(&self.me) {
             return;

@@ -145,14 +145,23 @@ impl Swarm {
                 pe.uploads += 1;
                 served = true;
                 self.upload_turn = Some(*id);
-                self.uplink.busy(self.now);
                 self.counters.uploaded += u64::from(block.length);
                 self.events
                     .push_back(SwarmEvent::Upload { peer: *id, block });
             }
             if !served {
-                return;
+                break;
             }
+        }
+        // The uplink's rate is measured only while two peers or more are served: one
+        // slow reader must not make it look slow.
+        let serving = self
+            .peers
+            .values()
+            .filter(|p| p.uploads > 0 || !p.queued.is_empty())
+            .count();
+        if serving >= 2 {
+            self.uplink.busy(self.now);
         }
     }
 
