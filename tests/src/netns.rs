@@ -120,6 +120,21 @@ impl Lan {
         (read("tx_bytes"), read("rx_bytes"))
     }
 
+    /// Packets host `i` has received and sent on its link so far (see
+    /// [`Lan::host_link_bytes`]).
+    pub fn host_link_packets(&self, i: usize) -> (u64, u64) {
+        let read = |what: &str| {
+            std::fs::read_to_string(format!(
+                "/sys/class/net/{}/statistics/{what}",
+                self.veths[i]
+            ))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+        };
+        (read("tx_packets"), read("rx_packets"))
+    }
+
     /// Builds the bridge and `n` hosts (at most 200).
     pub fn new(n: usize) -> Result<Lan, String> {
         // Choose a free 198.18.N.0/24 while holding a lock shared by every test process.
