@@ -44,6 +44,7 @@
 mod bitfield;
 mod inbound;
 mod invariants;
+mod membership;
 mod peerset;
 mod rng;
 mod schedule;
@@ -266,103 +267,6 @@ impl Swarm {
     /// Whether `peer` is banned.
     pub fn is_banned(&self, peer: &PeerId) -> bool {
         self.banned.contains(peer)
-    }
-
-    /// Discovery reports an agent of the LAN (connected or not). Origin work is split
-    /// over every agent known, so agents that are not connected to each other still
-    /// fetch different pieces.
-    pub fn handle_member(&mut self, peer: PeerId, now: Duration) {
-        self.now = self.now.max(now);
-        if peer == self.me || self.banned.contains(&peer) {
-            return;
-        }
-        self.named.insert(peer);
-        if self.members.contains_key(&peer) {
-            return;
-        }
-        self.last_join = Some(now);
-        if self.add_member(peer) && self.recompute_ownership() {
-            self.schedule(now);
-        }
-    }
-
-    /// Discovery no longer sees `peer` (its announcement ended or expired). A joined
-    /// peer stays a member until its connection closes.
-    pub fn handle_member_gone(&mut self, peer: PeerId, now: Duration) {
-        self.now = self.now.max(now);
-        self.named.remove(&peer);
-        // A joined peer stays a member until its connection ends.
-        if self.peers.contains_key(&peer) || !self.members.contains_key(&peer) {
-            return;
-        }
-        if self.remove_member(&peer) && self.recompute_ownership() {
-            self.schedule(now);
-        }
-    }
-
-    /// The agents of the LAN known (joined or discovered), without us.
-    pub fn members(&self) -> usize {
-        self.members.len()
-    }
-
-    /// A peer finished the handshake for this release.
-    pub fn handle_joined(&mut self, peer: PeerId, now: Duration) {
-        self.now = self.now.max(now);
-        if self.banned.contains(&peer) || peer == self.me {
-            self.events.push_back(SwarmEvent::Disconnect {
-                peer,
-                reason: PeerError::Banned,
-                ban: false,
-            });
-            return;
-        }
-        if self.peers.contains_key(&peer) {
-            return;
-        }
-        self.last_join = Some(now);
-        let fetchers_may_change = self.add_member(peer);
-        let unchoked = self.peers.values().filter(|p| p.unchoked).count() < self.upload_slots();
-        self.peers.insert(
-            peer,
-            Peer {
-                have: Bitfield::new(self.tracker.len()),
-                got_map: false,
-                choked_us: true,
-                window: 0,
-                outstanding: Vec::new(),
-                pieces: Vec::new(),
-                unchoked,
-                slot_since: now,
-                uploads: 0,
-                queued: VecDeque::new(),
-                snubbed_until: Duration::ZERO,
-                last_recv: now,
-                last_sent: now,
-            },
-        );
-        self.send(
-            peer,
-            Message::PieceMap {
-                piece_count: self.held.len(),
-                bits: self.held.as_wire().to_vec(),
-            },
-            now,
-        );
-        if unchoked {
-            let w = self.cfg.grant_window;
-            self.send(peer, Message::Unchoke { max_requests: w }, now);
-        }
-        if fetchers_may_change {
-            self.recompute_ownership();
-        }
-        self.schedule(now);
-    }
-
-    /// The connection to `peer` closed.
-    pub fn handle_disconnected(&mut self, peer: PeerId, now: Duration) {
-        self.now = self.now.max(now);
-        self.remove_peer(peer, now);
-        self.schedule(now);
     }
 
     /// A message from `peer` arrived. A protocol violation drops the peer (reported as
@@ -665,38 +569,5 @@ impl Swarm {
     fn abandon(&mut self, peer: PeerId, p: u32, now: Duration) {
         self.cancel_attempt(peer, p, now);
         self.tracker.abort(p, Source::Peer(peer), now);
-    }
-
-    fn drop_peer(&mut self, peer: PeerId, reason: PeerError, ban: bool, now: Duration) {
-        if ban {
-            self.banned.insert(peer);
-        }
-        self.remove_peer(peer, now);
-        self.events
-            .push_back(SwarmEvent::Disconnect { peer, reason, ban });
-    }
-
-    fn remove_peer(&mut self, peer: PeerId, now: Duration) {
-        let Some(pe) = self.peers.remove(&peer) else {
-            return;
-        };
-        for i in pe.have.iter() {
-            self.availability[i as usize] -= 1;
-        }
-        for p in pe.pieces {
-            self.tracker.abort(p, Source::Peer(peer), now);
-        }
-        self.transmits.retain(|(to, _)| *to != peer);
-        // A member discovery names stays one: a connection that ends says little about
-        // the agent (our peer set changed, say); discovery says when it is gone, and a
-        // fetcher that stops delivering is passed over (`note_new_piece`). One known only
-        // from its connection (a static peer, or a name discovery withdrew meanwhile)
-        // stops being a member.
-        if pe.unchoked {
-            self.fill_upload_slots(now);
-        }
-        if !self.named.contains(&peer) && self.remove_member(&peer) {
-            self.recompute_ownership();
-        }
     }
 }
