@@ -108,31 +108,27 @@ impl Lan {
     /// Bytes host `i` has received and sent on its link so far, read from the bridge
     /// side of its veth (what the bridge sent it, what it sent the bridge).
     pub fn host_link_bytes(&self, i: usize) -> (u64, u64) {
-        let read = |what: &str| {
-            std::fs::read_to_string(format!(
-                "/sys/class/net/{}/statistics/{what}",
-                self.veths[i]
-            ))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0)
-        };
-        (read("tx_bytes"), read("rx_bytes"))
+        (self.link_stat(i, "tx_bytes"), self.link_stat(i, "rx_bytes"))
     }
 
     /// Packets host `i` has received and sent on its link so far (see
     /// [`Lan::host_link_bytes`]).
     pub fn host_link_packets(&self, i: usize) -> (u64, u64) {
-        let read = |what: &str| {
-            std::fs::read_to_string(format!(
-                "/sys/class/net/{}/statistics/{what}",
-                self.veths[i]
-            ))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0)
-        };
-        (read("tx_packets"), read("rx_packets"))
+        (
+            self.link_stat(i, "tx_packets"),
+            self.link_stat(i, "rx_packets"),
+        )
+    }
+
+    /// One counter of the bridge side of host `i`'s veth (0 if unreadable).
+    fn link_stat(&self, i: usize, what: &str) -> u64 {
+        std::fs::read_to_string(format!(
+            "/sys/class/net/{}/statistics/{what}",
+            self.veths[i]
+        ))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
     }
 
     /// Builds the bridge and `n` hosts (at most 200).
