@@ -18,6 +18,16 @@ fn seed(default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// Fails unless the origin sent at most `copies` times the release.
+fn origin_at_most(r: &Report, copies: f64) {
+    assert!(
+        r.origin_bytes as f64 <= copies * r.release_bytes as f64,
+        "origin sent {} bytes for a {}-byte release",
+        r.origin_bytes,
+        r.release_bytes
+    );
+}
+
 fn must(sc: &Scenario) -> Report {
     run(sc).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -28,12 +38,7 @@ fn thirty_two_peers_split_the_origin_work() {
     let r = must(&sc);
     show("32 peers", &r);
     assert!(r.finish.iter().all(Option::is_some));
-    assert!(
-        r.origin_bytes as f64 <= 1.1 * r.release_bytes as f64,
-        "origin sent {} bytes for a {}-byte release",
-        r.origin_bytes,
-        r.release_bytes
-    );
+    origin_at_most(&r, 1.1);
     // The origin link is the bottleneck; the LAN must not add much on top of it.
     assert!(r.completion.as_secs_f64() <= 2.0 * r.bound.as_secs_f64());
 }
@@ -53,12 +58,7 @@ fn sixty_four_agents_in_a_partial_mesh_split_the_origin_and_nobody_starves() {
         "degrees {:?}: not a bounded partial mesh",
         r.degree
     );
-    assert!(
-        r.origin_bytes as f64 <= 1.05 * r.release_bytes as f64,
-        "origin sent {} bytes for a {}-byte release",
-        r.origin_bytes,
-        r.release_bytes
-    );
+    origin_at_most(&r, 1.05);
     assert!(r.completion.as_secs_f64() <= 1.5 * r.bound.as_secs_f64());
 }
 
@@ -73,12 +73,7 @@ fn ghost_members_elected_as_fetchers_are_passed_over() {
     let r = must(&sc);
     show("32 peers, 2 ground ghost names", &r);
     assert!(r.finish.iter().all(Option::is_some));
-    assert!(
-        r.origin_bytes as f64 <= 1.1 * r.release_bytes as f64,
-        "origin sent {} bytes for a {}-byte release",
-        r.origin_bytes,
-        r.release_bytes
-    );
+    origin_at_most(&r, 1.1);
     // Passing a ghost over takes one `origin_stall` (5 s here) of others' progress.
     assert!(r.completion.as_secs_f64() <= r.bound.as_secs_f64() + 15.0);
 }
@@ -91,7 +86,7 @@ fn late_joiners_take_everything_from_peers() {
     }
     let r = must(&sc);
     show("8 + 8 late", &r);
-    assert!(r.origin_bytes as f64 <= 1.1 * r.release_bytes as f64);
+    origin_at_most(&r, 1.1);
     assert!(
         r.finish[8..]
             .iter()
@@ -120,7 +115,7 @@ fn crashing_peers_do_not_stop_the_rest() {
     show("4 of 16 crash", &r);
     assert!(r.finish[4..].iter().all(Option::is_some));
     // Pieces owned by crashed peers are re-fetched at most once more.
-    assert!(r.origin_bytes as f64 <= 1.5 * r.release_bytes as f64);
+    origin_at_most(&r, 1.5);
 }
 
 #[test]
@@ -143,7 +138,7 @@ fn a_slow_origin_and_lossy_links_still_converge() {
     let r = must(&sc);
     show("slow origin, 2% loss", &r);
     assert!(r.finish.iter().all(Option::is_some));
-    assert!(r.origin_bytes as f64 <= 1.1 * r.release_bytes as f64);
+    origin_at_most(&r, 1.1);
 }
 
 /// Many random scenarios: sizes, joins, crashes, liars, loss. Each must end with every
