@@ -12,5 +12,5 @@ if [ $# -eq 0 ]; then
 fi
 for scenario in "$@"; do
   cargo test -q --release -p shoal-protocol --test swarm_scale -- \
-    --ignored --nocapture --exact "$scenario" 2>&1 | grep -E "bound|simulated|panicked|starved"
+    --ignored --nocapture --exact "$scenario" 2>&1 | grep -E "bound|simulated|panicked|starved|mean"
 done

@@ -43,6 +43,7 @@ impl Swarm {
                 if let Some(p) = self.peers.get_mut(&peer)
                     && p.have.set(i)
                 {
+                    p.started.retain(|(x, _)| *x != i);
                     if self.availability[i as usize] == 0 && !self.tracker.has(i) {
                         self.note_new_piece(i, now);
                     }
@@ -53,6 +54,7 @@ impl Swarm {
                 // Requests to a choking peer are void; its attempts go back to Missing.
                 let pieces = self.peers.get_mut(&peer).map(|p| {
                     p.choked_us = true;
+                    p.winding_us_down = false;
                     p.outstanding.clear();
                     p.pieces.clone()
                 });
@@ -63,6 +65,7 @@ impl Swarm {
             Message::Unchoke { max_requests } => {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.choked_us = false;
+                    p.winding_us_down = false;
                     p.window = max_requests;
                 }
             }
@@ -80,6 +83,9 @@ impl Swarm {
             } => self.on_piece(peer, piece.0, offset, data, now)?,
             Message::Reject { block, reason } => {
                 let was_ours = self.peers.get_mut(&peer).is_some_and(|p| {
+                    if reason == RejectReason::Choked && !p.choked_us {
+                        p.winding_us_down = true;
+                    }
                     let before = p.outstanding.len();
                     p.outstanding.retain(|b| *b != block);
                     before != p.outstanding.len()
@@ -154,6 +160,7 @@ impl Swarm {
             _ if !self.tracker.has(p) => Some(RejectReason::NotHeld),
             _ => None,
         };
+        let reason = reason.or_else(|| self.note_started(peer, block));
         if let Some(reason) = reason {
             self.send(peer, Message::Reject { block, reason }, now);
             return Ok(());
@@ -183,6 +190,10 @@ impl Swarm {
             pe.outstanding.retain(|b| *b != block);
             before != pe.outstanding.len()
         });
+        if requested {
+            let more = self.peers.values().any(|pe| !pe.outstanding.is_empty());
+            self.downlink.done(data.len() as u64, more, now);
+        }
         let block_len = self.cfg.block_len;
         let Some(a) = self
             .tracker

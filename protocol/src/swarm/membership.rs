@@ -58,7 +58,7 @@ impl Swarm {
         }
         self.last_join = Some(now);
         let fetchers_may_change = self.add_member(peer);
-        let unchoked = self.peers.values().filter(|p| p.unchoked).count() < self.upload_slots();
+        let unchoked = self.slots_held() < self.upload_slots();
         self.peers.insert(
             peer,
             Peer {
@@ -72,6 +72,9 @@ impl Swarm {
                 slot_since: now,
                 uploads: 0,
                 queued: VecDeque::new(),
+                started: Vec::new(),
+                winding_down: None,
+                winding_us_down: false,
                 snubbed_until: Duration::ZERO,
                 last_recv: now,
                 last_sent: now,

@@ -14,12 +14,16 @@
 //! - **One source per attempt**: every block of a piece comes from one peer (or the
 //!   origin), so a hash mismatch blames exactly one source. A peer that sends a bad piece
 //!   is banned. **Endgame**: when nothing is left to start, a piece may get a second
-//!   attempt from another peer; the first verified copy wins, the other is cancelled.
+//!   attempt from another peer; the first verified copy wins, the other is cancelled. A
+//!   peer's attempt is doubled only once it sent nothing for twice the time our
+//!   downlink needs for everything we asked for (`endgame_patience`): a slow downlink
+//!   that is merely busy does not spend itself on duplicates.
 //! - **Origin work split**: a piece no unsnubbed peer has is fetched from the origin by its
 //!   *owner* only. The LAN's *members* are the agents we know of ([`Swarm::handle_member`]
 //!   for agents discovery reports, and every joined peer) and ourselves; the 4
 //!   (`origin_fetchers`) with the highest [`fetcher_score`] are the release's origin
-//!   fetchers, and a piece's owner is the fetcher whose rendezvous score
+//!   fetchers (an agent on a slow link marks its id *light* and ranks below every other:
+//!   [`is_light`]), and a piece's owner is the fetcher whose rendezvous score
 //!   `SHA-256("SHOAL-RDV-V1\0" || piece (u32) || peer id)` is highest. Members need not be
 //!   connected, so a LAN larger than one agent's peer set still fetches each piece about
 //!   once. Everyone else waits for the piece to reach a neighbour. Only when no piece new
@@ -33,11 +37,12 @@
 //!   flight (each fetcher its share), so a new release causes no stampede.
 //! - **Stalls**: an attempt with no progress for `block_timeout` is abandoned and its
 //!   peer snubbed for `snub_time` (not picked, and not counted as a holder).
-//! - **Uploads** (`uploads`): up to `upload_slots` peers are unchoked (fewer on a slow
-//!   uplink), and the slots rotate to peers that wait; an unchoked peer may keep
-//!   `grant_window` requests outstanding, which wait here and go to the agent a few blocks
-//!   per peer at a time; requests beyond the window are rejected, never queued
-//!   unboundedly.
+//! - **Upload slots** (`slots`): up to `upload_slots` peers are unchoked (fewer on a slow
+//!   uplink), and the slots rotate to peers that wait; a holder rotated out may finish
+//!   the pieces it started before it is choked.
+//! - **Uploads** (`uploads`): an unchoked peer may keep `grant_window` requests
+//!   outstanding, which wait here and go to the agent a few blocks per peer at a time;
+//!   requests beyond the window are rejected, never queued unboundedly.
 //! - **Peer sets** (`peerset`): which discovered agents to dial ([`PeerSetConfig`]); the
 //!   agent applies it, the core only learns who joined.
 
@@ -46,8 +51,10 @@ mod inbound;
 mod invariants;
 mod membership;
 mod peerset;
+mod rates;
 mod rng;
 mod schedule;
+mod slots;
 mod tracker;
 mod types;
 mod uploads;
@@ -58,7 +65,7 @@ use std::time::Duration;
 pub use bitfield::Bitfield;
 pub use peerset::{PeerSetConfig, link_score};
 pub use rng::Rng;
-pub use schedule::{fetcher_score, rendezvous_score};
+pub use schedule::{fetcher_score, is_light, peer_id, rendezvous_score};
 pub use tracker::{PieceSpec, PieceState, Source, Tracker};
 pub use types::{Counters, PeerError, PeerStatus, SwarmConfig, SwarmEvent};
 
@@ -83,6 +90,15 @@ struct Peer {
     uploads: u16,
     /// Accepted requests not yet handed to the agent (see `uploads`).
     queued: VecDeque<BlockRef>,
+    /// Pieces it started asking us for (with how many blocks it asked) and has not
+    /// asked every block of yet: a slot winding down lets it finish them.
+    started: Vec<(u32, u32)>,
+    /// Since when its slot has been winding down: it may finish `started`, nothing new,
+    /// then it is choked.
+    winding_down: Option<Duration>,
+    /// It rejected a request of ours with `Choked` while unchoking us: it is winding
+    /// our slot down, so we start no new piece with it until it unchokes us again.
+    winding_us_down: bool,
     snubbed_until: Duration,
     last_recv: Duration,
     last_sent: Duration,
@@ -135,7 +151,9 @@ pub struct Swarm {
     /// The peer whose queued request was handed out last (uploads go round-robin).
     upload_turn: Option<PeerId>,
     /// Our measured upload rate.
-    uplink: uploads::Uplink,
+    uplink: rates::Meter,
+    /// Our measured download rate from peers: it bounds our outstanding requests.
+    downlink: rates::Meter,
     rng: Rng,
     started: Duration,
     origin_in_flight: BTreeMap<u32, Duration>,
@@ -202,7 +220,8 @@ impl Swarm {
             next_rotation: now,
             max_piece,
             upload_turn: None,
-            uplink: uploads::Uplink::default(),
+            uplink: rates::Meter::default(),
+            downlink: rates::Meter::default(),
             rng: Rng::new(seed),
             started: now,
             origin_in_flight: BTreeMap::new(),
@@ -233,6 +252,12 @@ impl Swarm {
     /// The byte counters.
     pub fn counters(&self) -> Counters {
         self.counters
+    }
+
+    /// The release's origin fetchers as this agent sees them (us included if we are
+    /// one), highest score first.
+    pub fn origin_fetchers(&self) -> &[PeerId] {
+        &self.fetchers
     }
 
     /// Pieces held and pieces in the release.
@@ -401,11 +426,15 @@ impl Swarm {
         self.uplink
             .done(u64::from(self.cfg.block_len), waiting >= 2, now);
         self.serve_uploads();
+        self.end_wind_downs(now);
     }
 
     /// Time passed: stalls, keep-alives, idle peers, origin deadlines.
     pub fn handle_timeout(&mut self, now: Duration) {
         self.now = self.now.max(now);
+        if !self.complete_sent {
+            self.pass_over_silent_fetchers(now);
+        }
         let stalled: Vec<(PeerId, u32)> = self
             .peers
             .iter()
@@ -493,6 +522,9 @@ impl Swarm {
             }
             at(self.origin_retry_at);
             at(self.lan_progress + self.cfg.origin_stall);
+            if let Some(due) = self.next_pass_over() {
+                at(due);
+            }
         }
         if self.slots_need_rotation() {
             // Due already (no input came since): soon, and then every `rotate_every`.

@@ -75,11 +75,18 @@ impl Swarm {
 
     /// Passes over the fetchers that delivered nothing for `origin_stall` and still own
     /// pieces none of our neighbours holds; returns whether there were any.
-    fn pass_over_silent_fetchers(&mut self, now: Duration) -> bool {
+    ///
+    /// Also checked at the moment a fetcher becomes late (`next_pass_over`), not only on
+    /// the next input: agents must pass a fetcher over together. The first to do so
+    /// fetches its pieces, and to an agent that has not yet, those pieces look like
+    /// the silent fetcher delivering; it would keep the fetcher, its election would
+    /// differ from the others', and the pieces both sides leave to someone else would
+    /// wait for the stall fallback.
+    pub(super) fn pass_over_silent_fetchers(&mut self, now: Duration) -> bool {
         // Late: nothing for the stall time (longer behind a slow origin), while another
         // fetcher delivered since. When every fetcher is late the origin itself is slow
         // or unreachable, and passing fetchers over would only add fetches.
-        let wait = self.cfg.origin_stall.max(self.delivery_gap * 3);
+        let wait = self.pass_over_wait();
         let newest = self.fetcher_seen.values().max().copied();
         let late: Vec<PeerId> = self
             .fetcher_seen
@@ -96,6 +103,23 @@ impl Swarm {
         self.silent.extend(late);
         self.recompute_ownership();
         true
+    }
+
+    /// How long a fetcher may deliver nothing before it is late.
+    fn pass_over_wait(&self) -> Duration {
+        self.cfg.origin_stall.max(self.delivery_gap * 3)
+    }
+
+    /// When the next fetcher becomes late, if one can: only once another fetcher
+    /// delivered after it.
+    pub(super) fn next_pass_over(&self) -> Option<Duration> {
+        let newest = self.fetcher_seen.values().max().copied()?;
+        let wait = self.pass_over_wait();
+        self.fetcher_seen
+            .iter()
+            .filter(|(f, seen)| **f != self.me && newest > **seen)
+            .map(|(_, seen)| *seen + wait)
+            .min()
     }
 
     /// Whether fetcher `f` owns a piece we lack that none of our neighbours holds.
@@ -155,33 +179,55 @@ impl Swarm {
         let endgame = !self.tracker.states().any(|(p, s)| {
             matches!(s, PieceState::Missing { .. }) && !self.checking.contains_key(&p)
         });
+        let out: usize = self.peers.values().map(|p| p.outstanding.len()).sum();
+        if out == 0 {
+            self.downlink.idle();
+        }
+        let patience = self.endgame_patience(out);
         for id in ids {
-            self.fill_peer(id, endgame, now);
+            self.fill_peer(id, endgame, patience, now);
         }
         self.start_origin(now);
     }
 
-    fn fill_peer(&mut self, id: PeerId, endgame: bool, now: Duration) {
+    /// How long an attempt from a peer may go without a block before endgame asks a
+    /// second peer for the piece: twice the time our downlink needs for what we have
+    /// asked for (zero before its rate is measured). A slow downlink that is merely busy
+    /// must not spend itself on duplicates; a source that stalls is still overtaken.
+    fn endgame_patience(&self, out: usize) -> Duration {
+        let Some(rate) = self.downlink.rate() else {
+            return Duration::ZERO;
+        };
+        let bytes = out as f64 * f64::from(self.cfg.block_len);
+        Duration::from_secs_f64(2.0 * bytes / rate.max(1.0)).min(self.cfg.block_timeout)
+    }
+
+    fn fill_peer(&mut self, id: PeerId, endgame: bool, patience: Duration, now: Duration) {
         let Some(pe) = self.peers.get(&id) else {
             return;
         };
         if pe.choked_us || !pe.got_map || pe.snubbed_until > now {
             return;
         }
+        // A slot winding down: only the pieces already under way.
+        let new_pieces = if pe.winding_us_down {
+            0
+        } else {
+            self.cfg.pieces_per_peer
+        };
         // Nothing to start with it and every request window full: the common case on a
         // busy LAN, checked before scanning the pieces.
         let limit = usize::from(pe.window.min(self.cfg.request_window));
-        let room = pe.pieces.len() < self.cfg.pieces_per_peer
-            && (pe.have.has_any_not_in(&self.held) || endgame);
+        let room = pe.pieces.len() < new_pieces && (pe.have.has_any_not_in(&self.held) || endgame);
         if !room && pe.outstanding.len() >= limit {
             return;
         }
         while self
             .peers
             .get(&id)
-            .is_some_and(|p| p.pieces.len() < self.cfg.pieces_per_peer)
+            .is_some_and(|p| p.pieces.len() < new_pieces)
         {
-            let Some(p) = self.pick_for(id, endgame) else {
+            let Some(p) = self.pick_for(id, endgame, patience, now) else {
                 break;
             };
             self.tracker.start(p, Source::Peer(id), now);
@@ -218,6 +264,7 @@ impl Swarm {
                 if let Some(pe) = self.peers.get_mut(&id) {
                     pe.outstanding.push(block);
                 }
+                self.downlink.busy(now);
                 self.send(id, Message::Request(block), now);
                 sent = true;
                 break;
@@ -229,8 +276,15 @@ impl Swarm {
     }
 
     /// The rarest piece `id` can give us, ties broken at random; in endgame also pieces
-    /// already being fetched from one other source.
-    fn pick_for(&mut self, id: PeerId, endgame: bool) -> Option<u32> {
+    /// already being fetched from one other source (the origin, or a peer that sent
+    /// nothing of it for `patience`).
+    fn pick_for(
+        &mut self,
+        id: PeerId,
+        endgame: bool,
+        patience: Duration,
+        now: Duration,
+    ) -> Option<u32> {
         let pe = self.peers.get(&id)?;
         let mut best: Vec<u32> = Vec::new();
         let mut best_avail = u32::MAX;
@@ -238,7 +292,10 @@ impl Swarm {
             let eligible = match state {
                 PieceState::Missing { .. } => true,
                 PieceState::Downloading(a) => {
-                    endgame && a.len() == 1 && a[0].source != Source::Peer(id)
+                    endgame
+                        && a.len() == 1
+                        && a[0].source != Source::Peer(id)
+                        && (a[0].source == Source::Origin || now >= a[0].last_progress + patience)
                 }
                 PieceState::Have => false,
             };
@@ -334,14 +391,60 @@ impl Swarm {
 }
 
 /// The score of `peer` in the election of a release's origin fetchers (highest win);
-/// `salt` names the release.
+/// `salt` names the release. A [light](is_light) peer scores below every other, so it
+/// fetches from the origin only when too few others are known.
 pub fn fetcher_score(salt: &[u8; 32], peer: &PeerId) -> u64 {
     let d = Digest::of_parts(&[b"SHOAL-FETCHER-V1\0", salt, &peer.0]);
-    u64::from_be_bytes(d.0[..8].try_into().unwrap_or_default())
+    let hash = u64::from_be_bytes(d.0[..8].try_into().unwrap_or_default()) >> 1;
+    if is_light(peer) { hash } else { hash | 1 << 63 }
+}
+
+/// Whether `peer` is *light*: an agent on a slow link (a Wi-Fi laptop, a thin branch
+/// link) says so in the top bit of its otherwise random id, so that every agent can
+/// leave the origin fetches to the others from the ids alone (see [`fetcher_score`]).
+pub fn is_light(peer: &PeerId) -> bool {
+    peer.0[0] & 0x80 != 0
+}
+
+/// A peer id from 16 random bytes, marked [light](is_light) or not.
+pub fn peer_id(mut random: [u8; 16], light: bool) -> PeerId {
+    if light {
+        random[0] |= 0x80;
+    } else {
+        random[0] &= 0x7f;
+    }
+    PeerId(random)
 }
 
 /// The rendezvous score of `peer` for piece `p` (highest wins the origin fetch).
 pub fn rendezvous_score(p: u32, peer: &PeerId) -> u64 {
     let d = Digest::of_parts(&[b"SHOAL-RDV-V1\0", &p.to_be_bytes(), &peer.0]);
     u64::from_be_bytes(d.0[..8].try_into().unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn light_ids_lose_the_fetcher_election_to_every_other() {
+        let mut rng = super::super::Rng::new(9);
+        let mut random = || {
+            let mut b = [0u8; 16];
+            b[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
+            b[8..].copy_from_slice(&rng.next_u64().to_le_bytes());
+            b
+        };
+        let salt = [7u8; 32];
+        let light: Vec<PeerId> = (0..200).map(|_| peer_id(random(), true)).collect();
+        let full: Vec<PeerId> = (0..200).map(|_| peer_id(random(), false)).collect();
+        assert!(light.iter().all(is_light) && !full.iter().any(is_light));
+        let best_light = light.iter().map(|p| fetcher_score(&salt, p)).max();
+        let worst_full = full.iter().map(|p| fetcher_score(&salt, p)).min();
+        assert!(best_light < worst_full);
+        // The flag is the only bit that changes.
+        let r = random();
+        assert_eq!(peer_id(r, true).0[1..], r[1..]);
+        assert_eq!(peer_id(r, true).0[0] & 0x7f, peer_id(r, false).0[0]);
+    }
 }

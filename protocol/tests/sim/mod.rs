@@ -3,11 +3,15 @@
 //! peers and a slow or dead origin. Every step is replayable from the seed, and the
 //! core's invariants plus "nothing wrong is ever stored" are checked after every step.
 //!
-//! Transfer model: each message is serialised on the sender's uplink, travels for the
-//! link latency (plus a retransmission delay when it is "lost"), then is serialised on the
-//! receiver's downlink. The origin is one uplink shared by all its responses (FIFO); an
-//! origin response arrives when the origin finishes sending it and does not occupy the
-//! receiver's downlink queue (it is far slower than the LAN).
+//! Transfer model: a block (`Piece`) is serialised on the sender's uplink (one queue, in
+//! the order the core hands blocks out), travels for the link latency (plus a
+//! retransmission delay when it is "lost"), then takes the receiver's downlink in the
+//! order blocks arrive there. Other messages are a few bytes: they take only the latency,
+//! and wait behind nothing but what their own connection carries before them (TCP keeps
+//! order; the kernel and the switch interleave connections). The origin is one uplink
+//! shared by all its responses (FIFO); an origin response arrives when the origin
+//! finishes sending it and does not occupy the receiver's downlink (it is far slower
+//! than the LAN).
 //!
 //! Overlay model: discovery is instant and complete (every node learns of every node
 //! that starts, through `Swarm::handle_member`), and each node connects by the protocol's
@@ -24,7 +28,9 @@ use std::collections::BinaryHeap;
 use std::time::Duration;
 
 use shoal_protocol::Digest;
-use shoal_protocol::swarm::{PieceSpec, Rng, Swarm, SwarmEvent, fetcher_score, link_score};
+use shoal_protocol::swarm::{
+    PieceSpec, Rng, Swarm, SwarmEvent, fetcher_score, link_score, peer_id,
+};
 use shoal_protocol::wire::{Message, PeerId, PieceNumber};
 
 mod mesh;
@@ -64,7 +70,8 @@ struct Node {
     id: PeerId,
     swarm: Option<Swarm>,
     up_free: Duration,
-    down_free: Duration,
+    /// The downlink's reserved stretches (start, end), in order.
+    down: Vec<(Duration, Duration)>,
     held: Vec<bool>,
     alive: bool,
     finished: Option<Duration>,
@@ -75,6 +82,8 @@ struct Node {
     top: Vec<(u64, usize)>,
     /// Since when the node wants what a neighbour has and got no piece data.
     wanting_since: Option<Duration>,
+    /// Piece data delivered to it by peers, bytes.
+    received: u64,
 }
 
 /// Runs a scenario to completion; `Err` carries the seed and what went wrong.
@@ -101,6 +110,47 @@ struct Sim<'a> {
     bans_of_liars: usize,
     steps: u64,
     longest_starved: Duration,
+    /// Per connection (from, to): when its latest message arrives (TCP keeps order).
+    conns: std::collections::HashMap<(usize, usize), Duration>,
+}
+
+/// Reserves `took` of a downlink for a message arriving at `arrive`: the first idle
+/// stretch long enough at or after it. Messages take the downlink in the order they
+/// arrive, not the order they were sent: a block still on a slow sender's uplink does
+/// not hold up one that a fast sender sends later. Returns when the message is in.
+fn reserve(
+    down: &mut Vec<(Duration, Duration)>,
+    now: Duration,
+    arrive: Duration,
+    took: Duration,
+) -> Duration {
+    down.retain(|(_, end)| *end > now);
+    let mut start = arrive;
+    let mut at = down.len();
+    for (i, (s, e)) in down.iter().enumerate() {
+        if *e <= start {
+            continue;
+        }
+        if *s >= start + took {
+            at = i;
+            break;
+        }
+        start = *e;
+    }
+    let end = start + took;
+    // Touching stretches merge, which keeps the list short.
+    if at > 0 && down[at - 1].1 == start {
+        down[at - 1].1 = end;
+        if at < down.len() && down[at].0 == end {
+            down[at - 1].1 = down[at].1;
+            down.remove(at);
+        }
+    } else if at < down.len() && down[at].0 == end {
+        down[at].0 = start;
+    } else {
+        down.insert(at, (start, end));
+    }
+    end
 }
 
 fn bits_time(bytes: usize, bps: f64) -> Duration {
@@ -137,10 +187,10 @@ impl<'a> Sim<'a> {
                 id[8..].copy_from_slice(&(i as u64).to_le_bytes());
                 Node {
                     spec: spec.clone(),
-                    id: PeerId(id),
+                    id: peer_id(id, spec.light),
                     swarm: None,
                     up_free: Duration::ZERO,
-                    down_free: Duration::ZERO,
+                    down: Vec::new(),
                     held: vec![spec.seed; sc.pieces as usize],
                     alive: false,
                     finished: None,
@@ -148,6 +198,7 @@ impl<'a> Sim<'a> {
                     links: Default::default(),
                     top: Vec::new(),
                     wanting_since: None,
+                    received: 0,
                 }
             })
             .collect();
@@ -168,6 +219,7 @@ impl<'a> Sim<'a> {
             bans_of_liars: 0,
             steps: 0,
             longest_starved: Duration::ZERO,
+            conns: std::collections::HashMap::new(),
         };
         sim.push(Duration::from_secs(1), Ev::Tick);
         let salt = sim.specs.first().map_or([0; 32], |s| s.digest.0);
@@ -364,8 +416,9 @@ impl<'a> Sim<'a> {
             Ev::Deliver { to, from, msg } => {
                 let from_id = self.nodes[from].id;
                 let linked = self.nodes[from].alive && self.nodes[to].links.contains(&from);
-                if matches!(msg, Message::Piece { .. }) {
+                if let Message::Piece { data, .. } = &msg {
                     self.nodes[to].wanting_since = None;
+                    self.nodes[to].received += data.len() as u64;
                 }
                 match self.nodes[to].swarm.as_mut() {
                     Some(s) if linked => {
@@ -432,17 +485,27 @@ impl<'a> Sim<'a> {
         let Some(to) = self.index_of(to) else { return };
         let size = msg.to_frame().len();
         let now = self.now;
-        let sender = &mut self.nodes[from];
-        let start = sender.up_free.max(now);
-        sender.up_free = start + bits_time(size, sender.spec.up_bps);
-        let mut arrive = sender.up_free + self.sc.latency;
+        let mut delay = self.sc.latency;
         if self.sc.loss > 0.0 && (self.rng.next_u64() as f64 / u64::MAX as f64) < self.sc.loss {
-            arrive += self.sc.rto;
+            delay += self.sc.rto;
         }
-        let receiver = &mut self.nodes[to];
-        let rstart = receiver.down_free.max(arrive);
-        receiver.down_free = rstart + bits_time(size, receiver.spec.down_bps);
-        let at = receiver.down_free;
+        let conn = self.conns.get(&(from, to)).copied().unwrap_or_default();
+        let at = if matches!(msg, Message::Piece { .. }) {
+            let sender = &mut self.nodes[from];
+            let start = sender.up_free.max(now);
+            sender.up_free = start + bits_time(size, sender.spec.up_bps);
+            let arrive = sender.up_free + delay;
+            let receiver = &mut self.nodes[to];
+            let took = bits_time(size, receiver.spec.down_bps);
+            reserve(&mut receiver.down, now, arrive, took)
+        } else {
+            // A control message is a few bytes: it does not wait behind other
+            // connections' data (the kernel interleaves sockets, a switch small packets).
+            now + delay
+        };
+        // Nor does it overtake what its own connection carries before it (TCP).
+        let at = at.max(conn);
+        self.conns.insert((from, to), at);
         self.push(at, Ev::Deliver { to, from, msg });
     }
 

@@ -22,6 +22,9 @@ pub struct NodeSpec {
     pub lying: bool,
     /// Holds the whole release from the start.
     pub seed: bool,
+    /// Says it is on a slow link (its id is light: it loses the fetcher election to
+    /// every agent that is not).
+    pub light: bool,
 }
 
 /// A scenario.
@@ -87,6 +90,9 @@ pub struct Report {
     pub longest_starved: Duration,
     /// Connections per node at the end: fewest and most.
     pub degree: (usize, usize),
+    /// Per node: piece data peers delivered to it, bytes (what it needed, plus blocks
+    /// it threw away: duplicates, and blocks of pieces it gave up).
+    pub received: Vec<u64>,
 }
 
 impl Sim<'_> {
@@ -125,6 +131,7 @@ impl Sim<'_> {
             bans_of_liars: self.bans_of_liars,
             steps: self.steps,
             longest_starved: self.longest_starved,
+            received: self.nodes.iter().map(|n| n.received).collect(),
             degree: (
                 self.nodes
                     .iter()
