@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use crate::discovery::DiscoveryConfig;
 use crate::error::{Error, exit};
 use crate::fetch::{FetchOptions, run};
+use crate::link::Link;
 use crate::transfer::{TransferOptions, WRITE_TIMEOUT};
 
 const EXIT_CODES: &str = "\
@@ -76,6 +77,10 @@ enum Command {
         /// mDNS group tag: agents meet only agents with the same tag.
         #[arg(long, default_value = "default")]
         group: String,
+        /// This machine's link next to its neighbours': slow leaves origin fetches to
+        /// other agents where there are enough; auto: slow on Wi-Fi or under 100 Mbit/s.
+        #[arg(long, value_enum, default_value_t = Link::Auto)]
+        link: Link,
         /// Extra CA certificate (PEM) for the origin.
         #[arg(long)]
         ca: Option<PathBuf>,
@@ -153,6 +158,7 @@ async fn dispatch(cmd: Command) -> Result<(), Error> {
             no_mdns,
             interfaces,
             group,
+            link,
             ca,
             danger_allow_http,
             seed_secs,
@@ -176,8 +182,15 @@ async fn dispatch(cmd: Command) -> Result<(), Error> {
             let addr = listener
                 .local_addr()
                 .map_err(|e| Error::io("listener", e))?;
+            let link = link.resolve(&interfaces);
             if !quiet {
                 eprintln!("listening for peers on {addr}");
+                if link.light {
+                    eprintln!(
+                        "slow link ({}): origin fetches left to other agents where there are enough",
+                        link.reason
+                    );
+                }
             }
             let o = FetchOptions {
                 origin: url,
@@ -198,6 +211,7 @@ async fn dispatch(cmd: Command) -> Result<(), Error> {
                     gossip: None,
                     write_timeout: WRITE_TIMEOUT,
                     overlay: shoal_protocol::swarm::PeerSetConfig::default(),
+                    me: crate::transfer::new_peer_id(link.light)?,
                 },
             };
             let (stop_tx, stop_rx) = watch::channel(false);

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::{Error, Result, exit};
+use crate::link::Link;
 
 /// mDNS settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -64,6 +65,9 @@ pub struct Config {
     /// Longest wait for LAN peers before the first origin fetch, in seconds (it ends
     /// sooner once peers have joined and no new one has for 0.4 s).
     pub origin_grace_secs: f64,
+    /// Whether this machine's link is slow next to its neighbours' (`auto`, `fast`,
+    /// `slow`): a slow agent leaves origin fetches to others where there are enough.
+    pub link: Link,
     /// mDNS discovery.
     pub mdns: MdnsConfig,
 }
@@ -84,6 +88,7 @@ impl Default for Config {
             keep_releases: 2,
             install_command: String::new(),
             origin_grace_secs: 2.0,
+            link: Link::Auto,
             mdns: MdnsConfig::default(),
         }
     }
@@ -164,6 +169,7 @@ mod tests {
             "keep_releases",
             "install_command",
             "origin_grace_secs",
+            "link",
             "[mdns]",
             "enabled",
             "interfaces",

@@ -59,6 +59,8 @@ struct Daemon {
     /// are handed the current release.
     delivered: Vec<(Digest, u32)>,
     gossip_tx: mpsc::Sender<GossipEvent>,
+    /// This machine's link is slow: its peer ids are light.
+    light: bool,
 }
 
 /// Runs until `shutdown` turns true.
@@ -68,7 +70,19 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<()>
         .map_err(|e| Error::io(cfg.releases_dir.display(), e))?;
     let (gossip_tx, mut gossip_rx) = mpsc::channel(GOSSIP_QUEUE);
     let ca = (!cfg.origin_ca.as_os_str().is_empty()).then(|| cfg.origin_ca.clone());
+    let link = cfg.link.resolve(&cfg.mdns.interfaces);
+    tracing::info!(
+        slow = link.light,
+        reason = %link.reason,
+        "link: {}",
+        if link.light {
+            "slow, origin fetches left to other agents where there are enough"
+        } else {
+            "fast"
+        }
+    );
     let mut d = Daemon {
+        light: link.light,
         origin: OriginClient::new(&cfg.origin, ca.as_deref(), cfg.danger_allow_http)?,
         store: Store::open(&cfg.state_dir)?,
         cfg,
@@ -128,7 +142,7 @@ fn jitter(d: Duration) -> Duration {
 }
 
 impl Daemon {
-    fn transfer_options(&self) -> TransferOptions {
+    fn transfer_options(&self, me: PeerId) -> TransferOptions {
         TransferOptions {
             swarm: SwarmConfig {
                 origin_grace: Duration::from_secs_f64(self.cfg.origin_grace_secs),
@@ -139,6 +153,7 @@ impl Daemon {
             gossip: Some(self.gossip_tx.clone()),
             write_timeout: WRITE_TIMEOUT,
             overlay: shoal_protocol::swarm::PeerSetConfig::default(),
+            me,
         }
     }
 
@@ -261,6 +276,7 @@ impl Daemon {
                     "change `listen`",
                 )
             })?;
+        let me = transfer::new_peer_id(self.light)?;
         let discovered = if self.cfg.mdns.enabled {
             let cfg = DiscoveryConfig {
                 interfaces: self.cfg.mdns.interfaces.clone(),
@@ -270,11 +286,11 @@ impl Daemon {
                 .local_addr()
                 .map_err(|e| Error::io("listener", e))?
                 .port();
-            Some(transfer::discover(&cfg, port)?)
+            Some(transfer::discover(&cfg, port, me)?)
         } else {
             None
         };
-        let mut o = self.transfer_options();
+        let mut o = self.transfer_options(me);
         o.older = self
             .delivered
             .iter()

@@ -73,7 +73,7 @@ pub async fn run(
     let discovered = o
         .discovery
         .as_ref()
-        .map(|cfg| transfer::discover(cfg, port))
+        .map(|cfg| transfer::discover(cfg, port, o.transfer.me))
         .transpose()?;
     let origin = o.origin_client()?;
     let release = Arc::new(crate::release::load(&origin, &o.trust, &o.channel).await?);

@@ -11,6 +11,7 @@
 //! | [`store`] | the content-addressed piece store on disk |
 //! | [`transfer`] | one release's swarm runtime: connections, dialers, discovery, the node |
 //! | [`discovery`] | mDNS announcement and browsing |
+//! | [`link`] | whether this machine's link is slow (a light peer id) |
 //! | [`delivery`] | handing a complete release to the host, once per release content |
 //! | [`fetch`] | `shoal-agent fetch`: one download |
 //! | [`daemon`], [`config`] | `shoal-agent run`: following a channel |
@@ -24,6 +25,7 @@ pub mod delivery;
 pub mod discovery;
 pub mod error;
 pub mod fetch;
+pub mod link;
 pub mod origin;
 pub mod release;
 pub mod space;

@@ -175,27 +175,30 @@ pub struct TransferOptions {
     pub write_timeout: Duration,
     /// Which discovered agents to dial, and how many connections to keep at most.
     pub overlay: PeerSetConfig,
+    /// Our peer id (see [`new_peer_id`]); discovery announces the same.
+    pub me: PeerId,
 }
 
 /// A running mDNS announcement and the agents it finds.
 pub struct Discovered {
     announcement: Discovery,
     found: mpsc::Receiver<Found>,
-    /// The peer id announced (the transfer uses it as its own).
-    me: PeerId,
 }
 
-/// Starts announcing on `port` and browsing for peers. Start it early: mDNS takes most
-/// of a second (the library probes its name first), and peers met before the release
-/// is ready split the origin work from the first fetch.
-pub fn discover(cfg: &DiscoveryConfig, port: u16) -> Result<Discovered> {
+/// A fresh peer id: random, and light if this machine's link is slow (PROTOCOL.md §6.4).
+pub fn new_peer_id(light: bool) -> Result<PeerId> {
+    Ok(shoal_protocol::swarm::peer_id(random_bytes()?, light))
+}
+
+/// Starts announcing `me` on `port` and browsing for peers. Start it early: mDNS takes
+/// most of a second (the library probes its name first), and peers met before the
+/// release is ready split the origin work from the first fetch.
+pub fn discover(cfg: &DiscoveryConfig, port: u16, me: PeerId) -> Result<Discovered> {
     let (tx, found) = mpsc::channel(DISCOVERED_QUEUE);
     tracing::debug!(port, "mDNS discovery started");
-    let me = PeerId(random_bytes()?);
     Ok(Discovered {
         announcement: Discovery::start(cfg, port, &me, tx)?,
         found,
-        me,
     })
 }
 
@@ -227,10 +230,7 @@ pub async fn start(
 ) -> Result<Transfer> {
     let disk = Disk::new(store, release.clone());
     let held = disk.scan().await?;
-    let me = match &discovered {
-        Some(d) => d.me,
-        None => PeerId(random_bytes()?),
-    };
+    let me = o.me;
     let epoch = Instant::now();
     let swarm = Swarm::new(
         o.swarm.clone(),

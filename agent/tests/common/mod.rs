@@ -138,6 +138,7 @@ impl Vendor {
                 gossip: None,
                 write_timeout: WRITE_TIMEOUT,
                 overlay: shoal_protocol::swarm::PeerSetConfig::default(),
+                me: shoal_agent::transfer::new_peer_id(false).unwrap(),
             },
         }
     }
