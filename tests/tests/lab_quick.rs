@@ -25,6 +25,7 @@ fn scenario(delta_pct: Option<f64>, mib: u64) -> Scenario {
         origin_mbit: 20,
         host_mbit: 200,
         late: None,
+        slow: None,
         delta_pct,
         loss_pct: None,
         seed: 7,
@@ -185,4 +186,26 @@ fn quick_loss_mode_drops_packets_and_everyone_still_completes() {
     assert_eq!(r.loss_pct, Some(2.0));
     // The loss rules really dropped packets (and TCP recovered from it).
     assert!(lab.dropped_packets() > 0, "no packet was dropped");
+}
+
+#[test]
+fn the_bound_with_slow_agents_counts_their_links() {
+    use shoal_tests::lab::{SlowHosts, kumar_ross_bound_mixed};
+    // 8 of 16 agents at 20 Mbit/s behind a 20 Mbit/s origin: the slow downlinks and the
+    // origin tie.
+    let sc = Scenario {
+        agents: 16,
+        host_mbit: 200,
+        slow: Some(SlowHosts {
+            agents: 8,
+            mbit: 20,
+            marked: true,
+        }),
+        ..scenario(None, 32)
+    };
+    assert!((sc.bound_s() - 32.0 * 1048576.0 * 8.0 / 20e6).abs() < 1e-9);
+    assert_eq!((sc.host_mbit(7), sc.host_mbit(8)), (20, 200));
+    // Equal links: the same as the plain bound.
+    let equal = kumar_ross_bound_mixed(1e6, 20, &[200; 16]);
+    assert!((equal - kumar_ross_bound(1e6, 20, 200, 16)).abs() < 1e-12);
 }

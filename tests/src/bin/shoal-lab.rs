@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use shoal_tests::lab::{Bins, Lab, LateJoin, Record, Scenario, System, report};
+use shoal_tests::lab::{Bins, Lab, LateJoin, Record, Scenario, SlowHosts, System, report};
 
 /// Shoal against plain HTTPS and BitTorrent on one namespace LAN, against the bound.
 #[derive(Parser)]
@@ -36,6 +36,13 @@ struct Args {
     /// Late joiners: COUNT@SECONDS starts the last COUNT agents that much later.
     #[arg(long, value_parser = parse_late)]
     late: Option<LateJoin>,
+    /// Slow agents: COUNT@MBIT shapes the first COUNT agents' links to MBIT both ways;
+    /// Shoal's among them run with `--link slow` (see --slow-unmarked).
+    #[arg(long, value_parser = parse_slow)]
+    slow: Option<SlowHosts>,
+    /// With --slow: Shoal's slow agents do not say so (`--link auto`).
+    #[arg(long)]
+    slow_unmarked: bool,
     /// Measure an update: agents hold a release, the measured one changes this
     /// percentage of its bytes.
     #[arg(long)]
@@ -66,6 +73,19 @@ struct Args {
     /// WORK/n<N>, replaced if present); default: a temporary one, removed at the end.
     #[arg(long)]
     work: Option<PathBuf>,
+}
+
+fn parse_slow(s: &str) -> Result<SlowHosts, String> {
+    let (n, m) = s.split_once('@').ok_or("expected COUNT@MBIT, e.g. 8@20")?;
+    Ok(SlowHosts {
+        agents: n.parse().map_err(|_| format!("bad count {n:?}"))?,
+        mbit: m
+            .parse()
+            .ok()
+            .filter(|m| *m > 0)
+            .ok_or_else(|| format!("bad rate {m:?}"))?,
+        marked: true,
+    })
 }
 
 fn parse_late(s: &str) -> Result<LateJoin, String> {
@@ -152,6 +172,10 @@ fn run(mut args: Args) -> Result<bool, String> {
             origin_mbit: args.origin_mbit,
             host_mbit: args.host_mbit,
             late: args.late,
+            slow: args.slow.map(|s| SlowHosts {
+                marked: !args.slow_unmarked,
+                ..s
+            }),
             delta_pct: args.delta,
             loss_pct: args.loss,
             seed: args.seed,

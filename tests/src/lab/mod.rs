@@ -166,6 +166,19 @@ pub struct LateJoin {
     pub after_s: f64,
 }
 
+/// Agents on slower links than the rest (an office's Wi-Fi laptops beside its wired
+/// desktops).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct SlowHosts {
+    /// How many of the agents (the first ones) are slow.
+    pub agents: usize,
+    /// Their link, Mbit/s, both directions.
+    pub mbit: u32,
+    /// Shoal agents among them say so (`--link slow`); otherwise they look like the
+    /// others (`--link auto` on a veth, which reads as wired and fast).
+    pub marked: bool,
+}
+
 /// One topology and payload.
 #[derive(Clone, Debug)]
 pub struct Scenario {
@@ -179,6 +192,8 @@ pub struct Scenario {
     pub host_mbit: u32,
     /// Some agents start late.
     pub late: Option<LateJoin>,
+    /// Some agents have slower links.
+    pub slow: Option<SlowHosts>,
     /// Measure an update: every agent holds a release, and the measured one follows it
     /// with this percentage of its bytes overwritten (in 8 places).
     pub delta_pct: Option<f64>,
@@ -194,12 +209,25 @@ impl Scenario {
     /// max(F/u_s, F/d_min, N·F/(u_s + Σu_i)), with every rate in bytes per second. For
     /// an update, F is the bytes that changed: no system can move less than those.
     pub fn bound_s(&self) -> f64 {
-        kumar_ross_bound(
-            self.size as f64 * self.delta_pct.map_or(1.0, |p| p / 100.0),
-            self.origin_mbit,
-            self.host_mbit,
-            self.agents,
-        )
+        let bytes = self.size as f64 * self.delta_pct.map_or(1.0, |p| p / 100.0);
+        match self.slow.filter(|s| s.agents > 0) {
+            None => kumar_ross_bound(bytes, self.origin_mbit, self.host_mbit, self.agents),
+            Some(s) => {
+                let slow = s.agents.min(self.agents);
+                let links: Vec<u32> = (0..self.agents)
+                    .map(|i| if i < slow { s.mbit } else { self.host_mbit })
+                    .collect();
+                kumar_ross_bound_mixed(bytes, self.origin_mbit, &links)
+            }
+        }
+    }
+
+    /// Agent `i`'s link (0-based), Mbit/s.
+    pub fn host_mbit(&self, i: usize) -> u32 {
+        match self.slow {
+            Some(s) if i < s.agents => s.mbit,
+            _ => self.host_mbit,
+        }
     }
 }
 
@@ -210,6 +238,19 @@ pub fn kumar_ross_bound(bytes: f64, origin_mbit: u32, host_mbit: u32, agents: us
     let (us, ui) = (bps(origin_mbit), bps(host_mbit));
     let n = agents as f64;
     (bytes / us).max(bytes / ui).max(n * bytes / (us + n * ui))
+}
+
+/// The Kumar–Ross bound for peers with the given links (Mbit/s, up and down alike)
+/// behind a source of `origin_mbit`, for `bytes`.
+pub fn kumar_ross_bound_mixed(bytes: f64, origin_mbit: u32, links: &[u32]) -> f64 {
+    let bps = |mbit: u32| mbit as f64 * 1e6 / 8.0;
+    let us = bps(origin_mbit);
+    let d_min = links.iter().map(|m| bps(*m)).fold(f64::INFINITY, f64::min);
+    let sum_u: f64 = links.iter().map(|m| bps(*m)).sum();
+    let n = links.len() as f64;
+    (bytes / us)
+        .max(bytes / d_min)
+        .max(n * bytes / (us + sum_u))
 }
 
 /// What one run of one system measured.
@@ -227,6 +268,8 @@ pub struct Record {
     pub host_mbit: u32,
     /// Late joiners, if any.
     pub late: Option<LateJoin>,
+    /// Agents on slower links, if any.
+    pub slow: Option<SlowHosts>,
     /// Update with this percentage changed, if any.
     pub delta_pct: Option<f64>,
     /// Packet loss on every host's sends, percent, if any.

@@ -22,6 +22,14 @@ pub fn markdown(records: &[Record]) -> String {
         if let Some(l) = r.late {
             flags += &format!(", {} late by {} s", l.agents, l.after_s);
         }
+        if let Some(s) = r.slow {
+            flags += &format!(
+                ", {} at {} Mbit/s{}",
+                s.agents,
+                s.mbit,
+                if s.marked { " (link slow)" } else { "" }
+            );
+        }
         if let Some(d) = r.delta_pct {
             flags += &format!(", update with {d}% changed");
         }

@@ -48,7 +48,7 @@ impl Lab {
         let lan = Lan::new(1 + scenario.agents)?;
         lan.shape_host(0, scenario.origin_mbit)?;
         for i in 1..=scenario.agents {
-            lan.shape_host(i, scenario.host_mbit)?;
+            lan.shape_host(i, scenario.host_mbit(i - 1))?;
         }
         if let Some(pct) = scenario.loss_pct {
             for i in 0..=scenario.agents {
@@ -339,6 +339,7 @@ impl Lab {
                     .arg(format!("{}:7400", self.lan.host_ip(i)))
                     .args(["--interface", "eth0", "--ca", &self.cert()])
                     .args(["--seed-secs", "3600", "--quiet"])
+                    .args(["--link", if self.marked_slow(i) { "slow" } else { "auto" }])
                     .env(
                         "SHOAL_LOG",
                         std::env::var("SHOAL_LAB_AGENT_LOG").unwrap_or_else(|_| "info".into()),
@@ -388,6 +389,13 @@ impl Lab {
                 c
             }
         })
+    }
+
+    /// Whether agent `i` (host `i`, from 1) is slow and says so.
+    fn marked_slow(&self, i: usize) -> bool {
+        self.scenario
+            .slow
+            .is_some_and(|s| s.marked && i >= 1 && i <= s.agents)
     }
 
     /// Starts every agent (late ones late), waits until all hold a copy, stops them.
@@ -494,6 +502,7 @@ impl Lab {
             origin_mbit: sc.origin_mbit,
             host_mbit: sc.host_mbit,
             late: sc.late,
+            slow: sc.slow,
             delta_pct: sc.delta_pct,
             loss_pct: sc.loss_pct,
             bound_s,
