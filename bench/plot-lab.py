@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def key(r):
     late = r.get("late")
+    slow = r.get("slow")
     return (
         r["agents"],
         r["size_bytes"],
@@ -27,6 +28,9 @@ def key(r):
         r.get("loss_pct") or 0,
         (late or {}).get("agents", 0),
         (late or {}).get("after_s", 0),
+        (slow or {}).get("agents", 0),
+        (slow or {}).get("mbit", 0),
+        (slow or {}).get("marked", False),
         r["system"],
     )
 
@@ -51,6 +55,11 @@ def table(runs):
             scen += f", update with {r['delta_pct']:g} % changed"
         if r.get("loss_pct"):
             scen += f", {r['loss_pct']:g} % loss"
+        if r.get("slow"):
+            sl = r["slow"]
+            scen += f", {sl['agents']} at {sl['mbit']} Mbit/s"
+            if r["system"] == "shoal":
+                scen += " (link slow)" if sl["marked"] else " (not said)"
         out.append(
             f"| {scen} | {r['system']} | {r['bound_s']:.1f} | {r['time_s']:.1f} "
             f"| {r['bound_ratio']:.2f} | {f[len(f) // 2]:.1f} | {r['origin_copies']:.3f} "
@@ -78,6 +87,7 @@ def main():
         and not r.get("late")
         and not r.get("delta_pct")
         and not r.get("loss_pct")
+        and not r.get("slow")
     ]
     if not plain:
         sys.exit(f"no plain runs with {n} agents in {sys.argv[1]}")

@@ -18,7 +18,8 @@ mkdir -p docs/lab
 import json, sys
 runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 for n, mib in sorted({(r["agents"], r["size_bytes"] >> 20) for r in runs
-                      if not r.get("late") and not r.get("delta_pct") and not r.get("loss_pct")}):
+                      if not r.get("late") and not r.get("delta_pct") and not r.get("loss_pct")
+                      and not r.get("slow")}):
     print(n, mib)
 PY
   /usr/bin/python3 bench/plot-lab.py docs/lab/results.jsonl "docs/lab/cdf-n$n-${mib}mib.png" "$n" "$mib"
