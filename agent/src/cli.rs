@@ -182,7 +182,7 @@ async fn dispatch(cmd: Command) -> Result<(), Error> {
             let addr = listener
                 .local_addr()
                 .map_err(|e| Error::io("listener", e))?;
-            let link = link.resolve(&interfaces);
+            let link = link.resolve(if no_mdns { &[] } else { &interfaces });
             if !quiet {
                 eprintln!("listening for peers on {addr}");
                 if link.light {

@@ -59,8 +59,9 @@ struct Daemon {
     /// are handed the current release.
     delivered: Vec<(Digest, u32)>,
     gossip_tx: mpsc::Sender<GossipEvent>,
-    /// This machine's link is slow: its peer ids are light.
-    light: bool,
+    /// The last verdict on this machine's link (decided again for every transfer: a
+    /// laptop may have docked since); a slow link makes its peer ids light.
+    light: Option<bool>,
 }
 
 /// Runs until `shutdown` turns true.
@@ -70,19 +71,8 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<()>
         .map_err(|e| Error::io(cfg.releases_dir.display(), e))?;
     let (gossip_tx, mut gossip_rx) = mpsc::channel(GOSSIP_QUEUE);
     let ca = (!cfg.origin_ca.as_os_str().is_empty()).then(|| cfg.origin_ca.clone());
-    let link = cfg.link.resolve(&cfg.mdns.interfaces);
-    tracing::info!(
-        slow = link.light,
-        reason = %link.reason,
-        "link: {}",
-        if link.light {
-            "slow, origin fetches left to other agents where there are enough"
-        } else {
-            "fast"
-        }
-    );
     let mut d = Daemon {
-        light: link.light,
+        light: None,
         origin: OriginClient::new(&cfg.origin, ca.as_deref(), cfg.danger_allow_http)?,
         store: Store::open(&cfg.state_dir)?,
         cfg,
@@ -142,6 +132,30 @@ fn jitter(d: Duration) -> Duration {
 }
 
 impl Daemon {
+    /// Whether this machine's link is slow now (`link`); logged when the verdict changes.
+    fn slow_link(&mut self) -> bool {
+        let interfaces: &[String] = if self.cfg.mdns.enabled {
+            &self.cfg.mdns.interfaces
+        } else {
+            &[]
+        };
+        let link = self.cfg.link.resolve(interfaces);
+        if self.light != Some(link.light) {
+            tracing::info!(
+                slow = link.light,
+                reason = %link.reason,
+                "link: {}",
+                if link.light {
+                    "slow, origin fetches left to other agents where there are enough"
+                } else {
+                    "fast"
+                }
+            );
+            self.light = Some(link.light);
+        }
+        link.light
+    }
+
     fn transfer_options(&self, me: PeerId) -> TransferOptions {
         TransferOptions {
             swarm: SwarmConfig {
@@ -276,7 +290,7 @@ impl Daemon {
                     "change `listen`",
                 )
             })?;
-        let me = transfer::new_peer_id(self.light)?;
+        let me = transfer::new_peer_id(self.slow_link())?;
         let discovered = if self.cfg.mdns.enabled {
             let cfg = DiscoveryConfig {
                 interfaces: self.cfg.mdns.interfaces.clone(),

@@ -5,8 +5,11 @@
 //!
 //! The admin can say so (`link = "slow"` or `"fast"`); `auto` looks at the interfaces
 //! the agent uses (the mDNS allow-list, or every physical interface that is up): a
-//! machine whose only links are Wi-Fi or slower than 100 Mbit/s is slow. A link shaped
-//! elsewhere (a thin WAN hop, traffic control) looks fast here: set `slow` for it.
+//! machine whose only links are Wi-Fi or slower than 100 Mbit/s is slow. Auto errs
+//! towards fast, the safe side (a fast machine wrongly light only fetches less from the
+//! origin): an interface of unknown speed (a bridge, a virtual NIC, a mobile modem)
+//! counts as fast, and so does a link shaped elsewhere (a thin WAN hop, traffic
+//! control): set `slow` for those.
 
 use std::path::Path;
 

@@ -43,7 +43,7 @@ impl Swarm {
                 if let Some(p) = self.peers.get_mut(&peer)
                     && p.have.set(i)
                 {
-                    p.started.retain(|(x, _)| *x != i);
+                    p.started.retain(|x| *x != i);
                     if self.availability[i as usize] == 0 && !self.tracker.has(i) {
                         self.note_new_piece(i, now);
                     }

@@ -18,6 +18,18 @@ impl Swarm {
                     return Err(format!("{id:?} lists piece {p} with no attempt"));
                 }
             }
+            if pe.winding_down.is_some() && !pe.unchoked {
+                return Err(format!("{id:?} winds down a slot it does not hold"));
+            }
+            if !pe.unchoked && (!pe.started.is_empty() || !pe.queued.is_empty()) {
+                return Err(format!("{id:?} is choked with requests kept"));
+            }
+            if pe.started.len() > usize::from(self.cfg.grant_window).max(1) {
+                return Err(format!("{id:?} has {} started pieces", pe.started.len()));
+            }
+            if pe.winding_us_down && pe.choked_us {
+                return Err(format!("{id:?} winds down a slot it does not give us"));
+            }
             for b in &pe.outstanding {
                 if !pe.pieces.contains(&b.piece.0) {
                     return Err(format!(

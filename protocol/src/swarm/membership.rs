@@ -74,6 +74,7 @@ impl Swarm {
                 queued: VecDeque::new(),
                 started: Vec::new(),
                 winding_down: None,
+                wind_rejects: 0,
                 winding_us_down: false,
                 snubbed_until: Duration::ZERO,
                 last_recv: now,

@@ -90,12 +90,15 @@ struct Peer {
     uploads: u16,
     /// Accepted requests not yet handed to the agent (see `uploads`).
     queued: VecDeque<BlockRef>,
-    /// Pieces it started asking us for (with how many blocks it asked) and has not
-    /// asked every block of yet: a slot winding down lets it finish them.
-    started: Vec<(u32, u32)>,
+    /// Pieces it started asking us for and has not yet asked for the end of: a slot
+    /// winding down lets it finish them.
+    started: Vec<u32>,
     /// Since when its slot has been winding down: it may finish `started`, nothing new,
     /// then it is choked.
     winding_down: Option<Duration>,
+    /// Requests for new pieces refused while its slot winds down (a requester that
+    /// does not heed `Reject(choked)` is choked after `grant_window` of them).
+    wind_rejects: u16,
     /// It rejected a request of ours with `Choked` while unchoking us: it is winding
     /// our slot down, so we start no new piece with it until it unchokes us again.
     winding_us_down: bool,
@@ -306,6 +309,8 @@ impl Swarm {
             let ban = matches!(e, PeerError::BadPiece(_));
             self.drop_peer(peer, e, ban, now);
         }
+        // A request, `Cancel` or `Have` may have ended a slot's wind-down.
+        self.end_wind_downs(now);
         self.schedule(now);
     }
 

@@ -11,6 +11,7 @@ pub(super) struct Meter {
     busy: Duration,
     bytes: u64,
     rate: Option<f64>,
+    peak: Option<f64>,
 }
 
 impl Meter {
@@ -34,6 +35,7 @@ impl Meter {
         if busy >= Duration::from_millis(500) {
             let sample = self.bytes as f64 / busy.as_secs_f64();
             self.rate = Some(self.rate.map_or(sample, |r| (r + sample) / 2.0));
+            self.peak = Some(self.peak.map_or(sample, |p| p.max(sample)));
             self.bytes = 0;
             busy = Duration::ZERO;
         }
@@ -48,5 +50,11 @@ impl Meter {
     /// Bytes per second, once measured.
     pub(super) fn rate(&self) -> Option<f64> {
         self.rate
+    }
+
+    /// The best rate measured (over at least half a second): what the link can do, not
+    /// what its slowest senders gave it lately.
+    pub(super) fn peak(&self) -> Option<f64> {
+        self.peak
     }
 }

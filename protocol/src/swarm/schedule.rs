@@ -110,16 +110,23 @@ impl Swarm {
         self.cfg.origin_stall.max(self.delivery_gap * 3)
     }
 
-    /// When the next fetcher becomes late, if one can: only once another fetcher
-    /// delivered after it.
+    /// When the next fetcher becomes late, if one will: only a fetcher another one
+    /// delivered after, that still owns pieces none of our neighbours holds, and whose
+    /// moment is still to come (a fetcher that is late already but owns nothing missing
+    /// must not hide a later one's moment).
     pub(super) fn next_pass_over(&self) -> Option<Duration> {
         let newest = self.fetcher_seen.values().max().copied()?;
         let wait = self.pass_over_wait();
-        self.fetcher_seen
+        let mut due: Vec<(Duration, PeerId)> = self
+            .fetcher_seen
             .iter()
-            .filter(|(f, seen)| **f != self.me && newest > **seen)
-            .map(|(_, seen)| *seen + wait)
-            .min()
+            .filter(|(f, seen)| **f != self.me && newest > **seen && **seen + wait > self.now)
+            .map(|(f, seen)| (*seen + wait, *f))
+            .collect();
+        due.sort_unstable();
+        due.into_iter()
+            .find(|(_, f)| self.owns_missing(f))
+            .map(|(at, _)| at)
     }
 
     /// Whether fetcher `f` owns a piece we lack that none of our neighbours holds.
@@ -190,15 +197,16 @@ impl Swarm {
         self.start_origin(now);
     }
 
-    /// How long an attempt from a peer may go without a block before endgame asks a
-    /// second peer for the piece: twice the time our downlink needs for what we have
-    /// asked for (zero before its rate is measured). A slow downlink that is merely busy
-    /// must not spend itself on duplicates; a source that stalls is still overtaken.
+    /// How long an attempt from a peer may run before endgame asks a second peer for
+    /// its piece: twice what our downlink needs, at its best measured rate, for
+    /// everything we have asked for plus one piece (zero before the rate is measured;
+    /// at most `block_timeout`). A slow downlink that is merely busy must not spend
+    /// itself on duplicates; an attempt that drips or stalls is still overtaken.
     fn endgame_patience(&self, out: usize) -> Duration {
-        let Some(rate) = self.downlink.rate() else {
+        let Some(rate) = self.downlink.peak() else {
             return Duration::ZERO;
         };
-        let bytes = out as f64 * f64::from(self.cfg.block_len);
+        let bytes = out as f64 * f64::from(self.cfg.block_len) + f64::from(self.max_piece);
         Duration::from_secs_f64(2.0 * bytes / rate.max(1.0)).min(self.cfg.block_timeout)
     }
 
@@ -276,8 +284,8 @@ impl Swarm {
     }
 
     /// The rarest piece `id` can give us, ties broken at random; in endgame also pieces
-    /// already being fetched from one other source (the origin, or a peer that sent
-    /// nothing of it for `patience`).
+    /// already being fetched from one other source (the origin, or a peer whose attempt
+    /// has run for `patience`).
     fn pick_for(
         &mut self,
         id: PeerId,
@@ -295,7 +303,7 @@ impl Swarm {
                     endgame
                         && a.len() == 1
                         && a[0].source != Source::Peer(id)
-                        && (a[0].source == Source::Origin || now >= a[0].last_progress + patience)
+                        && (a[0].source == Source::Origin || now >= a[0].started + patience)
                 }
                 PieceState::Have => false,
             };
@@ -394,7 +402,7 @@ impl Swarm {
 /// `salt` names the release. A [light](is_light) peer scores below every other, so it
 /// fetches from the origin only when too few others are known.
 pub fn fetcher_score(salt: &[u8; 32], peer: &PeerId) -> u64 {
-    let d = Digest::of_parts(&[b"SHOAL-FETCHER-V1\0", salt, &peer.0]);
+    let d = Digest::of_parts(&[b"SHOAL-FETCHER-V2\0", salt, &peer.0]);
     let hash = u64::from_be_bytes(d.0[..8].try_into().unwrap_or_default()) >> 1;
     if is_light(peer) { hash } else { hash | 1 << 63 }
 }

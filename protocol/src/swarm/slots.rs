@@ -69,6 +69,7 @@ impl Swarm {
         pe.unchoked = unchoked;
         pe.slot_since = now;
         pe.winding_down = None;
+        pe.wind_rejects = 0;
         if !unchoked {
             // Its requests are void once it is choked (PROTOCOL.md: Choke).
             pe.queued.clear();
@@ -99,9 +100,11 @@ impl Swarm {
 
     /// Chokes the peers whose slot wound down: nothing they started is left to ask
     /// for, queued or on its way out (a `Choke` must not overtake the data: the peer
-    /// would drop it as unrequested), or the minimum tenure is over.
+    /// would drop it as unrequested), or the minimum tenure is over, or the peer kept
+    /// asking for new pieces.
     pub(super) fn end_wind_downs(&mut self, now: Duration) {
         let limit = self.min_tenure();
+        let patience = self.cfg.grant_window;
         let done: Vec<PeerId> = self
             .peers
             .iter()
@@ -109,6 +112,7 @@ impl Swarm {
                 pe.winding_down.is_some_and(|since| {
                     (pe.started.is_empty() && pe.queued.is_empty() && pe.uploads == 0)
                         || now >= since + limit
+                        || pe.wind_rejects >= patience
                 })
             })
             .map(|(id, _)| *id)
@@ -118,30 +122,29 @@ impl Swarm {
         }
     }
 
-    /// Notes an accepted request of `peer` for `block` in the pieces it started;
+    /// Notes an accepted request of `peer` for `block` in the pieces it started (a piece
+    /// is finished once the end of it is asked for; requests come in order);
     /// `Some(Choked)` if its slot is winding down and the block starts a new piece.
     pub(super) fn note_started(&mut self, peer: PeerId, block: BlockRef) -> Option<RejectReason> {
         let p = block.piece.0;
-        let blocks = self.tracker.blocks(p);
+        let len = self.tracker.spec(p).map_or(0, |s| s.length);
+        let ends = u64::from(block.offset) + u64::from(block.length) >= u64::from(len);
         let cap = usize::from(self.cfg.grant_window).max(1);
         let pe = self.peers.get_mut(&peer)?;
-        match pe.started.iter().position(|(x, _)| *x == p) {
-            Some(i) => {
-                pe.started[i].1 += 1;
-                if pe.started[i].1 >= blocks {
-                    pe.started.remove(i);
-                }
+        let known = pe.started.contains(&p);
+        if !known && pe.winding_down.is_some() {
+            pe.wind_rejects = pe.wind_rejects.saturating_add(1);
+            return Some(RejectReason::Choked);
+        }
+        if ends {
+            pe.started.retain(|x| *x != p);
+        } else if !known {
+            // Bounded: a peer that starts pieces and never finishes them loses the
+            // oldest (it only shortens its own wind-down).
+            if pe.started.len() >= cap {
+                pe.started.remove(0);
             }
-            None if pe.winding_down.is_some() => return Some(RejectReason::Choked),
-            None if blocks > 1 => {
-                // Bounded: a peer that starts pieces and never finishes them loses
-                // the oldest (it only shortens its own wind-down).
-                if pe.started.len() >= cap {
-                    pe.started.remove(0);
-                }
-                pe.started.push((p, 1));
-            }
-            None => {}
+            pe.started.push(p);
         }
         None
     }

@@ -26,6 +26,8 @@ pub enum Source {
 pub struct Attempt {
     /// Where from.
     pub source: Source,
+    /// When it started.
+    pub started: Duration,
     /// When the last byte (or the start) arrived: a stall is measured from here.
     pub last_progress: Duration,
     /// Assembled bytes (peer attempts only; the origin hands over the whole piece).
@@ -151,6 +153,7 @@ impl Tracker {
         let len = self.spec(p).map_or(0, |s| s.length) as usize;
         let attempt = Attempt {
             source,
+            started: now,
             last_progress: now,
             buf: if with_buf { vec![0; len] } else { Vec::new() },
             received: vec![false; if with_buf { blocks } else { 0 }],

@@ -29,7 +29,7 @@ pub struct SwarmConfig {
     /// rate is measured, fewer: each unchoked peer's share of about 100 ms of it.
     pub upload_inflight: usize,
     /// Upload bytes per second one slot is worth: once the uplink's rate is measured,
-    /// `upload_slots` shrinks to `rate / slot_rate` (at least one), so a slow uplink
+    /// `upload_slots` shrinks to `rate / slot_rate` (at least 2), so a slow uplink
     /// sends a fresh piece to one or two peers quickly rather than to eight slowly.
     pub slot_rate: u64,
     /// An attempt with no progress for this long is abandoned.
