@@ -381,3 +381,42 @@ fn a_rotated_out_holder_finishes_its_piece_before_the_choke() {
             .any(|(to, m)| *to == a && matches!(m, Message::Choke))
     );
 }
+
+/// A peer that claims every piece and never unchokes anyone (or joins only to hold
+/// pieces hostage): after `holder_patience` (30 s) its pieces no longer count as held
+/// nearby, and their owners fetch them from the origin. Without that rule nobody ever
+/// fetched them and the LAN never finished.
+#[test]
+fn a_peer_that_claims_everything_and_never_unchokes_cannot_stall_the_lan() {
+    let mut sc = lan(8, seed(0x5eed_0043));
+    sc.nodes[0].seed = true;
+    sc.nodes[0].stingy = true;
+    let r = must(&sc);
+    show("8 peers and a stingy seed", &r);
+    assert!(r.finish[1..].iter().all(Option::is_some));
+    origin_at_most(&r, 1.1);
+    let patience = SwarmConfig::default().holder_patience.as_secs_f64();
+    assert!(r.completion.as_secs_f64() <= r.bound.as_secs_f64() + patience + 5.0);
+}
+
+/// A peer that answers every request with `Choke` then `Unchoke` is snubbed after
+/// `max_flaps` rounds: the requesters do not re-request from it thousands of times a
+/// second, and the LAN finishes from the origin and each other.
+#[test]
+fn a_peer_that_chokes_at_every_request_is_snubbed() {
+    let mut sc = lan(8, seed(0x5eed_0044));
+    sc.nodes[0].seed = true;
+    sc.nodes[0].flapping = true;
+    let r = must(&sc);
+    show("8 peers and a flapping seed", &r);
+    assert!(r.finish[1..].iter().all(Option::is_some));
+    origin_at_most(&r, 1.1);
+    // Each of 7 peers: 3 rounds of at most a window of requests per snub period.
+    let requests = r.requests_received[0];
+    let rounds = (r.completion.as_secs_f64() / 30.0).ceil() + 1.0;
+    assert!(
+        requests as f64 <= 7.0 * 3.0 * 32.0 * rounds,
+        "the flapping peer got {requests} requests in {:?}",
+        r.completion
+    );
+}

@@ -40,19 +40,39 @@ impl Swarm {
                 if i >= n {
                     return Err(PeerError::Protocol("Have names a piece past the release"));
                 }
+                // New to us when no other peer that counts as a holder had it (a peer
+                // that claims every piece but withholds them must not hide the LAN's
+                // progress).
+                let new = !self.tracker.has(i)
+                    && !self.peers.iter().any(|(id, pe)| {
+                        *id != peer && pe.have.get(i) && self.usable_holder(pe, now)
+                    });
                 if let Some(p) = self.peers.get_mut(&peer)
                     && p.have.set(i)
                 {
                     p.started.retain(|x| *x != i);
-                    if self.availability[i as usize] == 0 && !self.tracker.has(i) {
+                    self.availability[i as usize] += 1;
+                    if new {
                         self.note_new_piece(i, now);
                     }
-                    self.availability[i as usize] += 1;
                 }
             }
             Message::Choke => {
                 // Requests to a choking peer are void; its attempts go back to Missing.
+                // A peer that keeps choking us whenever we ask, and sends nothing, is
+                // snubbed: otherwise every Unchoke would start the same round again.
+                let flaps = self.cfg.max_flaps.max(1);
+                let snub = now + self.cfg.snub_time;
+                let mut written_off = false;
                 let pieces = self.peers.get_mut(&peer).map(|p| {
+                    if !p.outstanding.is_empty() {
+                        p.flaps = p.flaps.saturating_add(1);
+                        if p.flaps >= flaps {
+                            p.snubbed_until = snub;
+                            p.flaps = 0;
+                            written_off = true;
+                        }
+                    }
                     p.choked_us = true;
                     p.winding_us_down = false;
                     p.outstanding.clear();
@@ -60,6 +80,11 @@ impl Swarm {
                 });
                 for piece in pieces.unwrap_or_default() {
                     self.abandon(peer, piece, now);
+                }
+                if written_off {
+                    // Its pieces stop counting as held nearby: their owners get a
+                    // stall period of their own before everyone helps.
+                    self.pieces_freed(now);
                 }
             }
             Message::Unchoke { max_requests } => {
@@ -188,7 +213,14 @@ impl Swarm {
         let requested = self.peers.get_mut(&peer).is_some_and(|pe| {
             let before = pe.outstanding.len();
             pe.outstanding.retain(|b| *b != block);
-            before != pe.outstanding.len()
+            let requested = before != pe.outstanding.len();
+            if requested {
+                // It gives: the withholding clock restarts, the flaps are forgiven.
+                pe.withholding_since = None;
+                pe.written_off = false;
+                pe.flaps = 0;
+            }
+            requested
         });
         if requested {
             let more = self.peers.values().any(|pe| !pe.outstanding.is_empty());

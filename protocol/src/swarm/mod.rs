@@ -103,6 +103,14 @@ struct Peer {
     /// our slot down, so we start no new piece with it until it unchokes us again.
     winding_us_down: bool,
     snubbed_until: Duration,
+    /// Since when it has held a piece we lack without giving us piece data (see
+    /// `holder_patience`); `None` while it holds nothing we lack.
+    withholding_since: Option<Duration>,
+    /// Its withholding outlasted `holder_patience`: its pieces no longer count.
+    written_off: bool,
+    /// Chokes in a row that voided our requests before any block came (see
+    /// `max_flaps`).
+    flaps: u8,
     last_recv: Duration,
     last_sent: Duration,
 }
@@ -456,6 +464,9 @@ impl Swarm {
             if let Some(p) = self.peers.get_mut(&id) {
                 p.snubbed_until = now + self.cfg.snub_time;
             }
+            // Its pieces stop counting as held nearby: their owners get a stall period
+            // of their own before everyone helps.
+            self.pieces_freed(now);
         }
         let late: Vec<u32> = self
             .origin_in_flight
@@ -516,6 +527,9 @@ impl Swarm {
                 }
             }
             at(p.snubbed_until);
+            if let Some(t) = p.withholding_since {
+                at(t + self.cfg.holder_patience);
+            }
         }
         for since in self.origin_in_flight.values() {
             at(*since + self.cfg.origin_timeout);

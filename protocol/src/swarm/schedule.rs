@@ -129,15 +129,21 @@ impl Swarm {
             .map(|(at, _)| at)
     }
 
-    /// Whether fetcher `f` owns a piece we lack that none of our neighbours holds.
+    /// Whether fetcher `f` owns a piece we lack that none of our neighbours holds (none
+    /// that counts: see `usable_holder`).
     fn owns_missing(&self, f: &PeerId) -> bool {
         let Some(i) = self.fetchers.iter().position(|x| x == f) else {
             return false;
         };
+        let now = self.now;
         self.tracker.states().any(|(p, s)| {
             usize::from(self.owner[p as usize]) == i
                 && matches!(s, PieceState::Missing { .. })
-                && self.availability[p as usize] == 0
+                && (self.availability[p as usize] == 0
+                    || !self
+                        .peers
+                        .values()
+                        .any(|pe| pe.have.get(p) && self.usable_holder(pe, now)))
         })
     }
 
@@ -180,6 +186,28 @@ impl Swarm {
         self.rotate_uploads(now);
         if self.complete_sent {
             return;
+        }
+        // Who withholds pieces from us. One whose pieces stop counting restarts the
+        // stall clock: the owners of those pieces fetch them first, before everyone
+        // helps (a peer that claims everything would otherwise send the whole LAN to
+        // the origin for everything at once).
+        let held = &self.held;
+        let patience = self.cfg.holder_patience;
+        let mut written_off = false;
+        for pe in self.peers.values_mut() {
+            if pe.have.has_any_not_in(held) {
+                let since = *pe.withholding_since.get_or_insert(now);
+                if now >= since + patience && !pe.written_off {
+                    pe.written_off = true;
+                    written_off = true;
+                }
+            } else {
+                pe.withholding_since = None;
+                pe.written_off = false;
+            }
+        }
+        if written_off {
+            self.pieces_freed(now);
         }
         let mut ids: Vec<PeerId> = self.peers.keys().copied().collect();
         self.rng.shuffle(&mut ids);
@@ -375,7 +403,7 @@ impl Swarm {
                 && self
                     .peers
                     .values()
-                    .any(|pe| pe.have.get(p) && pe.snubbed_until <= now);
+                    .any(|pe| pe.have.get(p) && self.usable_holder(pe, now));
             if held_nearby {
                 continue;
             }
@@ -395,6 +423,28 @@ impl Swarm {
                 piece: PieceNumber(p),
             });
         }
+    }
+}
+
+impl Swarm {
+    /// Pieces a withholding or snubbed peer held stopped counting as held nearby: their
+    /// owners may fetch them now. The stall clock restarts, and so does every fetcher's
+    /// delivery clock, or the first fetcher to deliver after the pause would make all
+    /// the others look late and be passed over.
+    pub(super) fn pieces_freed(&mut self, now: Duration) {
+        self.lan_progress = now;
+        for seen in self.fetcher_seen.values_mut() {
+            *seen = (*seen).max(now);
+        }
+    }
+
+    /// Whether `pe` counts as holding its pieces when we decide what to fetch from the
+    /// origin: not snubbed, and not withholding from us for `holder_patience`.
+    pub(super) fn usable_holder(&self, pe: &Peer, now: Duration) -> bool {
+        pe.snubbed_until <= now
+            && pe
+                .withholding_since
+                .is_none_or(|t| now < t + self.cfg.holder_patience)
     }
 }
 

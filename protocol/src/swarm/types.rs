@@ -36,6 +36,14 @@ pub struct SwarmConfig {
     pub block_timeout: Duration,
     /// A peer whose attempt stalled is not used for this long.
     pub snub_time: Duration,
+    /// A peer that has held pieces we lack for this long without giving us any piece
+    /// data (it chokes us, or claims what it never sends) no longer counts as holding
+    /// them when we decide what to fetch from the origin. Longer than an honest peer's
+    /// slot rotation makes anyone wait.
+    pub holder_patience: Duration,
+    /// A peer that chokes us this many times in a row while our requests are
+    /// outstanding, without sending a block in between, is snubbed.
+    pub max_flaps: u8,
     /// At most this long after start without an origin fetch (time to discover the LAN);
     /// see `origin_settle` for the usual, earlier end of the wait.
     pub origin_grace: Duration,
@@ -72,6 +80,8 @@ impl Default for SwarmConfig {
             slot_rate: 2_500_000,
             block_timeout: Duration::from_secs(10),
             snub_time: Duration::from_secs(30),
+            holder_patience: Duration::from_secs(30),
+            max_flaps: 3,
             origin_grace: Duration::from_secs(2),
             origin_settle: Duration::from_millis(400),
             origin_stall: Duration::from_secs(10),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use shoal_protocol::swarm::link_score;
 
-use super::{Node, Sim};
+use super::{Node, NodeSpec, Sim};
 
 impl Sim<'_> {
     /// Ranks node `i`'s links to the live nodes, best first, keeping `mesh.dial`.
@@ -49,13 +49,14 @@ impl Sim<'_> {
         let now = self.now;
         for i in 0..self.nodes.len() {
             let n = &self.nodes[i];
-            if !n.alive || n.finished.is_some() || n.spec.lying {
+            let hostile = |s: &NodeSpec| s.lying || s.stingy || s.flapping;
+            if !n.alive || n.finished.is_some() || hostile(&n.spec) {
                 self.nodes[i].wanting_since = None;
                 continue;
             }
             let wants = n.links.iter().any(|&j| {
                 let other = &self.nodes[j];
-                !other.spec.lying
+                !hostile(&other.spec)
                     && other
                         .held
                         .iter()

@@ -84,6 +84,8 @@ struct Node {
     wanting_since: Option<Duration>,
     /// Piece data delivered to it by peers, bytes.
     received: u64,
+    /// `Request`s delivered to it.
+    requests: u64,
 }
 
 /// Runs a scenario to completion; `Err` carries the seed and what went wrong.
@@ -199,6 +201,7 @@ impl<'a> Sim<'a> {
                     top: Vec::new(),
                     wanting_since: None,
                     received: 0,
+                    requests: 0,
                 }
             })
             .collect();
@@ -420,6 +423,9 @@ impl<'a> Sim<'a> {
                     self.nodes[to].wanting_since = None;
                     self.nodes[to].received += data.len() as u64;
                 }
+                if matches!(msg, Message::Request(_)) {
+                    self.nodes[to].requests += 1;
+                }
                 match self.nodes[to].swarm.as_mut() {
                     Some(s) if linked => {
                         s.handle_message(from_id, msg, now);
@@ -483,6 +489,16 @@ impl<'a> Sim<'a> {
 
     fn transmit(&mut self, from: usize, to: PeerId, msg: Message) {
         let Some(to) = self.index_of(to) else { return };
+        let spec = &self.nodes[from].spec;
+        if spec.stingy && matches!(msg, Message::Unchoke { .. }) {
+            return;
+        }
+        if spec.flapping && matches!(msg, Message::Piece { .. }) {
+            let to = self.nodes[to].id;
+            self.transmit(from, to, Message::Choke);
+            self.transmit(from, to, Message::Unchoke { max_requests: 32 });
+            return;
+        }
         let size = msg.to_frame().len();
         let now = self.now;
         let mut delay = self.sc.latency;

@@ -22,6 +22,11 @@ pub struct NodeSpec {
     pub lying: bool,
     /// Holds the whole release from the start.
     pub seed: bool,
+    /// Never unchokes anyone (its `Unchoke`s are dropped on the wire): it claims
+    /// pieces and gives none.
+    pub stingy: bool,
+    /// Answers every request with `Choke` then `Unchoke` instead of the block.
+    pub flapping: bool,
     /// Says it is on a slow link (its id is light: it loses the fetcher election to
     /// every agent that is not).
     pub light: bool,
@@ -90,6 +95,9 @@ pub struct Report {
     pub longest_starved: Duration,
     /// Connections per node at the end: fewest and most.
     pub degree: (usize, usize),
+    /// Per node: `Request`s delivered to it.
+    #[allow(dead_code, reason = "read by the swarm_sim tests only")]
+    pub requests_received: Vec<u64>,
     /// Per node: piece data peers delivered to it, bytes (what it needed, plus blocks
     /// it threw away: duplicates, and blocks of pieces it gave up).
     pub received: Vec<u64>,
@@ -132,6 +140,7 @@ impl Sim<'_> {
             steps: self.steps,
             longest_starved: self.longest_starved,
             received: self.nodes.iter().map(|n| n.received).collect(),
+            requests_received: self.nodes.iter().map(|n| n.requests).collect(),
             degree: (
                 self.nodes
                     .iter()

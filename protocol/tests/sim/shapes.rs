@@ -18,6 +18,8 @@ pub fn node(up: f64, down: f64) -> NodeSpec {
         crash_at: None,
         lying: false,
         seed: false,
+        stingy: false,
+        flapping: false,
         light: false,
     }
 }
