@@ -43,6 +43,8 @@ struct Outcome {
     liar_blocks: usize,
     /// Agents whose log reports banning a peer.
     agents_that_banned: usize,
+    /// The most connections one agent opened to the liar.
+    liar_conns_per_agent: usize,
 }
 
 /// Starts one agent process per host (mDNS only, no `--peer`), waits until every agent
@@ -72,12 +74,13 @@ async fn swarm_in_namespaces(setup: Setup) -> Outcome {
     v.release("5.0", std::slice::from_ref(&src));
     let liar_served = Arc::new(AtomicUsize::new(0));
     let liar_stop = Arc::new(AtomicBool::new(false));
+    let liar_conns = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
     let liar_thread = with_liar.then(|| {
         let (release, pieces) = v.current_release();
         let ip = lan.host_ip(liar_host);
-        let (served, stop) = (liar_served.clone(), liar_stop.clone());
+        let (served, stop, conns) = (liar_served.clone(), liar_stop.clone(), liar_conns.clone());
         lan.spawn_thread_in(liar_host, move || {
-            run_liar(&ip, release, pieces, served, stop)
+            run_liar(&ip, release, pieces, served, stop, conns)
         })
     });
 
@@ -173,6 +176,13 @@ async fn swarm_in_namespaces(setup: Setup) -> Outcome {
         peer_shares: shares,
         liar_blocks: liar_served.load(Ordering::Relaxed),
         agents_that_banned,
+        liar_conns_per_agent: liar_conns
+            .lock()
+            .unwrap()
+            .values()
+            .copied()
+            .max()
+            .unwrap_or(0),
     }
 }
 
@@ -184,6 +194,7 @@ fn run_liar(
     pieces: u32,
     served: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
+    conns: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
 ) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -203,9 +214,10 @@ fn run_liar(
                 .expect("liar announces");
         let deadline = Instant::now() + Duration::from_secs(120);
         while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-            if let Ok(Ok((s, _))) =
+            if let Ok(Ok((s, from))) =
                 tokio::time::timeout(Duration::from_millis(100), l.accept()).await
             {
+                *conns.lock().unwrap().entry(from.ip()).or_insert(0) += 1;
                 let served = served.clone();
                 tokio::spawn(async move {
                     served.fetch_add(liar(s, release, pieces).await, Ordering::Relaxed);
@@ -302,5 +314,16 @@ async fn a_lying_host_is_banned_and_everyone_ends_correct() {
     assert!(
         o.agents_that_banned >= 1,
         "no agent reported banning the liar"
+    );
+    eprintln!(
+        "most connections to the liar from one agent: {}",
+        o.liar_conns_per_agent
+    );
+    // The ban covers the liar's address: nobody dials it again (a second connection
+    // may cross the first, a simultaneous dial).
+    assert!(
+        o.liar_conns_per_agent <= 2,
+        "an agent connected to the liar {} times",
+        o.liar_conns_per_agent
     );
 }

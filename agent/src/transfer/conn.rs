@@ -85,6 +85,8 @@ pub struct ConnContext {
     /// The peers joined now (kept by the node): a dialler does not open a second
     /// connection to a member that already has one, e.g. one it opened to us.
     pub joined: Arc<std::sync::Mutex<std::collections::HashSet<PeerId>>>,
+    /// Banned addresses and inbound connections per address.
+    pub gate: Arc<super::gate::Gate>,
 }
 
 /// What a message queued for the node costs of the input budget: its bulk bytes, at
@@ -111,7 +113,7 @@ impl Reader {
     fn new(rd: OwnedReadHalf) -> Self {
         Reader {
             rd,
-            dec: FrameDecoder::new(),
+            dec: FrameDecoder::for_handshake(),
             buf: vec![0u8; 64 * 1024],
         }
     }
@@ -178,6 +180,7 @@ async fn handshake(
             wr.write_all(&m.to_frame()).await?;
         }
         if let Some(joined) = step.joined {
+            rd.dec.joined();
             return Ok(joined);
         }
     }
@@ -217,6 +220,7 @@ pub async fn run(stream: TcpStream, role: Role, ctx: Arc<ConnContext>, conn: Con
         conn,
         peer,
         initiated,
+        addr: addr.map(|a| a.ip()),
         tx,
         close,
     };

@@ -68,8 +68,8 @@ impl Connector {
                 _ = stop.changed() => break,
                 Some(_) = peers.join_next() => continue,
             };
-            let stream = match accepted {
-                Ok((s, _)) => s,
+            let (stream, from) = match accepted {
+                Ok(a) => a,
                 Err(e) => {
                     // Out of file descriptors, usually: back off instead of spinning.
                     tracing::warn!(error = %e, "accepting a peer failed");
@@ -87,9 +87,15 @@ impl Connector {
                 drop(stream);
                 continue;
             };
+            let Some(admitted) = self.ctx.gate.admit(from.ip()) else {
+                tracing::debug!(%from, "refusing a peer: banned, or too many connections from its address");
+                drop(stream);
+                continue;
+            };
             let (ctx, id) = (self.ctx.clone(), self.next_id());
             peers.spawn(async move {
                 conn::run(stream, Role::Responder, ctx, id).await;
+                drop(admitted);
                 drop(permit);
             });
         }
@@ -226,6 +232,10 @@ impl Connector {
                     () = tokio::time::sleep(Duration::from_secs(2)) => continue,
                     _ = stop.changed() => break,
                 }
+            }
+            if self.ctx.gate.is_banned(addr.ip()) {
+                tracing::debug!(%addr, "not dialling a banned address");
+                return true;
             }
             let began = tokio::time::Instant::now();
             let Ok(permit) = self.slots.clone().try_acquire_owned() else {

@@ -7,6 +7,7 @@
 //! | [`conn`] | one connection: handshake, framing, the bounded outbound queue, write timeouts |
 //! | [`node`] | the `Swarm` core and the carrying out of its events |
 //! | [`dial`] | the accept loop and the bounded set of dialers |
+//! | [`gate`] | banned addresses, and inbound connections per address |
 //! | [`disk`] | the store scan, piece writes and upload reads, on blocking threads |
 //! | [`gossip`] | handing the current manifest to peers on an older release |
 //!
@@ -17,6 +18,7 @@
 pub mod conn;
 pub mod dial;
 pub mod disk;
+pub mod gate;
 pub mod gossip;
 mod node;
 
@@ -70,6 +72,8 @@ pub enum NodeInput {
         peer: PeerId,
         /// Whether we opened the connection.
         initiated: bool,
+        /// The peer's address (a ban covers it too).
+        addr: Option<std::net::IpAddr>,
         /// The connection's outbound queue.
         tx: mpsc::Sender<Outbound>,
         /// Dropping this closes the connection at once (what is queued is not sent).
@@ -263,6 +267,7 @@ pub async fn start(
         })
     });
     let joined = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let gate = Arc::new(gate::Gate::default());
     let connector = Connector {
         ctx: Arc::new(ConnContext {
             me,
@@ -273,6 +278,7 @@ pub async fn start(
             node: in_tx.clone(),
             input_budget: Arc::new(Semaphore::new(INPUT_BYTES)),
             joined: joined.clone(),
+            gate: gate.clone(),
         }),
         slots: Arc::new(Semaphore::new(o.overlay.max_peers)),
         ids: Arc::new(AtomicU64::new(0)),
@@ -288,6 +294,7 @@ pub async fn start(
         gossip: o.gossip,
         epoch,
         joined,
+        gate,
     };
     let (announcement, found) = match discovered {
         Some(d) => (Some(d.announcement), Some(d.found)),

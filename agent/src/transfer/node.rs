@@ -54,6 +54,7 @@ struct Conn {
     id: ConnId,
     tx: mpsc::Sender<Outbound>,
     initiated: bool,
+    addr: Option<std::net::IpAddr>,
     /// Dropped with the `Conn`: the connection closes at once, even mid-write.
     close: oneshot::Sender<()>,
 }
@@ -75,6 +76,8 @@ pub(super) struct NodeParts {
     pub gossip: Option<mpsc::Sender<GossipEvent>>,
     pub epoch: Instant,
     pub joined: Arc<std::sync::Mutex<std::collections::HashSet<PeerId>>>,
+    /// Banned addresses (the node bans the addresses of the peers the core bans).
+    pub gate: Arc<super::gate::Gate>,
 }
 
 struct Node {
@@ -244,7 +247,21 @@ impl Node {
             SwarmEvent::Upload { peer, block } => self.send(peer, Outbound::Block(block)),
             SwarmEvent::Disconnect { peer, reason, ban } => {
                 if ban {
-                    tracing::warn!(?peer, %reason, "banned peer");
+                    // Its addresses too: it may come back under another id.
+                    let addrs: Vec<std::net::IpAddr> = self
+                        .peers
+                        .get(&peer)
+                        .map(|pc| {
+                            std::iter::once(&pc.current)
+                                .chain(&pc.others)
+                                .filter_map(|c| c.addr)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    for a in &addrs {
+                        self.p.gate.ban(*a);
+                    }
+                    tracing::warn!(?peer, ?addrs, %reason, "banned peer");
                 } else {
                     tracing::debug!(?peer, %reason, "dropped peer");
                 }
@@ -413,6 +430,7 @@ impl Node {
                 conn,
                 peer,
                 initiated,
+                addr,
                 tx,
                 close,
             } => self.on_joined(
@@ -420,6 +438,7 @@ impl Node {
                     id: conn,
                     tx,
                     initiated,
+                    addr,
                     close,
                 },
                 peer,
@@ -467,7 +486,7 @@ impl Node {
     }
 
     fn on_joined(&mut self, conn: Conn, peer: PeerId) {
-        if self.p.swarm.is_banned(&peer) {
+        if self.p.swarm.is_banned(&peer) || conn.addr.is_some_and(|a| self.p.gate.is_banned(a)) {
             return; // dropping the sender closes the connection
         }
         self.conns.insert(conn.id, peer);

@@ -54,6 +54,10 @@ pub enum WireError {
         /// Largest allowed.
         max: u32,
     },
+    /// A message other than `Hello` or `Join` before the handshake ended (refused from
+    /// its header: nothing of it is buffered).
+    #[error("{0:?} before the handshake ended")]
+    BeforeJoin(MessageType),
     /// The payload has the right length but a wrong value.
     #[error("malformed {ty:?}: {reason}")]
     Malformed {
@@ -138,12 +142,43 @@ pub fn decode_frame(buf: &[u8]) -> Result<Option<(Message, usize)>, WireError> {
 #[derive(Debug, Default)]
 pub struct FrameDecoder {
     buf: Vec<u8>,
+    /// Only `Hello` and `Join` are legal (the handshake is under way).
+    handshake: bool,
 }
 
 impl FrameDecoder {
     /// An empty decoder.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty decoder for a connection whose handshake is to come: until
+    /// [`FrameDecoder::joined`], a frame of any other type than `Hello` or `Join` is an
+    /// error as soon as its 5-byte header is in, so a stranger cannot make us buffer a
+    /// megabyte before it proved anything.
+    pub fn for_handshake() -> Self {
+        FrameDecoder {
+            buf: Vec::new(),
+            handshake: true,
+        }
+    }
+
+    /// The handshake ended: every message type is legal from now on.
+    pub fn joined(&mut self) {
+        self.handshake = false;
+    }
+
+    /// The current frame's length once its header is in and legal here.
+    fn frame_len(&self) -> Result<Option<usize>, WireError> {
+        let len = frame_len(&self.buf)?;
+        if self.handshake
+            && let Some(&ty) = self.buf.get(FRAME_HEADER_LEN)
+            && let Some(ty) = MessageType::from_u8(ty)
+            && !matches!(ty, MessageType::Hello | MessageType::Join)
+        {
+            return Err(WireError::BeforeJoin(ty));
+        }
+        Ok(len)
     }
 
     /// Appends bytes received from the stream.
@@ -153,6 +188,7 @@ impl FrameDecoder {
 
     /// The next whole message, if one is buffered.
     pub fn next_message(&mut self) -> Result<Option<Message>, WireError> {
+        self.frame_len()?;
         match decode_frame(&self.buf)? {
             Some((msg, used)) => {
                 self.buf.drain(..used);
@@ -165,7 +201,7 @@ impl FrameDecoder {
     /// Bytes still needed to complete the frame being buffered (at least 1), or an error
     /// as soon as its header is known to be illegal.
     pub fn wanted(&self) -> Result<usize, WireError> {
-        let need = frame_len(&self.buf)?.unwrap_or(FRAME_HEADER_LEN + 1);
+        let need = self.frame_len()?.unwrap_or(FRAME_HEADER_LEN + 1);
         Ok(need.saturating_sub(self.buf.len()).max(1))
     }
 

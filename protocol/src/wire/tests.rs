@@ -233,6 +233,34 @@ fn limits_are_checked_before_the_payload_arrives() {
 }
 
 #[test]
+fn before_join_only_handshake_frames_are_buffered() {
+    // A full-size Piece header from a stranger: refused from its five bytes.
+    let len = 1 + 8 + MAX_BLOCK_LEN;
+    let mut b = len.to_be_bytes().to_vec();
+    b.push(0x06);
+    let mut d = FrameDecoder::for_handshake();
+    d.push(&b);
+    assert_eq!(d.wanted(), Err(WireError::BeforeJoin(MessageType::Piece)));
+    assert_eq!(
+        d.next_message(),
+        Err(WireError::BeforeJoin(MessageType::Piece))
+    );
+    // Hello passes, and after the handshake everything does.
+    let hello = Message::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        capabilities: Capabilities::empty(),
+        peer_id: PeerId([1; 16]),
+        nonce: [2; 32],
+    });
+    let mut d = FrameDecoder::for_handshake();
+    d.push(&hello.to_frame());
+    assert_eq!(d.next_message(), Ok(Some(hello)));
+    d.joined();
+    d.push(&b);
+    assert!(d.wanted().is_ok_and(|n| n as u32 == len - 1));
+}
+
+#[test]
 fn malformed_payloads_are_refused() {
     let cases: Vec<Vec<u8>> = vec![
         hex("0000003b 01 58584f4c 0001 00000000") // wrong magic (rest padded below)

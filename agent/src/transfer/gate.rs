@@ -1,0 +1,150 @@
+//! Who may hold a connection, by address: addresses banned for the transfer, and at
+//! most [`MAX_PER_ADDRESS`] inbound connections from one address at a time.
+//!
+//! A ban in the core covers a peer id, which a peer picks itself; the gate bans the
+//! address it connected from too (PROTOCOL.md §6.5), so a liar that comes back with a
+//! new id is refused before its handshake, and a banned configured peer is no longer
+//! dialled. The per-address cap keeps one host from taking every connection slot with
+//! handshakes it never finishes (an independent check held 64 and locked every honest
+//! agent out).
+//!
+//! Loopback addresses are exempt from both: every agent on one machine shares them
+//! (the README's demo, the test suite), and a process on the machine itself is not a
+//! stranger on the LAN.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Inbound connections from one address at once, at most: an agent needs one (two
+/// while a duplicate is retired); a few more cover a restart whose old connections
+/// have not closed yet.
+pub const MAX_PER_ADDRESS: usize = 4;
+
+/// The transfer's address rules (see the module docs).
+#[derive(Debug, Default)]
+pub struct Gate {
+    banned: Mutex<HashSet<IpAddr>>,
+    inbound: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// An admitted inbound connection's place in its address's count; dropping it frees
+/// the place.
+#[derive(Debug)]
+pub struct Admitted {
+    gate: Arc<Gate>,
+    ip: Option<IpAddr>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let Some(ip) = self.ip else {
+            return;
+        };
+        let mut inbound = self
+            .gate
+            .inbound
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = inbound.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                inbound.remove(&ip);
+            }
+        }
+    }
+}
+
+/// The address rules apply to `ip` (in one spelling: an IPv4-mapped IPv6 address is its
+/// IPv4 address), or not at all (loopback).
+fn subject(ip: IpAddr) -> Option<IpAddr> {
+    let ip = ip.to_canonical();
+    (!ip.is_loopback()).then_some(ip)
+}
+
+impl Gate {
+    /// Bans `ip` for the rest of the transfer.
+    pub fn ban(&self, ip: IpAddr) {
+        if let Some(ip) = subject(ip) {
+            self.banned
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(ip);
+        }
+    }
+
+    /// Whether `ip` is banned.
+    pub fn is_banned(&self, ip: IpAddr) -> bool {
+        subject(ip).is_some_and(|ip| {
+            self.banned
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(&ip)
+        })
+    }
+
+    /// Admits an inbound connection from `ip`, unless the address is banned or already
+    /// holds [`MAX_PER_ADDRESS`] connections.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admitted> {
+        let Some(ip) = subject(ip) else {
+            return Some(Admitted {
+                gate: self.clone(),
+                ip: None,
+            });
+        };
+        if self.is_banned(ip) {
+            return None;
+        }
+        let mut inbound = self.inbound.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = inbound.entry(ip).or_insert(0);
+        if *n >= MAX_PER_ADDRESS {
+            return None;
+        }
+        *n += 1;
+        Some(Admitted {
+            gate: self.clone(),
+            ip: Some(ip),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn one_address_gets_a_few_connections_and_frees_them() {
+        let gate = Arc::new(Gate::default());
+        let held: Vec<Admitted> = (0..MAX_PER_ADDRESS)
+            .map(|_| gate.admit(ip("198.18.0.7")).expect("admitted"))
+            .collect();
+        assert!(gate.admit(ip("198.18.0.7")).is_none(), "over the cap");
+        // The same address spelt as IPv4-mapped IPv6 counts as the same.
+        assert!(gate.admit(ip("::ffff:198.18.0.7")).is_none());
+        assert!(
+            gate.admit(ip("198.18.0.8")).is_some(),
+            "another host gets in"
+        );
+        drop(held);
+        assert!(gate.admit(ip("198.18.0.7")).is_some(), "places freed");
+    }
+
+    #[test]
+    fn a_banned_address_is_refused_loopback_is_exempt() {
+        let gate = Arc::new(Gate::default());
+        gate.ban(ip("198.18.0.9"));
+        assert!(gate.is_banned(ip("198.18.0.9")));
+        assert!(gate.is_banned(ip("::ffff:198.18.0.9")));
+        assert!(gate.admit(ip("198.18.0.9")).is_none());
+        gate.ban(ip("127.0.0.1"));
+        assert!(!gate.is_banned(ip("127.0.0.1")));
+        let many: Vec<Admitted> = (0..3 * MAX_PER_ADDRESS)
+            .map(|_| gate.admit(ip("127.0.0.1")).expect("loopback is exempt"))
+            .collect();
+        assert_eq!(many.len(), 3 * MAX_PER_ADDRESS);
+    }
+}
