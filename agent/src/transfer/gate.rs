@@ -55,11 +55,22 @@ impl Drop for Admitted {
     }
 }
 
-/// The address rules apply to `ip` (in one spelling: an IPv4-mapped IPv6 address is its
-/// IPv4 address), or not at all (loopback).
+/// What the address rules apply to for `ip`: the address itself in one spelling (an
+/// IPv4-mapped IPv6 address is its IPv4 address), a global IPv6 address's /64 (a host
+/// has a whole /64 to pick from), or nothing (loopback). A link-local IPv6 address
+/// stays whole: fe80::/64 is every host of the link.
 fn subject(ip: IpAddr) -> Option<IpAddr> {
     let ip = ip.to_canonical();
-    (!ip.is_loopback()).then_some(ip)
+    match ip {
+        _ if ip.is_loopback() => None,
+        IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) != 0xfe80 => {
+            let s = v6.segments();
+            Some(IpAddr::V6(std::net::Ipv6Addr::new(
+                s[0], s[1], s[2], s[3], 0, 0, 0, 0,
+            )))
+        }
+        _ => Some(ip),
+    }
 }
 
 impl Gate {
@@ -140,6 +151,12 @@ mod tests {
         assert!(gate.is_banned(ip("198.18.0.9")));
         assert!(gate.is_banned(ip("::ffff:198.18.0.9")));
         assert!(gate.admit(ip("198.18.0.9")).is_none());
+        // A global IPv6 host is banned with its /64; link-local addresses one by one.
+        gate.ban(ip("2001:db8:1:2::5"));
+        assert!(gate.is_banned(ip("2001:db8:1:2:ffff::9")));
+        assert!(!gate.is_banned(ip("2001:db8:1:3::5")));
+        gate.ban(ip("fe80::1"));
+        assert!(!gate.is_banned(ip("fe80::2")));
         gate.ban(ip("127.0.0.1"));
         assert!(!gate.is_banned(ip("127.0.0.1")));
         let many: Vec<Admitted> = (0..3 * MAX_PER_ADDRESS)

@@ -99,7 +99,13 @@ struct Node {
     /// nothing; an offer is passed up again after [`OFFER_AGAIN`] in case adopting it
     /// failed. Index data is passed up only from these peers.
     offers: Vec<(Digest, PeerId, Instant)>,
+    /// The addresses of peers whose connections ended, newest last (at most
+    /// [`DEPARTED`]): a piece checked after its sender left can still ban the address.
+    departed: std::collections::VecDeque<(PeerId, Vec<std::net::IpAddr>)>,
 }
+
+/// Departed peers whose addresses the node remembers.
+const DEPARTED: usize = 256;
 
 /// Runs the node until `shutdown` turns true, its inputs close or a local failure
 /// (a piece that cannot be stored) stops it; publishes progress as it goes.
@@ -120,6 +126,7 @@ pub(super) async fn run(
         complete_seen: false,
         fatal: false,
         offers: Vec::new(),
+        departed: std::collections::VecDeque::new(),
     };
     loop {
         n.drain().await;
@@ -247,20 +254,7 @@ impl Node {
             SwarmEvent::Upload { peer, block } => self.send(peer, Outbound::Block(block)),
             SwarmEvent::Disconnect { peer, reason, ban } => {
                 if ban {
-                    // Its addresses too: it may come back under another id.
-                    let addrs: Vec<std::net::IpAddr> = self
-                        .peers
-                        .get(&peer)
-                        .map(|pc| {
-                            std::iter::once(&pc.current)
-                                .chain(&pc.others)
-                                .filter_map(|c| c.addr)
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    for a in &addrs {
-                        self.p.gate.ban(*a);
-                    }
+                    let addrs = self.ban_addresses(peer);
                     tracing::warn!(?peer, ?addrs, %reason, "banned peer");
                 } else {
                     tracing::debug!(?peer, %reason, "dropped peer");
@@ -403,7 +397,56 @@ impl Node {
 
     /// Forgets `peer`'s connections, retired ones included; dropping their close
     /// signals closes them at once.
+    /// Bans the addresses `peer` connected from (it may come back under another id), and
+    /// closes every other peer's connection from them; returns the addresses.
+    fn ban_addresses(&mut self, peer: PeerId) -> Vec<std::net::IpAddr> {
+        let mut addrs = self.addresses(peer);
+        if let Some(i) = self.departed.iter().position(|(p, _)| *p == peer)
+            && let Some((_, a)) = self.departed.remove(i)
+        {
+            addrs.extend(a);
+        }
+        addrs.sort_unstable();
+        addrs.dedup();
+        for a in &addrs {
+            self.p.gate.ban(*a);
+        }
+        let others: Vec<PeerId> = self
+            .peers
+            .keys()
+            .copied()
+            .filter(|p| *p != peer && self.addresses(*p).iter().any(|a| self.p.gate.is_banned(*a)))
+            .collect();
+        let now = self.now();
+        for p in others {
+            tracing::warn!(peer = ?p, "closed: its address is banned");
+            self.p.swarm.handle_disconnected(p, now);
+            self.forget(p);
+        }
+        addrs
+    }
+
+    /// The addresses of `peer`'s connections.
+    fn addresses(&self, peer: PeerId) -> Vec<std::net::IpAddr> {
+        self.peers
+            .get(&peer)
+            .map(|pc| {
+                std::iter::once(&pc.current)
+                    .chain(&pc.others)
+                    .filter_map(|c| c.addr)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn forget(&mut self, peer: PeerId) {
+        let addrs = self.addresses(peer);
+        if !addrs.is_empty() {
+            if self.departed.len() >= DEPARTED {
+                self.departed.pop_front();
+            }
+            self.departed.push_back((peer, addrs));
+        }
         if let Some(pc) = self.peers.remove(&peer) {
             self.set_joined(peer, false);
             self.conns.remove(&pc.current.id);

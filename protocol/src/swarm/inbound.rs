@@ -30,6 +30,7 @@ impl Swarm {
                     .ok_or(PeerError::Protocol("PieceMap does not match the release"))?;
                 for i in map.iter() {
                     self.availability[i as usize] += 1;
+                    self.note_claim(i, now);
                 }
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.have = map;
@@ -40,18 +41,21 @@ impl Swarm {
                 if i >= n {
                     return Err(PeerError::Protocol("Have names a piece past the release"));
                 }
-                // New to us when no other peer that counts as a holder had it (a peer
-                // that claims every piece but withholds them must not hide the LAN's
-                // progress).
+                // New to us when the announcer is not snubbed and no claim by another
+                // peer held the piece back still (a peer that claims every piece but
+                // withholds them must not hide the LAN's progress for good).
                 let new = !self.tracker.has(i)
-                    && !self.peers.iter().any(|(id, pe)| {
-                        *id != peer && pe.have.get(i) && self.usable_holder(pe, now)
-                    });
+                    && self
+                        .peers
+                        .get(&peer)
+                        .is_some_and(|pe| pe.snubbed_until <= now)
+                    && !self.held_back_by_claims(i, now);
                 if let Some(p) = self.peers.get_mut(&peer)
                     && p.have.set(i)
                 {
                     p.started.retain(|x| *x != i);
                     self.availability[i as usize] += 1;
+                    self.note_claim(i, now);
                     if new {
                         self.note_new_piece(i, now);
                     }
@@ -59,18 +63,17 @@ impl Swarm {
             }
             Message::Choke => {
                 // Requests to a choking peer are void; its attempts go back to Missing.
-                // A peer that keeps choking us whenever we ask, and sends nothing, is
-                // snubbed: otherwise every Unchoke would start the same round again.
+                // A peer that keeps voiding our requests, and sends nothing that
+                // verifies, is snubbed: otherwise every Unchoke would start the same
+                // round again.
                 let flaps = self.cfg.max_flaps.max(1);
                 let snub = now + self.cfg.snub_time;
-                let mut written_off = false;
                 let pieces = self.peers.get_mut(&peer).map(|p| {
                     if !p.outstanding.is_empty() {
                         p.flaps = p.flaps.saturating_add(1);
                         if p.flaps >= flaps {
                             p.snubbed_until = snub;
                             p.flaps = 0;
-                            written_off = true;
                         }
                     }
                     p.choked_us = true;
@@ -80,11 +83,6 @@ impl Swarm {
                 });
                 for piece in pieces.unwrap_or_default() {
                     self.abandon(peer, piece, now);
-                }
-                if written_off {
-                    // Its pieces stop counting as held nearby: their owners get a
-                    // stall period of their own before everyone helps.
-                    self.pieces_freed(now);
                 }
             }
             Message::Unchoke { max_requests } => {
@@ -107,9 +105,16 @@ impl Swarm {
                 data,
             } => self.on_piece(peer, piece.0, offset, data, now)?,
             Message::Reject { block, reason } => {
+                let refusals = 2 * self.cfg.request_window.max(1);
+                let snub = now + self.cfg.snub_time;
                 let was_ours = self.peers.get_mut(&peer).is_some_and(|p| {
                     if reason == RejectReason::Choked && !p.choked_us {
                         p.winding_us_down = true;
+                    }
+                    p.refusals = p.refusals.saturating_add(1);
+                    if p.refusals >= refusals {
+                        p.snubbed_until = snub;
+                        p.refusals = 0;
                     }
                     let before = p.outstanding.len();
                     p.outstanding.retain(|b| *b != block);
@@ -213,14 +218,7 @@ impl Swarm {
         let requested = self.peers.get_mut(&peer).is_some_and(|pe| {
             let before = pe.outstanding.len();
             pe.outstanding.retain(|b| *b != block);
-            let requested = before != pe.outstanding.len();
-            if requested {
-                // It gives: the withholding clock restarts, the flaps are forgiven.
-                pe.withholding_since = None;
-                pe.written_off = false;
-                pe.flaps = 0;
-            }
-            requested
+            before != pe.outstanding.len()
         });
         if requested {
             let more = self.peers.values().any(|pe| !pe.outstanding.is_empty());

@@ -77,9 +77,8 @@ impl Swarm {
                 wind_rejects: 0,
                 winding_us_down: false,
                 snubbed_until: Duration::ZERO,
-                withholding_since: None,
-                written_off: false,
                 flaps: 0,
+                refusals: 0,
                 last_recv: now,
                 last_sent: now,
             },
@@ -123,6 +122,8 @@ impl Swarm {
             return;
         };
         for i in pe.have.iter() {
+            // A claim's clock runs on even when its claimants leave: ids that take turns
+            // must not restart it.
             self.availability[i as usize] -= 1;
         }
         for p in pe.pieces {

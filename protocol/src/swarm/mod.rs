@@ -103,14 +103,12 @@ struct Peer {
     /// our slot down, so we start no new piece with it until it unchokes us again.
     winding_us_down: bool,
     snubbed_until: Duration,
-    /// Since when it has held a piece we lack without giving us piece data (see
-    /// `holder_patience`); `None` while it holds nothing we lack.
-    withholding_since: Option<Duration>,
-    /// Its withholding outlasted `holder_patience`: its pieces no longer count.
-    written_off: bool,
-    /// Chokes in a row that voided our requests before any block came (see
+    /// Chokes that voided our requests since it last gave us a verified piece (see
     /// `max_flaps`).
     flaps: u8,
+    /// Rejects of our requests since it last gave us a verified piece (a peer that
+    /// answers every request with `Reject` is snubbed after `2 × request_window`).
+    refusals: u16,
     last_recv: Duration,
     last_sent: Duration,
 }
@@ -155,6 +153,8 @@ pub struct Swarm {
     named: BTreeSet<PeerId>,
     /// The LAN's origin fetchers in our view (us included if we are one).
     fetchers: Vec<PeerId>,
+    /// Per piece we lack: since when a peer has claimed it (see `holder_patience`).
+    claimed: Vec<Option<Duration>>,
     /// When upload slots rotate next.
     next_rotation: Duration,
     /// The longest piece's length.
@@ -228,6 +228,7 @@ impl Swarm {
             passed_over_at: now,
             named: BTreeSet::new(),
             fetchers: Vec::new(),
+            claimed: vec![None; n],
             next_rotation: now,
             max_piece,
             upload_turn: None,
@@ -387,15 +388,19 @@ impl Swarm {
             .is_some_and(|s| s.length as usize == data.len());
         if good && expected && !self.tracker.has(p) {
             self.counters.from_peers += data.len() as u64;
+            if let Source::Peer(id) = source
+                && let Some(pe) = self.peers.get_mut(&id)
+            {
+                // It gives: what it refused before is forgiven.
+                pe.flaps = 0;
+                pe.refusals = 0;
+            }
             self.finish_piece(p, data, source, now);
         } else {
             self.counters.wasted += data.len() as u64;
             if !good && let Source::Peer(id) = source {
-                if self.peers.contains_key(&id) {
-                    self.drop_peer(id, PeerError::BadPiece(p), true, now);
-                } else {
-                    self.banned.insert(id);
-                }
+                // Also when it has left already: the agent bans its address too.
+                self.drop_peer(id, PeerError::BadPiece(p), true, now);
             }
         }
         self.schedule(now);
@@ -464,9 +469,6 @@ impl Swarm {
             if let Some(p) = self.peers.get_mut(&id) {
                 p.snubbed_until = now + self.cfg.snub_time;
             }
-            // Its pieces stop counting as held nearby: their owners get a stall period
-            // of their own before everyone helps.
-            self.pieces_freed(now);
         }
         let late: Vec<u32> = self
             .origin_in_flight
@@ -527,9 +529,6 @@ impl Swarm {
                 }
             }
             at(p.snubbed_until);
-            if let Some(t) = p.withholding_since {
-                at(t + self.cfg.holder_patience);
-            }
         }
         for since in self.origin_in_flight.values() {
             at(*since + self.cfg.origin_timeout);
@@ -543,6 +542,12 @@ impl Swarm {
             at(self.lan_progress + self.cfg.origin_stall);
             if let Some(due) = self.next_pass_over() {
                 at(due);
+            }
+            // A claim that runs out frees its piece for its owner (`holder_patience`),
+            // and later for helpers.
+            for t in self.claimed.iter().flatten() {
+                at(*t + self.cfg.holder_patience);
+                at(*t + self.cfg.holder_patience + self.cfg.origin_stall);
             }
         }
         if self.slots_need_rotation() {
@@ -569,6 +574,7 @@ impl Swarm {
     /// A verified piece: record it, cancel duplicates, announce it.
     fn finish_piece(&mut self, p: u32, data: Vec<u8>, source: Source, now: Duration) {
         self.held.set(p);
+        self.claimed[p as usize] = None;
         for other in self.tracker.complete(p) {
             match other {
                 // A peer's verified attempt ended before its hash was checked, so any

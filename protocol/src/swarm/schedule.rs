@@ -91,11 +91,12 @@ impl Swarm {
         let late: Vec<PeerId> = self
             .fetcher_seen
             .iter()
+            .filter(|(f, seen)| **f != self.me && newest.is_some_and(|n| n > **seen))
             .filter(|(f, seen)| {
-                **f != self.me && now >= **seen + wait && newest.is_some_and(|n| n > **seen)
+                self.fetchable_since(f)
+                    .is_some_and(|since| now >= since.max(**seen) + wait)
             })
             .map(|(f, _)| *f)
-            .filter(|f| self.owns_missing(f))
             .collect();
         if late.is_empty() {
             return false;
@@ -117,34 +118,37 @@ impl Swarm {
     pub(super) fn next_pass_over(&self) -> Option<Duration> {
         let newest = self.fetcher_seen.values().max().copied()?;
         let wait = self.pass_over_wait();
-        let mut due: Vec<(Duration, PeerId)> = self
-            .fetcher_seen
+        self.fetcher_seen
             .iter()
-            .filter(|(f, seen)| **f != self.me && newest > **seen && **seen + wait > self.now)
-            .map(|(f, seen)| (*seen + wait, *f))
-            .collect();
-        due.sort_unstable();
-        due.into_iter()
-            .find(|(_, f)| self.owns_missing(f))
-            .map(|(at, _)| at)
+            .filter(|(f, seen)| **f != self.me && newest > **seen)
+            .filter_map(|(f, seen)| Some(self.fetchable_since(f)?.max(*seen) + wait))
+            .filter(|at| *at > self.now)
+            .min()
     }
 
-    /// Whether fetcher `f` owns a piece we lack that none of our neighbours holds (none
-    /// that counts: see `usable_holder`).
-    fn owns_missing(&self, f: &PeerId) -> bool {
-        let Some(i) = self.fetchers.iter().position(|x| x == f) else {
-            return false;
-        };
+    /// If fetcher `f` owns pieces we lack that no neighbour's claim holds back (see
+    /// `held_back_by_claims`), since when it could have fetched one: the earliest moment
+    /// such a piece's claims ran out (zero for a piece nobody claimed, or that only
+    /// snubbed peers hold). A fetcher is not late for pieces it was not allowed to fetch.
+    fn fetchable_since(&self, f: &PeerId) -> Option<Duration> {
+        let i = self.fetchers.iter().position(|x| x == f)?;
         let now = self.now;
-        self.tracker.states().any(|(p, s)| {
-            usize::from(self.owner[p as usize]) == i
-                && matches!(s, PieceState::Missing { .. })
-                && (self.availability[p as usize] == 0
-                    || !self
-                        .peers
-                        .values()
-                        .any(|pe| pe.have.get(p) && self.usable_holder(pe, now)))
-        })
+        self.tracker
+            .states()
+            .filter(|(p, s)| {
+                usize::from(self.owner[*p as usize]) == i
+                    && matches!(s, PieceState::Missing { .. })
+                    && !self.held_back_by_claims(*p, now)
+            })
+            .map(|(p, _)| {
+                // Freed by its claims running out; otherwise nobody claimed it, or only
+                // snubbed peers hold it, and the fetcher's own clock alone counts.
+                self.claimed[p as usize]
+                    .map(|t| t + self.cfg.holder_patience)
+                    .filter(|t| now >= *t)
+                    .unwrap_or(Duration::ZERO)
+            })
+            .min()
     }
 
     /// Adds `peer` to the members, with its fetcher score; returns whether the
@@ -186,28 +190,6 @@ impl Swarm {
         self.rotate_uploads(now);
         if self.complete_sent {
             return;
-        }
-        // Who withholds pieces from us. One whose pieces stop counting restarts the
-        // stall clock: the owners of those pieces fetch them first, before everyone
-        // helps (a peer that claims everything would otherwise send the whole LAN to
-        // the origin for everything at once).
-        let held = &self.held;
-        let patience = self.cfg.holder_patience;
-        let mut written_off = false;
-        for pe in self.peers.values_mut() {
-            if pe.have.has_any_not_in(held) {
-                let since = *pe.withholding_since.get_or_insert(now);
-                if now >= since + patience && !pe.written_off {
-                    pe.written_off = true;
-                    written_off = true;
-                }
-            } else {
-                pe.withholding_since = None;
-                pe.written_off = false;
-            }
-        }
-        if written_off {
-            self.pieces_freed(now);
         }
         let mut ids: Vec<PeerId> = self.peers.keys().copied().collect();
         self.rng.shuffle(&mut ids);
@@ -399,17 +381,16 @@ impl Swarm {
             if !matches!(state, PieceState::Missing { .. }) || self.checking.contains_key(&p) {
                 continue;
             }
-            let held_nearby = self.availability[p as usize] > 0
-                && self
-                    .peers
-                    .values()
-                    .any(|pe| pe.have.get(p) && self.usable_holder(pe, now));
-            if held_nearby {
+            if self.held_back_by_claims(p, now) {
                 continue;
             }
+            // A piece whose claims ran out gets its owner's turn (a stall period)
+            // before helpers fetch it too.
+            let owners_turn = self.claimed[p as usize]
+                .is_some_and(|t| now < t + self.cfg.holder_patience + self.cfg.origin_stall);
             if self.mine[p as usize] {
                 ours.push(p);
-            } else if stalled {
+            } else if stalled && !owners_turn {
                 others.push(p);
             }
         }
@@ -427,24 +408,28 @@ impl Swarm {
 }
 
 impl Swarm {
-    /// Pieces a withholding or snubbed peer held stopped counting as held nearby: their
-    /// owners may fetch them now. The stall clock restarts, and so does every fetcher's
-    /// delivery clock, or the first fetcher to deliver after the pause would make all
-    /// the others look late and be passed over.
-    pub(super) fn pieces_freed(&mut self, now: Duration) {
-        self.lan_progress = now;
-        for seen in self.fetcher_seen.values_mut() {
-            *seen = (*seen).max(now);
+    /// A peer claims piece `p` (its map or a `Have`): if we lack it, the claim's clock
+    /// starts (once, until we get the piece or nobody claims it any more).
+    pub(super) fn note_claim(&mut self, p: u32, now: Duration) {
+        if !self.tracker.has(p)
+            && let Some(c) = self.claimed.get_mut(p as usize)
+        {
+            c.get_or_insert(now);
         }
     }
 
-    /// Whether `pe` counts as holding its pieces when we decide what to fetch from the
-    /// origin: not snubbed, and not withholding from us for `holder_patience`.
-    pub(super) fn usable_holder(&self, pe: &Peer, now: Duration) -> bool {
-        pe.snubbed_until <= now
-            && pe
-                .withholding_since
-                .is_none_or(|t| now < t + self.cfg.holder_patience)
+    /// Whether a neighbour's claim keeps us from fetching piece `p` from the origin: a
+    /// peer that is not snubbed holds it, and the first claim is younger than
+    /// `holder_patience`. The clock is the piece's, not a peer's: claimants that take
+    /// turns, reconnect under new ids, or send one junk block now and then cannot
+    /// restart it; only the piece reaching us ends it.
+    pub(super) fn held_back_by_claims(&self, p: u32, now: Duration) -> bool {
+        self.availability[p as usize] > 0
+            && self.claimed[p as usize].is_none_or(|t| now < t + self.cfg.holder_patience)
+            && self
+                .peers
+                .values()
+                .any(|pe| pe.have.get(p) && pe.snubbed_until <= now)
     }
 }
 

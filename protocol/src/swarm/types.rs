@@ -36,13 +36,12 @@ pub struct SwarmConfig {
     pub block_timeout: Duration,
     /// A peer whose attempt stalled is not used for this long.
     pub snub_time: Duration,
-    /// A peer that has held pieces we lack for this long without giving us any piece
-    /// data (it chokes us, or claims what it never sends) no longer counts as holding
-    /// them when we decide what to fetch from the origin. Longer than an honest peer's
-    /// slot rotation makes anyone wait.
+    /// A piece we lack that peers have claimed for this long without it reaching us no
+    /// longer holds back its owner's origin fetch (its claimants choke us, or claim what
+    /// they never send); helpers may fetch it one `origin_stall` later.
     pub holder_patience: Duration,
-    /// A peer that chokes us this many times in a row while our requests are
-    /// outstanding, without sending a block in between, is snubbed.
+    /// A peer whose `Choke`s void our outstanding requests this many times since it last
+    /// gave us a verified piece is snubbed.
     pub max_flaps: u8,
     /// At most this long after start without an origin fetch (time to discover the LAN);
     /// see `origin_settle` for the usual, earlier end of the wait.

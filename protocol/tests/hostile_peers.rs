@@ -1,0 +1,118 @@
+//! The swarm core against peers that claim pieces and never give them: driven message by
+//! message, without the simulator, so each rule is seen on its own (docs/SECURITY.md,
+//! "Availability").
+
+use std::time::Duration;
+
+use shoal_protocol::swarm::{Bitfield, PieceSpec, Swarm, SwarmConfig, SwarmEvent};
+use shoal_protocol::wire::{Message, PeerId, RejectReason};
+
+const PIECES: u32 = 8;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn core(cfg: SwarmConfig) -> Swarm {
+    let pieces = vec![
+        PieceSpec {
+            length: 1024,
+            digest: shoal_protocol::Digest::of(b"not fetched in these tests"),
+        };
+        PIECES as usize
+    ];
+    Swarm::new(cfg, PeerId([0x10; 16]), pieces, &[], 7, ms(0))
+}
+
+fn everything() -> Message {
+    let mut map = Bitfield::new(PIECES);
+    for p in 0..PIECES {
+        map.set(p);
+    }
+    Message::PieceMap {
+        piece_count: PIECES,
+        bits: map.as_wire().to_vec(),
+    }
+}
+
+/// Origin fetches the core asked for, and the messages it sent, since the last call.
+fn drain(s: &mut Swarm) -> (usize, Vec<(PeerId, Message)>) {
+    let fetches = std::iter::from_fn(|| s.poll_event())
+        .filter(|e| matches!(e, SwarmEvent::FetchOrigin { .. }))
+        .count();
+    (fetches, std::iter::from_fn(|| s.poll_transmit()).collect())
+}
+
+/// Two ids that claim every piece and never unchoke, taking turns so that one of them
+/// is always connected: the piece's clock started with the first claim and is not
+/// restarted by the second id, so our own pieces go to the origin 30 s after the first
+/// claim (`holder_patience`), not never.
+#[test]
+fn claimants_taking_turns_do_not_restart_the_clock() {
+    // The claimant's map arrives within the origin grace (as peers met at start do).
+    let cfg = SwarmConfig {
+        origin_grace: Duration::from_secs(1),
+        ..SwarmConfig::default()
+    };
+    let patience = cfg.holder_patience;
+    let mut s = core(cfg);
+    let (a, b) = (PeerId([0xa0; 16]), PeerId([0xb0; 16]));
+    s.handle_joined(a, ms(0));
+    s.handle_message(a, everything(), ms(10));
+    assert_eq!(drain(&mut s).0, 0);
+    s.handle_joined(b, patience / 2);
+    s.handle_message(b, everything(), patience / 2);
+    s.handle_disconnected(a, patience * 3 / 4);
+    let (early, _) = drain(&mut s);
+    assert_eq!(
+        early, 0,
+        "fetched from the origin while the claims were young"
+    );
+    s.handle_timeout(patience - ms(1));
+    assert_eq!(drain(&mut s).0, 0);
+    // The first claim came at 10 ms.
+    s.handle_timeout(patience + ms(20));
+    let (fetches, _) = drain(&mut s);
+    assert!(
+        fetches > 0,
+        "the claims of two ids in turn held our pieces back"
+    );
+}
+
+/// A peer that unchokes us and answers every request with `Reject`: after
+/// `2 × request_window` refusals it is snubbed, so we stop asking (the loop used to run
+/// at the speed of the link).
+#[test]
+fn a_peer_that_rejects_every_request_is_snubbed() {
+    let cfg = SwarmConfig::default();
+    let bound = 3 * usize::from(cfg.request_window);
+    let mut s = core(cfg);
+    let liar = PeerId([0xc0; 16]);
+    s.handle_joined(liar, ms(0));
+    s.handle_message(liar, everything(), ms(0));
+    s.handle_message(liar, Message::Unchoke { max_requests: 32 }, ms(1));
+    let mut requests = 0;
+    for round in 0..200u64 {
+        let now = ms(2 + round);
+        let asked: Vec<_> = drain(&mut s)
+            .1
+            .into_iter()
+            .filter_map(|(to, m)| match m {
+                Message::Request(block) if to == liar => Some(block),
+                _ => None,
+            })
+            .collect();
+        if asked.is_empty() {
+            break;
+        }
+        requests += asked.len();
+        for block in asked {
+            let reason = RejectReason::Overloaded;
+            s.handle_message(liar, Message::Reject { block, reason }, now);
+        }
+    }
+    assert!(
+        requests <= bound,
+        "{requests} requests to a peer that rejects them all"
+    );
+}
