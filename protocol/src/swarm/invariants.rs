@@ -70,6 +70,18 @@ impl Swarm {
                 PieceState::Missing { .. } => {}
             }
         }
+        let mut starts: BTreeMap<Duration, u32> = BTreeMap::new();
+        for (p, t) in self.claimed.iter().enumerate() {
+            if let Some(t) = t {
+                if self.tracker.has(p as u32) {
+                    return Err(format!("piece {p} is held and still claimed"));
+                }
+                *starts.entry(*t).or_insert(0) += 1;
+            }
+        }
+        if starts != self.claim_starts {
+            return Err("claim start counts disagree with the claims".into());
+        }
         if have != self.tracker.have_count() {
             return Err("have count is off".into());
         }

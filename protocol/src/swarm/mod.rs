@@ -155,6 +155,9 @@ pub struct Swarm {
     fetchers: Vec<PeerId>,
     /// Per piece we lack: since when a peer has claimed it (see `holder_patience`).
     claimed: Vec<Option<Duration>>,
+    /// The same start times, counted: `poll_timeout` finds the next expiry here instead
+    /// of scanning every piece.
+    claim_starts: BTreeMap<Duration, u32>,
     /// When upload slots rotate next.
     next_rotation: Duration,
     /// The longest piece's length.
@@ -229,6 +232,7 @@ impl Swarm {
             named: BTreeSet::new(),
             fetchers: Vec::new(),
             claimed: vec![None; n],
+            claim_starts: BTreeMap::new(),
             next_rotation: now,
             max_piece,
             upload_turn: None,
@@ -545,9 +549,17 @@ impl Swarm {
             }
             // A claim that runs out frees its piece for its owner (`holder_patience`),
             // and later for helpers.
-            for t in self.claimed.iter().flatten() {
-                at(*t + self.cfg.holder_patience);
-                at(*t + self.cfg.holder_patience + self.cfg.origin_stall);
+            for wait in [
+                self.cfg.holder_patience,
+                self.cfg.holder_patience + self.cfg.origin_stall,
+            ] {
+                // Claims that started after `now - wait` expire after now.
+                let from = now
+                    .checked_sub(wait)
+                    .map_or(Duration::ZERO, |d| d + Duration::from_nanos(1));
+                if let Some((t, _)) = self.claim_starts.range(from..).next() {
+                    at(*t + wait);
+                }
             }
         }
         if self.slots_need_rotation() {
@@ -574,7 +586,9 @@ impl Swarm {
     /// A verified piece: record it, cancel duplicates, announce it.
     fn finish_piece(&mut self, p: u32, data: Vec<u8>, source: Source, now: Duration) {
         self.held.set(p);
-        self.claimed[p as usize] = None;
+        if let Some(t) = self.claimed[p as usize].take() {
+            self.unclaim(t);
+        }
         for other in self.tracker.complete(p) {
             match other {
                 // A peer's verified attempt ended before its hash was checked, so any

@@ -413,8 +413,20 @@ impl Swarm {
     pub(super) fn note_claim(&mut self, p: u32, now: Duration) {
         if !self.tracker.has(p)
             && let Some(c) = self.claimed.get_mut(p as usize)
+            && c.is_none()
         {
-            c.get_or_insert(now);
+            *c = Some(now);
+            *self.claim_starts.entry(now).or_insert(0) += 1;
+        }
+    }
+
+    /// A claim that started at `t` ended (its piece arrived).
+    pub(super) fn unclaim(&mut self, t: Duration) {
+        if let Some(n) = self.claim_starts.get_mut(&t) {
+            *n -= 1;
+            if *n == 0 {
+                self.claim_starts.remove(&t);
+            }
         }
     }
 
