@@ -20,7 +20,8 @@ fuzz_target!(|data: &[u8]| {
             nonce: [2; 32],
         };
         let (mut hs, _) = Handshake::new(role, hello, release, older.clone());
-        let mut dec = FrameDecoder::new();
+        // As a connection reads them: only Hello and Join until joined.
+        let mut dec = FrameDecoder::for_handshake();
         dec.push(data);
         let mut handled = 0;
         while let Ok(Some(msg)) = dec.next_message() {
