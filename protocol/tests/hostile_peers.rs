@@ -7,7 +7,7 @@ use std::time::Duration;
 use shoal_protocol::swarm::{Bitfield, PieceSpec, Swarm, SwarmConfig, SwarmEvent};
 use shoal_protocol::wire::{Message, PeerId, RejectReason};
 
-const PIECES: u32 = 8;
+const PIECES: u32 = 16;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -114,5 +114,76 @@ fn a_peer_that_rejects_every_request_is_snubbed() {
     assert!(
         requests <= bound,
         "{requests} requests to a peer that rejects them all"
+    );
+}
+
+/// The other side of the claim clock: a neighbour that keeps serving us (slowly, as a
+/// busy seed serves a late joiner) keeps its pieces held back past `holder_patience`,
+/// so nothing goes to the origin that a peer is delivering.
+#[test]
+fn a_neighbour_that_serves_us_keeps_its_pieces_past_the_patience() {
+    let cfg = SwarmConfig {
+        origin_grace: Duration::from_secs(1),
+        ..SwarmConfig::default()
+    };
+    let patience = cfg.holder_patience;
+    let mut s = core(cfg);
+    let seed = PeerId([0x30; 16]);
+    s.handle_joined(seed, ms(0));
+    s.handle_message(seed, everything(), ms(10));
+    s.handle_message(seed, Message::Unchoke { max_requests: 32 }, ms(20));
+    let mut fetches = 0;
+    let mut served = 0;
+    let mut now = ms(20);
+    let mut pending = std::collections::VecDeque::new();
+    // One piece every 4 s, the oldest request first (none waits 10 s, the stall
+    // limit): at 30 s about half the pieces are still missing, claimed since the start.
+    while served < PIECES && now < patience * 3 {
+        now += Duration::from_secs(4);
+        s.handle_timeout(now);
+        let (f, sent) = drain(&mut s);
+        fetches += f;
+        pending.extend(sent.into_iter().filter_map(|(to, m)| match m {
+            Message::Request(b) if to == seed => Some(b),
+            _ => None,
+        }));
+        let Some(block) = pending.pop_front() else {
+            continue;
+        };
+        let data = vec![0u8; block.length as usize];
+        let piece = Message::Piece {
+            piece: block.piece,
+            offset: block.offset,
+            data,
+        };
+        s.handle_message(seed, piece, now);
+        let checks: Vec<_> = std::iter::from_fn(|| s.poll_event())
+            .filter_map(|e| match e {
+                SwarmEvent::CheckPiece {
+                    piece,
+                    source,
+                    data,
+                } => Some((piece, source, data)),
+                SwarmEvent::FetchOrigin { .. } => {
+                    fetches += 1;
+                    None
+                }
+                _ => None,
+            })
+            .collect();
+        for (piece, source, data) in checks {
+            // The test stands for the hash: the piece is good.
+            s.handle_piece_checked(piece, source, data, true, now);
+            served += 1;
+        }
+    }
+    assert_eq!(served, PIECES, "the seed served {served} pieces");
+    assert!(
+        now > patience * 3 / 2,
+        "everything came before the claims were old"
+    );
+    assert_eq!(
+        fetches, 0,
+        "fetched from the origin what a serving peer holds"
     );
 }

@@ -395,17 +395,16 @@ impl Node {
         }
     }
 
-    /// Forgets `peer`'s connections, retired ones included; dropping their close
-    /// signals closes them at once.
     /// Bans the addresses `peer` connected from (it may come back under another id), and
     /// closes every other peer's connection from them; returns the addresses.
     fn ban_addresses(&mut self, peer: PeerId) -> Vec<std::net::IpAddr> {
         let mut addrs = self.addresses(peer);
-        if let Some(i) = self.departed.iter().position(|(p, _)| *p == peer)
-            && let Some((_, a)) = self.departed.remove(i)
-        {
-            addrs.extend(a);
-        }
+        self.departed.retain(|(p, a)| {
+            if *p == peer {
+                addrs.extend(a);
+            }
+            *p != peer
+        });
         addrs.sort_unstable();
         addrs.dedup();
         for a in &addrs {
@@ -439,7 +438,8 @@ impl Node {
             .unwrap_or_default()
     }
 
-    fn forget(&mut self, peer: PeerId) {
+    /// Remembers the addresses of `peer`, whose connections end (see `departed`).
+    fn remember_departed(&mut self, peer: PeerId) {
         let addrs = self.addresses(peer);
         if !addrs.is_empty() {
             if self.departed.len() >= DEPARTED {
@@ -447,6 +447,12 @@ impl Node {
             }
             self.departed.push_back((peer, addrs));
         }
+    }
+
+    /// Forgets `peer`'s connections, retired ones included; dropping their close
+    /// signals closes them at once.
+    fn forget(&mut self, peer: PeerId) {
+        self.remember_departed(peer);
         if let Some(pc) = self.peers.remove(&peer) {
             self.set_joined(peer, false);
             self.conns.remove(&pc.current.id);
@@ -575,6 +581,7 @@ impl Node {
         } else if let Some(next) = pc.others.pop() {
             pc.current = next;
         } else {
+            self.remember_departed(peer);
             self.peers.remove(&peer);
             self.set_joined(peer, false);
             self.p.swarm.handle_disconnected(peer, now);

@@ -63,9 +63,8 @@ impl Swarm {
             }
             Message::Choke => {
                 // Requests to a choking peer are void; its attempts go back to Missing.
-                // A peer that keeps voiding our requests, and sends nothing that
-                // verifies, is snubbed: otherwise every Unchoke would start the same
-                // round again.
+                // A peer that keeps voiding our requests and sends no block in between
+                // is snubbed: otherwise every Unchoke would start the same round again.
                 let flaps = self.cfg.max_flaps.max(1);
                 let snub = now + self.cfg.snub_time;
                 let pieces = self.peers.get_mut(&peer).map(|p| {
@@ -111,14 +110,19 @@ impl Swarm {
                     if reason == RejectReason::Choked && !p.choked_us {
                         p.winding_us_down = true;
                     }
-                    p.refusals = p.refusals.saturating_add(1);
-                    if p.refusals >= refusals {
-                        p.snubbed_until = snub;
-                        p.refusals = 0;
-                    }
                     let before = p.outstanding.len();
                     p.outstanding.retain(|b| *b != block);
-                    before != p.outstanding.len()
+                    let ours = before != p.outstanding.len();
+                    // Only refusals of what we still wait for, while it unchokes us (a
+                    // request that crossed its `Choke` is no refusal).
+                    if ours && !p.choked_us {
+                        p.refusals = p.refusals.saturating_add(1);
+                        if p.refusals >= refusals {
+                            p.snubbed_until = snub;
+                            p.refusals = 0;
+                        }
+                    }
+                    ours
                 });
                 if was_ours {
                     if reason == RejectReason::NotHeld {
@@ -218,7 +222,13 @@ impl Swarm {
         let requested = self.peers.get_mut(&peer).is_some_and(|pe| {
             let before = pe.outstanding.len();
             pe.outstanding.retain(|b| *b != block);
-            before != pe.outstanding.len()
+            let requested = before != pe.outstanding.len();
+            if requested {
+                // A block (of the size we asked for) forgives its chokes: a slow
+                // downlink may not finish a piece within one turn of an uploader's slot.
+                pe.flaps = 0;
+            }
+            requested
         });
         if requested {
             let more = self.peers.values().any(|pe| !pe.outstanding.is_empty());

@@ -79,6 +79,7 @@ impl Swarm {
                 snubbed_until: Duration::ZERO,
                 flaps: 0,
                 refusals: 0,
+                gave_at: None,
                 last_recv: now,
                 last_sent: now,
             },
@@ -122,9 +123,12 @@ impl Swarm {
             return;
         };
         for i in pe.have.iter() {
-            // A claim's clock runs on even when its claimants leave: ids that take turns
-            // must not restart it.
+            // A claim's clock survives its claimants leaving for a while: ids that take
+            // turns must not restart it.
             self.availability[i as usize] -= 1;
+            if self.availability[i as usize] == 0 {
+                self.unclaimed_at[i as usize] = Some(now);
+            }
         }
         for p in pe.pieces {
             self.tracker.abort(p, Source::Peer(peer), now);

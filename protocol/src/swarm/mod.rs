@@ -18,7 +18,9 @@
 //!   peer's attempt is doubled only once it sent nothing for twice the time our
 //!   downlink needs for everything we asked for (`endgame_patience`): a slow downlink
 //!   that is merely busy does not spend itself on duplicates.
-//! - **Origin work split**: a piece no unsnubbed peer has is fetched from the origin by its
+//! - **Origin work split**: a piece no neighbour's claim holds back (`held_back_by_claims`:
+//!   claims by peers that are not snubbed, younger than `holder_patience` or from a peer
+//!   that serves us) is fetched from the origin by its
 //!   *owner* only. The LAN's *members* are the agents we know of ([`Swarm::handle_member`]
 //!   for agents discovery reports, and every joined peer) and ourselves; the 4
 //!   (`origin_fetchers`) with the highest [`fetcher_score`] are the release's origin
@@ -109,6 +111,8 @@ struct Peer {
     /// Rejects of our requests since it last gave us a verified piece (a peer that
     /// answers every request with `Reject` is snubbed after `2 × request_window`).
     refusals: u16,
+    /// When it last gave us a piece that verified.
+    gave_at: Option<Duration>,
     last_recv: Duration,
     last_sent: Duration,
 }
@@ -158,6 +162,11 @@ pub struct Swarm {
     /// The same start times, counted: `poll_timeout` finds the next expiry here instead
     /// of scanning every piece.
     claim_starts: BTreeMap<Duration, u32>,
+    /// Per piece: when its last claimant left (a claim within `origin_stall` of that
+    /// keeps the old clock; a later one starts a new clock).
+    unclaimed_at: Vec<Option<Duration>>,
+    /// Pieces that were new to us once (`note_new_piece` counts each once).
+    announced: Bitfield,
     /// When upload slots rotate next.
     next_rotation: Duration,
     /// The longest piece's length.
@@ -233,6 +242,8 @@ impl Swarm {
             fetchers: Vec::new(),
             claimed: vec![None; n],
             claim_starts: BTreeMap::new(),
+            unclaimed_at: vec![None; n],
+            announced: Bitfield::new(n as u32),
             next_rotation: now,
             max_piece,
             upload_turn: None,
@@ -395,9 +406,11 @@ impl Swarm {
             if let Source::Peer(id) = source
                 && let Some(pe) = self.peers.get_mut(&id)
             {
-                // It gives: what it refused before is forgiven.
+                // It gives: what it refused before is forgiven, and its claims hold
+                // pieces back a while longer (`held_back_by_claims`).
                 pe.flaps = 0;
                 pe.refusals = 0;
+                pe.gave_at = Some(now);
             }
             self.finish_piece(p, data, source, now);
         } else {

@@ -47,11 +47,15 @@ impl Swarm {
 
     /// A piece nobody near us had appeared: the LAN made progress (the stall clock
     /// restarts), and its owner delivers. A fetcher that has delivered nothing for
-    /// `origin_stall`, and still owns pieces none of our neighbours has, is passed over
+    /// `origin_stall`, and still owns pieces no claim holds back, is passed over
     /// for this release (crashed, gone without a goodbye, or a name that is no agent):
     /// its pieces go to the next agent in the election rather than to everyone. This is
     /// checked on each new piece and when the LAN stalls, before everyone helps.
     pub(super) fn note_new_piece(&mut self, p: u32, now: Duration) {
+        // Once per piece: ids that come and go re-announcing it are no progress.
+        if !self.announced.set(p) {
+            return;
+        }
         self.lan_progress = now;
         if let Some(f) = self
             .fetchers
@@ -74,7 +78,7 @@ impl Swarm {
     }
 
     /// Passes over the fetchers that delivered nothing for `origin_stall` and still own
-    /// pieces none of our neighbours holds; returns whether there were any.
+    /// pieces no claim holds back; returns whether there were any.
     ///
     /// Also checked at the moment a fetcher becomes late (`next_pass_over`), not only on
     /// the next input: agents must pass a fetcher over together. The first to do so
@@ -112,7 +116,7 @@ impl Swarm {
     }
 
     /// When the next fetcher becomes late, if one will: only a fetcher another one
-    /// delivered after, that still owns pieces none of our neighbours holds, and whose
+    /// delivered after, that still owns pieces no claim holds back, and whose
     /// moment is still to come (a fetcher that is late already but owns nothing missing
     /// must not hide a later one's moment).
     pub(super) fn next_pass_over(&self) -> Option<Duration> {
@@ -148,7 +152,12 @@ impl Swarm {
                     .filter(|t| now >= *t)
                     .unwrap_or(Duration::ZERO)
             })
-            .min()
+            .try_fold(None, |best: Option<Duration>, t| {
+                // Nothing comes before zero: stop there.
+                let best = Some(best.map_or(t, |b| b.min(t)));
+                if t.is_zero() { Err(best) } else { Ok(best) }
+            })
+            .unwrap_or_else(|best| best)
     }
 
     /// Adds `peer` to the members, with its fetcher score; returns whether the
@@ -409,13 +418,22 @@ impl Swarm {
 
 impl Swarm {
     /// A peer claims piece `p` (its map or a `Have`): if we lack it, the claim's clock
-    /// starts (once, until we get the piece or nobody claims it any more).
+    /// starts, once: it ends when we get the piece, or when nobody claimed it for
+    /// `origin_stall` (a claim after that starts a new clock).
     pub(super) fn note_claim(&mut self, p: u32, now: Duration) {
-        if !self.tracker.has(p)
-            && let Some(c) = self.claimed.get_mut(p as usize)
-            && c.is_none()
+        if self.tracker.has(p) || p >= self.tracker.len() {
+            return;
+        }
+        let i = p as usize;
+        // Nobody claimed it for a while: the old clock (if any) ends, a new one starts.
+        if let Some(left) = self.unclaimed_at[i].take()
+            && now >= left + self.cfg.origin_stall
+            && let Some(t) = self.claimed[i].take()
         {
-            *c = Some(now);
+            self.unclaim(t);
+        }
+        if self.claimed[i].is_none() {
+            self.claimed[i] = Some(now);
             *self.claim_starts.entry(now).or_insert(0) += 1;
         }
     }
@@ -435,13 +453,21 @@ impl Swarm {
     /// `holder_patience`. The clock is the piece's, not a peer's: claimants that take
     /// turns, reconnect under new ids, or send one junk block now and then cannot
     /// restart it; only the piece reaching us ends it.
+    ///
+    /// A piece also stays held back while a holder that is not snubbed gave us a piece
+    /// that verified within `holder_patience`: neighbours that serve us (a late joiner's,
+    /// a slow agent's) keep their pieces, however old the claims. Serving real pieces is
+    /// what an attacker cannot fake; a peer that unchokes and withholds is snubbed by the
+    /// stall, flap and refusal rules.
     pub(super) fn held_back_by_claims(&self, p: u32, now: Duration) -> bool {
+        let patience = self.cfg.holder_patience;
+        let young = self.claimed[p as usize].is_none_or(|t| now < t + patience);
         self.availability[p as usize] > 0
-            && self.claimed[p as usize].is_none_or(|t| now < t + self.cfg.holder_patience)
-            && self
-                .peers
-                .values()
-                .any(|pe| pe.have.get(p) && pe.snubbed_until <= now)
+            && self.peers.values().any(|pe| {
+                pe.have.get(p)
+                    && pe.snubbed_until <= now
+                    && (young || pe.gave_at.is_some_and(|g| now < g + patience))
+            })
     }
 }
 
