@@ -21,6 +21,7 @@
 //!
 //! Needs root (namespaces), `curl` and `aria2c`.
 
+mod files;
 mod procs;
 pub mod report;
 mod session;
