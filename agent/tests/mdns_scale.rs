@@ -102,10 +102,7 @@ fn spread(mut v: Vec<Duration>) -> String {
 #[test]
 #[ignore = "benchmark: bench/mdns-scale.sh (root)"]
 fn discovery_of_250_agents_on_one_link() {
-    if !netns::available() {
-        eprintln!("skipped: needs root and iproute2");
-        return;
-    }
+    shoal_tests::require(netns::available(), "needs root and iproute2");
     let lan = Lan::new(HOSTS).expect("build the LAN");
     let before: Vec<(u64, u64)> = (0..HOSTS).map(|i| lan.host_link_bytes(i)).collect();
     let before_packets: Vec<(u64, u64)> = (0..HOSTS).map(|i| lan.host_link_packets(i)).collect();

@@ -229,10 +229,10 @@ fn run_liar(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_in_namespaces_discover_each_other_over_mdns() {
-    if !netns::available() {
-        eprintln!("skipped: creating network namespaces needs root and iproute2");
-        return;
-    }
+    shoal_tests::require(
+        netns::available(),
+        "creating network namespaces needs root and iproute2",
+    );
     let o = swarm_in_namespaces(Setup {
         tag: "netns-mdns",
         agents: 3,
@@ -254,10 +254,10 @@ async fn agents_in_namespaces_discover_each_other_over_mdns() {
 /// 200 Mbit/s on one bridge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_agents_behind_a_slow_origin_take_one_copy() {
-    if !netns::available() {
-        eprintln!("skipped: creating network namespaces needs root and iproute2");
-        return;
-    }
+    shoal_tests::require(
+        netns::available(),
+        "creating network namespaces needs root and iproute2",
+    );
     let f = swarm_in_namespaces(Setup {
         tag: "netns-shaped",
         agents: 8,
@@ -273,10 +273,10 @@ async fn eight_agents_behind_a_slow_origin_take_one_copy() {
 /// The origin dies once one agent holds the release; the LAN still completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lan_completes_after_the_origin_dies() {
-    if !netns::available() {
-        eprintln!("skipped: creating network namespaces needs root and iproute2");
-        return;
-    }
+    shoal_tests::require(
+        netns::available(),
+        "creating network namespaces needs root and iproute2",
+    );
     let f = swarm_in_namespaces(Setup {
         tag: "netns-dies",
         agents: 6,
@@ -294,10 +294,10 @@ async fn the_lan_completes_after_the_origin_dies() {
 /// published bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lying_host_is_banned_and_everyone_ends_correct() {
-    if !netns::available() {
-        eprintln!("skipped: creating network namespaces needs root and iproute2");
-        return;
-    }
+    shoal_tests::require(
+        netns::available(),
+        "creating network namespaces needs root and iproute2",
+    );
     let o = swarm_in_namespaces(Setup {
         tag: "netns-liar",
         agents: 4,

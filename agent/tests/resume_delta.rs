@@ -78,13 +78,13 @@ async fn a_resumed_download_refetches_nothing_it_verified() {
 }
 
 /// Too little disk space is refused before any byte is fetched, with a clear error.
-/// Needs root (mounts a small tmpfs); elsewhere it says so and passes without running.
+/// Needs root (mounts a small tmpfs); elsewhere it fails, naming what is missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_little_disk_space_is_refused_up_front() {
-    if !shoal_tests::netns::available() {
-        eprintln!("skipped: mounting a tmpfs needs root");
-        return;
-    }
+    shoal_tests::require(
+        shoal_tests::netns::available(),
+        "mounting a tmpfs needs root",
+    );
     let v = Vendor::start("full-disk").await;
     let src = v.source("src/big.bin", LEN, 3);
     v.release("1", std::slice::from_ref(&src));
@@ -95,10 +95,7 @@ async fn too_little_disk_space_is_refused_up_front() {
         .arg(&small)
         .status()
         .is_ok_and(|s| s.success());
-    if !mounted {
-        eprintln!("skipped: cannot mount a tmpfs here");
-        return;
-    }
+    shoal_tests::require(mounted, "mount -t tmpfs failed here");
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {

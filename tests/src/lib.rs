@@ -54,6 +54,17 @@ impl Drop for TempDir {
     }
 }
 
+/// Fails a privileged test that cannot run here, naming what is missing: a test that did
+/// not run must never show as passed. Without root, leave these tests out with the filter
+/// in README.md ("Tests").
+pub fn require(ok: bool, what: &str) {
+    assert!(
+        ok,
+        "cannot run: {what}. Run the tests as root with iproute2, curl, aria2c and nft \
+         (CI does), or leave the privileged tests out (README.md, \"Tests\")"
+    );
+}
+
 /// Writes `len` deterministic pseudo-random bytes (xorshift from `seed`) to `path`.
 pub fn random_file(path: &Path, len: usize, seed: u64) {
     let mut x = seed | 1;

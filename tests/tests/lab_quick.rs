@@ -71,10 +71,10 @@ fn sane(r: &Record) {
 
 #[test]
 fn quick_mode_runs_every_system_and_measures_sensibly() {
-    if !tools_present() {
-        eprintln!("skipped: the lab needs root, iproute2, curl and aria2c");
-        return;
-    }
+    shoal_tests::require(
+        tools_present(),
+        "the lab needs root, iproute2, curl and aria2c",
+    );
     let bins = Bins::build_for_test().expect("build the binaries under test");
     let work = TempDir::new("lab-quick");
     let mut lab = Lab::new(bins, scenario(None, 4), work.path()).expect("build the lab");
@@ -111,10 +111,10 @@ fn quick_mode_runs_every_system_and_measures_sensibly() {
 
 #[test]
 fn quick_delta_mode_starts_from_the_previous_release() {
-    if !tools_present() {
-        eprintln!("skipped: the lab needs root, iproute2, curl and aria2c");
-        return;
-    }
+    shoal_tests::require(
+        tools_present(),
+        "the lab needs root, iproute2, curl and aria2c",
+    );
     let bins = Bins::build_for_test().expect("build the binaries under test");
     let work = TempDir::new("lab-delta");
     // 8 MiB: about 32 pieces, so 5 % changed in 8 places leaves most of them unchanged.
@@ -167,10 +167,10 @@ fn quick_loss_mode_drops_packets_and_everyone_still_completes() {
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
-    if !tools_present() || !has_nft {
-        eprintln!("skipped: the lab's loss mode needs root, iproute2, curl, aria2c and nft");
-        return;
-    }
+    shoal_tests::require(
+        tools_present() && has_nft,
+        "the lab's loss mode needs root, iproute2, curl, aria2c and nft",
+    );
     let bins = Bins::build_for_test().expect("build the binaries under test");
     let work = TempDir::new("lab-loss");
     let sc = Scenario {
