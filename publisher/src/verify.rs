@@ -4,7 +4,11 @@
 //! Checks: the trust chain from the anchor to the newest version (and that it has not
 //! expired), each channel's current manifest (signatures, times, names), each piece
 //! index (length, SHA-256, format, total) and each artifact (length, every piece's hash,
-//! whole-file hash). Verification goes on after a problem so one run lists them all.
+//! whole-file hash). In a directory also every file the layout defines beyond those:
+//! the trust chain from the directory's own `trust/1.json` when another anchor is
+//! given, and each channel's history copies (`channels/<channel>/<V>.json`: signed by
+//! the release keys of some trust version, as of its own creation time, and holding
+//! version `V`). Verification goes on after a problem so one run lists them all.
 
 use std::fmt;
 use std::io::Read;
@@ -69,7 +73,26 @@ pub fn run(o: &VerifyOptions) -> Result<Report, Vec<Problem>> {
     let Some(trust) = trust_chain(o, &mut problems, &mut report) else {
         return Err(problems);
     };
+    let trusts = trust;
+    let Some(trust) = trusts.last().cloned() else {
+        return Err(problems);
+    };
     report.trust_version = trust.version();
+    if o.anchor.is_some() && matches!(o.source, Source::Dir(_)) {
+        // The directory's own chain, from its trust/1.json: what it serves must be whole
+        // too, whatever anchor this run started from.
+        let own = VerifyOptions {
+            source: match &o.source {
+                Source::Dir(d) => Source::Dir(d.clone()),
+                Source::Http { .. } => unreachable!("checked above"),
+            },
+            anchor: None,
+            channels: Vec::new(),
+            now: o.now,
+        };
+        let mut ignored = Report::default();
+        trust_chain(&own, &mut problems, &mut ignored);
+    }
     if let Err(e) = trust.check_fresh(o.now) {
         problems.push(Problem {
             file: layout::trust(trust.version()),
@@ -91,6 +114,7 @@ pub fn run(o: &VerifyOptions) -> Result<Report, Vec<Problem>> {
     }
     for ch in channels {
         check_channel(o, &trust, &ch, &mut problems, &mut report);
+        check_history(o, &trusts, &ch, &mut problems);
     }
     if problems.is_empty() {
         Ok(report)
@@ -99,11 +123,13 @@ pub fn run(o: &VerifyOptions) -> Result<Report, Vec<Problem>> {
     }
 }
 
+/// Every trust version from the anchor to the newest, oldest first (`None` when the
+/// anchor itself fails).
 fn trust_chain(
     o: &VerifyOptions,
     problems: &mut Vec<Problem>,
     report: &mut Report,
-) -> Option<VerifiedTrust> {
+) -> Option<Vec<VerifiedTrust>> {
     let (first_file, bytes) = match &o.anchor {
         Some(path) => (
             path.display().to_string(),
@@ -128,6 +154,7 @@ fn trust_chain(
             return None;
         }
     };
+    let mut chain = Vec::new();
     let mut trust = match VerifiedTrust::anchor(&bytes) {
         Ok(t) => t,
         Err(e) => {
@@ -142,16 +169,20 @@ fn trust_chain(
     loop {
         let rel = layout::trust(trust.version() + 1);
         match o.source.read_small(&rel, MAX_TRUST_LEN) {
-            Ok(None) => return Some(trust),
+            Ok(None) => {
+                chain.push(trust);
+                return Some(chain);
+            }
             Ok(Some(b)) => match trust.successor(&b) {
-                Ok(t) => trust = t,
+                Ok(t) => chain.push(std::mem::replace(&mut trust, t)),
                 Err(e) => {
                     problems.push(Problem {
                         file: rel,
                         what: e.to_string(),
                         note: REPUBLISH.into(),
                     });
-                    return None;
+                    chain.push(trust);
+                    return Some(chain);
                 }
             },
             Err(e) => {
@@ -160,7 +191,8 @@ fn trust_chain(
                     what: e,
                     note: "check that the origin is reachable".into(),
                 });
-                return None;
+                chain.push(trust);
+                return Some(chain);
             }
         }
     }
@@ -231,6 +263,72 @@ fn check_channel(
         b.artifacts.len(),
         total,
     ));
+}
+
+/// A directory's history copies of channel `ch`: each must be a manifest of the channel
+/// signed by the release keys of one of `trusts`, valid at its own creation time, and
+/// hold the version its name says. (A served origin cannot list them: skipped.)
+fn check_history(
+    o: &VerifyOptions,
+    trusts: &[VerifiedTrust],
+    ch: &str,
+    problems: &mut Vec<Problem>,
+) {
+    let (Source::Dir(root), Ok(channel)) = (&o.source, Name::new(ch)) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(root.join("channels").join(ch)) else {
+        return;
+    };
+    let mut files: Vec<(u64, String)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let v = name.strip_suffix(".json")?.parse::<u64>().ok()?;
+            Some((v, name))
+        })
+        .collect();
+    files.sort();
+    for (v, _) in files {
+        let rel = layout::channel_version(&channel, v);
+        let mut fail = |what: String| {
+            problems.push(Problem {
+                file: rel.clone(),
+                what,
+                note: REPUBLISH.into(),
+            });
+        };
+        let bytes = match o.source.read_small(&rel, MAX_MANIFEST_LEN) {
+            Ok(Some(b)) => b,
+            Ok(None) => continue,
+            Err(e) => {
+                fail(e);
+                continue;
+            }
+        };
+        let body = match shoal_protocol::manifest::read_body_unverified(&bytes) {
+            Ok(b) => b,
+            Err(e) => {
+                fail(e.to_string());
+                continue;
+            }
+        };
+        if body.version != v {
+            fail(format!("holds version {}, its name says {v}", body.version));
+            continue;
+        }
+        let signed = trusts.iter().rev().any(|t| {
+            let want = ChannelRef {
+                product: t.body().product.clone(),
+                channel: channel.clone(),
+            };
+            // As of its creation: an old copy may have expired since, legitimately.
+            VerifiedManifest::verify(&bytes, t, &want, body.created).is_ok()
+        });
+        if !signed {
+            fail("not signed by the release keys of any trust version (altered?)".into());
+        }
+    }
 }
 
 fn check_index(o: &VerifyOptions, a: &Artifact, problems: &mut Vec<Problem>) -> Option<PieceIndex> {

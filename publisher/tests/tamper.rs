@@ -12,13 +12,18 @@ use shoal_tests::Published;
 const BIN: &str = env!("CARGO_BIN_EXE_shoal-publisher");
 
 fn problems_for(p: &Published) -> Vec<String> {
+    problems_with(p, None)
+}
+
+/// With `anchor`: as a vendor checks a directory against the trust document it ships.
+fn problems_with(p: &Published, anchor: Option<std::path::PathBuf>) -> Vec<String> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
     match run(&VerifyOptions {
         source: Source::Dir(p.repo.clone()),
-        anchor: None,
+        anchor,
         channels: vec![],
         now,
     }) {
@@ -31,10 +36,10 @@ fn problems_for(p: &Published) -> Vec<String> {
 fn every_flipped_byte_is_caught_and_attributed() {
     let p = Published::new(Path::new(BIN), "tamper", &[("fw.img", 3_000_000, 5)], "1");
     assert!(problems_for(&p).is_empty());
-    // The history copies under channels/stable/ are the publisher's record; agents and
-    // verify read the current manifest.
+    // Every file the layout defines, the history copies under channels/stable/ too.
     let files = p.files();
-    for file in files.iter().filter(|f| !f.starts_with("channels/stable/")) {
+    assert!(files.iter().any(|f| f.starts_with("channels/stable/")));
+    for file in &files {
         let path = p.repo.join(file);
         let orig = fs::read(&path).unwrap();
         let step = if file.starts_with("artifacts/") {
@@ -56,4 +61,32 @@ fn every_flipped_byte_is_caught_and_attributed() {
         fs::write(&path, &orig).unwrap();
     }
     assert!(problems_for(&p).is_empty());
+}
+
+/// With the vendor's own trust document as the anchor, the directory's `trust/1.json`
+/// is still checked: a flipped byte in it is reported.
+#[test]
+fn the_directory_trust_is_checked_even_with_an_outside_anchor() {
+    let p = Published::new(
+        Path::new(BIN),
+        "tamper-anchor",
+        &[("fw.img", 100_000, 6)],
+        "1",
+    );
+    let anchor = p.dir.path().join("shipped-trust.json");
+    fs::copy(p.repo.join("trust/1.json"), &anchor).unwrap();
+    assert!(problems_with(&p, Some(anchor.clone())).is_empty());
+    let path = p.repo.join("trust/1.json");
+    let orig = fs::read(&path).unwrap();
+    for at in (0..orig.len()).step_by(7).chain([orig.len() - 1]) {
+        let mut b = orig.clone();
+        b[at] ^= 0x01;
+        fs::write(&path, &b).unwrap();
+        let found = problems_with(&p, Some(anchor.clone()));
+        assert!(
+            found.iter().any(|f| f == "trust/1.json"),
+            "flipping byte {at} of trust/1.json went unnoticed: {found:?}"
+        );
+    }
+    fs::write(&path, &orig).unwrap();
 }
