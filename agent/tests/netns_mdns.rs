@@ -1,6 +1,6 @@
 //! Real agent processes in network namespaces that find each other over real mDNS (no
 //! `--peer` flag anywhere) and fetch a release from an HTTPS origin on the bridge.
-//! Needs root (CI runs as root); elsewhere it says so and passes without running.
+//! Needs root and iproute2 (CI runs as root); elsewhere each test fails and says so.
 
 mod common;
 

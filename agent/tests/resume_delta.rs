@@ -83,7 +83,7 @@ async fn a_resumed_download_refetches_nothing_it_verified() {
 async fn too_little_disk_space_is_refused_up_front() {
     shoal_tests::require(
         shoal_tests::netns::available(),
-        "mounting a tmpfs needs root",
+        "mounting a tmpfs needs root (and this harness iproute2)",
     );
     let v = Vendor::start("full-disk").await;
     let src = v.source("src/big.bin", LEN, 3);

@@ -73,25 +73,28 @@ pub fn run(o: &VerifyOptions) -> Result<Report, Vec<Problem>> {
     let Some(trust) = trust_chain(o, &mut problems, &mut report) else {
         return Err(problems);
     };
-    let trusts = trust;
+    let mut trusts = trust;
     let Some(trust) = trusts.last().cloned() else {
         return Err(problems);
     };
     report.trust_version = trust.version();
-    if o.anchor.is_some() && matches!(o.source, Source::Dir(_)) {
+    if let (Some(_), Source::Dir(d)) = (&o.anchor, &o.source) {
         // The directory's own chain, from its trust/1.json: what it serves must be whole
-        // too, whatever anchor this run started from.
+        // too, whatever anchor this run started from; and history copies signed under
+        // versions older than the anchor verify against it.
         let own = VerifyOptions {
-            source: match &o.source {
-                Source::Dir(d) => Source::Dir(d.clone()),
-                Source::Http { .. } => unreachable!("checked above"),
-            },
+            source: Source::Dir(d.clone()),
             anchor: None,
             channels: Vec::new(),
             now: o.now,
         };
         let mut ignored = Report::default();
-        trust_chain(&own, &mut problems, &mut ignored);
+        if let Some(own) = trust_chain(&own, &mut problems, &mut ignored) {
+            let first = trusts.first().map(|t| t.version()).unwrap_or(0);
+            let older: Vec<VerifiedTrust> =
+                own.into_iter().filter(|t| t.version() < first).collect();
+            trusts.splice(0..0, older);
+        }
     }
     if let Err(e) = trust.check_fresh(o.now) {
         problems.push(Problem {
@@ -116,6 +119,9 @@ pub fn run(o: &VerifyOptions) -> Result<Report, Vec<Problem>> {
         check_channel(o, &trust, &ch, &mut problems, &mut report);
         check_history(o, &trusts, &ch, &mut problems);
     }
+    // Two chains may report one broken trust file: once is enough.
+    let mut seen = std::collections::HashSet::new();
+    problems.retain(|p| seen.insert((p.file.clone(), p.what.clone())));
     if problems.is_empty() {
         Ok(report)
     } else {
@@ -123,8 +129,9 @@ pub fn run(o: &VerifyOptions) -> Result<Report, Vec<Problem>> {
     }
 }
 
-/// Every trust version from the anchor to the newest, oldest first (`None` when the
-/// anchor itself fails).
+/// Every trust version from the anchor to the newest, oldest first (`None`, with the
+/// problem, when the anchor or a successor fails: checks against an older version would
+/// only blame files that are fine).
 fn trust_chain(
     o: &VerifyOptions,
     problems: &mut Vec<Problem>,
@@ -181,8 +188,7 @@ fn trust_chain(
                         what: e.to_string(),
                         note: REPUBLISH.into(),
                     });
-                    chain.push(trust);
-                    return Some(chain);
+                    return None;
                 }
             },
             Err(e) => {
@@ -191,8 +197,7 @@ fn trust_chain(
                     what: e,
                     note: "check that the origin is reachable".into(),
                 });
-                chain.push(trust);
-                return Some(chain);
+                return None;
             }
         }
     }
@@ -280,16 +285,25 @@ fn check_history(
     let Ok(entries) = std::fs::read_dir(root.join("channels").join(ch)) else {
         return;
     };
-    let mut files: Vec<(u64, String)> = entries
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let v = name.strip_suffix(".json")?.parse::<u64>().ok()?;
-            Some((v, name))
-        })
-        .collect();
-    files.sort();
-    for (v, _) in files {
+    let mut files: Vec<u64> = Vec::new();
+    for e in entries.flatten() {
+        let Ok(name) = e.file_name().into_string() else {
+            continue;
+        };
+        let Some(stem) = name.strip_suffix(".json") else {
+            continue; // temporary files of an interrupted release
+        };
+        match stem.parse::<u64>() {
+            Ok(v) if stem == v.to_string() => files.push(v),
+            _ => problems.push(Problem {
+                file: format!("channels/{ch}/{name}"),
+                what: "not a history copy's name (<version>.json)".into(),
+                note: "remove it: the release directory holds only files the layout defines".into(),
+            }),
+        }
+    }
+    files.sort_unstable();
+    for v in files {
         let rel = layout::channel_version(&channel, v);
         let mut fail = |what: String| {
             problems.push(Problem {
@@ -317,16 +331,22 @@ fn check_history(
             fail(format!("holds version {}, its name says {v}", body.version));
             continue;
         }
-        let signed = trusts.iter().rev().any(|t| {
+        // As of its creation: an old copy may have expired since, legitimately. The
+        // newest trust version's verdict is the one reported if none accepts it.
+        let mut verdicts = trusts.iter().rev().map(|t| {
             let want = ChannelRef {
                 product: t.body().product.clone(),
                 channel: channel.clone(),
             };
-            // As of its creation: an old copy may have expired since, legitimately.
-            VerifiedManifest::verify(&bytes, t, &want, body.created).is_ok()
+            VerifiedManifest::verify(&bytes, t, &want, body.created)
         });
-        if !signed {
-            fail("not signed by the release keys of any trust version (altered?)".into());
+        let newest = verdicts.next();
+        if !(newest.as_ref().is_some_and(Result::is_ok) || verdicts.any(|v| v.is_ok())) {
+            let why = match newest {
+                Some(Err(e)) => e.to_string(),
+                _ => "no trust version to check it against".into(),
+            };
+            fail(format!("{why} (under every trust version)"));
         }
     }
 }

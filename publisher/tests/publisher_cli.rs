@@ -358,6 +358,12 @@ fn rotations_keep_the_release_verifiable_from_the_shipped_trust() {
     let out = verify();
     assert_exit(&out, 0);
     assert!(stdout(&out).contains("trust version 2"));
+    // A vendor that ships trust version 2 checks against it: the history copy signed
+    // with the retired release key (version 1) is still the vendor's.
+    let shipped_v2 = p.dir.join("shipped-trust-2.json");
+    fs::copy(p.repo.join("trust/2.json"), &shipped_v2).unwrap();
+    let out = publisher(&["verify", "--repo", s(&p.repo), "--trust", s(&shipped_v2)]);
+    assert_exit(&out, 0);
 
     // Root rotation to 2-of-3 new keys; the next release is signed with the new release key.
     let out = publisher(&[

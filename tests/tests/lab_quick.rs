@@ -2,8 +2,8 @@
 //! system. It checks that the instrument measures what it claims (plain HTTPS costs the
 //! origin exactly N copies; nothing finishes faster than the Kumar–Ross bound; every copy
 //! is compared with the published file; records serialise), not how fast anything is.
-//! Needs root, iproute2, curl and aria2c (CI installs them); elsewhere it says so and
-//! passes without running.
+//! Needs root, iproute2, curl and aria2c (CI installs them); elsewhere each test fails
+//! and says so.
 
 use shoal_tests::lab::{Bins, Lab, Record, Scenario, System, kumar_ross_bound, report};
 use shoal_tests::{TempDir, netns};
