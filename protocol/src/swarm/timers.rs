@@ -76,6 +76,11 @@ impl Swarm {
                 }
             }
             at(p.snubbed_until);
+            // Its pieces stop being held back once it has served nothing for this long
+            // (`held_back_by_claims`): decide then, not on the next input.
+            if let Some(g) = p.gave_at {
+                at(g + self.cfg.holder_patience);
+            }
         }
         for since in self.origin_in_flight.values() {
             at(*since + self.cfg.origin_timeout);
