@@ -98,6 +98,45 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Show this agent: its release and progress, bytes from peers and the origin, its
+    /// peers and bans, the last channel check. Reads the running daemon's API.
+    #[command(after_help = VIEW_HELP)]
+    Status {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Show the LAN swarm as this agent sees it: every agent it hears of, per release,
+    /// how complete, and what the swarm saved the origin. Reads the running daemon's API.
+    #[command(after_help = VIEW_HELP)]
+    Swarm {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+const VIEW_HELP: &str = "\
+Exit codes:
+  0  shown
+  2  bad flags, or the agent wants a token (--token)
+  3  no daemon answers at the API address
+  4  the config file cannot be read";
+
+/// Where the daemon's API is and how to read it.
+#[derive(clap::Args, Debug)]
+struct ApiArgs {
+    /// The daemon's config file, for its [api] listen; default /etc/shoal/agent.toml
+    /// when it exists.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The API's address (overrides the config), e.g. 127.0.0.1:7401.
+    #[arg(long)]
+    api: Option<SocketAddr>,
+    /// The API token, needed only from another host (or set SHOAL_API_TOKEN).
+    #[arg(long, env = "SHOAL_API_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print the API's JSON instead of tables.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Parses the command line, runs it, returns the exit code.
@@ -137,7 +176,7 @@ pub fn main() -> ExitCode {
 async fn dispatch(cmd: Command) -> Result<(), Error> {
     match cmd {
         Command::Run { config } => {
-            let default = std::path::Path::new("/etc/shoal/agent.toml");
+            let default = std::path::Path::new(crate::config::DEFAULT_CONFIG);
             let path = config.or_else(|| default.exists().then(|| default.to_owned()));
             let cfg = crate::config::Config::load(path.as_deref())?;
             let (stop_tx, stop_rx) = watch::channel(false);
@@ -147,6 +186,8 @@ async fn dispatch(cmd: Command) -> Result<(), Error> {
             });
             crate::daemon::run(cfg, stop_rx).await
         }
+        Command::Status { api } => show(crate::show::View::Status, api).await,
+        Command::Swarm { api } => show(crate::show::View::Swarm, api).await,
         Command::Fetch {
             url,
             trust,
@@ -212,6 +253,7 @@ async fn dispatch(cmd: Command) -> Result<(), Error> {
                     write_timeout: WRITE_TIMEOUT,
                     overlay: shoal_protocol::swarm::PeerSetConfig::default(),
                     me: crate::transfer::new_peer_id(link.light)?,
+                    identity: crate::transfer::Identity::this_host(),
                 },
             };
             let (stop_tx, stop_rx) = watch::channel(false);
@@ -248,6 +290,17 @@ async fn dispatch(cmd: Command) -> Result<(), Error> {
             Ok(())
         }
     }
+}
+
+async fn show(view: crate::show::View, a: ApiArgs) -> Result<(), Error> {
+    let default = std::path::Path::new(crate::config::DEFAULT_CONFIG);
+    let path = a
+        .config
+        .or_else(|| (a.api.is_none() && default.exists()).then(|| default.to_owned()));
+    let addr = crate::show::api_address(a.api, path.as_deref())?;
+    let text = crate::show::fetch(view, addr, a.token.as_deref(), a.json).await?;
+    print!("{text}");
+    Ok(())
 }
 
 fn progress_printer(quiet: bool) -> impl Fn(&crate::transfer::Progress) + Send + 'static {

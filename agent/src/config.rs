@@ -33,6 +33,41 @@ impl Default for MdnsConfig {
     }
 }
 
+/// The local status API, `/metrics` and the dashboard.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Serve them.
+    pub enabled: bool,
+    /// Address to serve them on; loopback keeps them on this machine.
+    pub listen: SocketAddr,
+    /// Bearer token required from other hosts (at least 16 characters); required when
+    /// `listen` is not a loopback address. Clients on this machine need none.
+    pub token: String,
+    /// Price of a GB sent by the origin, for the dashboard's savings.
+    pub price_per_gb: f64,
+    /// Its currency (up to 8 characters), e.g. `USD`.
+    pub currency: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_API_PORT)),
+            token: String::new(),
+            price_per_gb: 0.05,
+            currency: "USD".into(),
+        }
+    }
+}
+
+/// The status API's default port (the peer port's neighbour).
+pub const DEFAULT_API_PORT: u16 = 7401;
+
+/// Where `run`, `status` and `swarm` look for a config file when none is given.
+pub const DEFAULT_CONFIG: &str = "/etc/shoal/agent.toml";
+
 /// Everything `shoal-agent run` reads.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -70,6 +105,10 @@ pub struct Config {
     pub link: Link,
     /// mDNS discovery.
     pub mdns: MdnsConfig,
+    /// This agent's name in peers' swarm views; empty for the host name.
+    pub name: String,
+    /// The status API and dashboard.
+    pub api: ApiConfig,
 }
 
 impl Default for Config {
@@ -90,6 +129,8 @@ impl Default for Config {
             origin_grace_secs: 2.0,
             link: Link::Auto,
             mdns: MdnsConfig::default(),
+            name: String::new(),
+            api: ApiConfig::default(),
         }
     }
 }
@@ -106,6 +147,26 @@ impl Config {
         })?;
         c.validate(source)?;
         Ok(c)
+    }
+
+    /// Parses only the `[api]` section of TOML text (defaults when it is missing), for
+    /// clients that need to know where the API is.
+    pub fn parse_api(text: &str, source: &str) -> Result<ApiConfig> {
+        let bad = |e: String| {
+            Error::new(
+                exit::USAGE,
+                format!("{source}: {e}"),
+                "see packaging/agent.toml for every key and its default",
+            )
+        };
+        let table: toml::Table = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        match table.get("api") {
+            None => Ok(ApiConfig::default()),
+            Some(v) => v
+                .clone()
+                .try_into()
+                .map_err(|e: toml::de::Error| bad(e.to_string())),
+        }
     }
 
     /// Reads `path`, or the defaults when `path` is `None`.
@@ -140,6 +201,38 @@ impl Config {
         }
         if !(0.0..=600.0).contains(&self.origin_grace_secs) {
             return Err(bad("origin_grace_secs must be 0 to 600".into()));
+        }
+        if self.name.len() > shoal_protocol::limits::MAX_PEER_NAME_LEN {
+            return Err(bad(format!(
+                "name must be at most {} bytes",
+                shoal_protocol::limits::MAX_PEER_NAME_LEN
+            )));
+        }
+        let api = &self.api;
+        if api.enabled && !api.listen.ip().is_loopback() && api.token.len() < 16 {
+            return Err(Error::new(
+                exit::USAGE,
+                format!(
+                    "{source}: api.listen {} is reachable from other hosts, but api.token is \
+                     {}",
+                    api.listen,
+                    if api.token.is_empty() {
+                        "not set"
+                    } else {
+                        "shorter than 16 characters"
+                    }
+                ),
+                "set api.token to a long random string (e.g. `openssl rand -hex 32`), or \
+                 listen on 127.0.0.1",
+            ));
+        }
+        if !api.price_per_gb.is_finite() || api.price_per_gb < 0.0 {
+            return Err(bad("api.price_per_gb must be 0 or more".into()));
+        }
+        if api.currency.chars().count() > 8 || api.currency.chars().any(char::is_control) {
+            return Err(bad(
+                "api.currency must be up to 8 printable characters".into()
+            ));
         }
         Ok(())
     }

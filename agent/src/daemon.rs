@@ -11,6 +11,9 @@
 //!
 //! A failed check or download is logged with its cause and retried after a backoff
 //! (5 s, doubling, up to the poll interval); the pieces verified so far are kept.
+//!
+//! What the daemon does is recorded in a [`StatusHub`], which the local
+//! [`api`](crate::api) serves (status, metrics, dashboard) while the daemon runs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,14 +25,16 @@ use shoal_protocol::wire::PeerId;
 use shoal_protocol::{ChannelRef, Digest, Name, VerifiedManifest};
 use tokio::sync::{mpsc, watch};
 
+use crate::api::{self, Api};
 use crate::config::Config;
 use crate::delivery;
 use crate::discovery::DiscoveryConfig;
 use crate::error::{Error, Result, exit};
 use crate::origin::OriginClient;
 use crate::release::{Release, from_parts, load_indexes};
+use crate::status::{Money, StatusHub};
 use crate::store::Store;
-use crate::transfer::{self, GossipEvent, Transfer, TransferOptions, WRITE_TIMEOUT};
+use crate::transfer::{self, GossipEvent, Identity, Transfer, TransferOptions, WRITE_TIMEOUT};
 use shoal_cli::unix_now;
 
 /// How long the pushed indexes of an offered manifest may take to arrive.
@@ -62,6 +67,8 @@ struct Daemon {
     /// The last verdict on this machine's link (decided again for every transfer: a
     /// laptop may have docked since); a slow link makes its peer ids light.
     light: Option<bool>,
+    /// What the status API shows.
+    hub: Arc<StatusHub>,
 }
 
 /// Runs until `shutdown` turns true.
@@ -70,9 +77,33 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<()>
     std::fs::create_dir_all(&cfg.releases_dir)
         .map_err(|e| Error::io(cfg.releases_dir.display(), e))?;
     let (gossip_tx, mut gossip_rx) = mpsc::channel(GOSSIP_QUEUE);
+    let name = if cfg.name.is_empty() {
+        transfer::report::host_name()
+    } else {
+        cfg.name.clone()
+    };
+    let hub = Arc::new(StatusHub::new(
+        &name,
+        &cfg.channel,
+        &cfg.origin,
+        Money {
+            price_per_gb: cfg.api.price_per_gb,
+            currency: cfg.api.currency.clone(),
+        },
+    ));
+    if cfg.api.enabled {
+        let listener = api::bind(cfg.api.listen).await?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("status API", e))?;
+        tracing::info!(%addr, "status API and dashboard on http://{addr}/");
+        let api = Arc::new(Api::new(hub.clone(), &cfg.api.token));
+        tokio::spawn(api::serve(listener, api, shutdown.clone()));
+    }
     let ca = (!cfg.origin_ca.as_os_str().is_empty()).then(|| cfg.origin_ca.clone());
     let mut d = Daemon {
         light: None,
+        hub,
         origin: OriginClient::new(&cfg.origin, ca.as_deref(), cfg.danger_allow_http)?,
         store: Store::open(&cfg.state_dir)?,
         cfg,
@@ -89,6 +120,7 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<()>
                 jitter(poll)
             }
             Err(e) => {
+                d.hub.error(&e);
                 failures = failures.saturating_add(1);
                 let backoff = FIRST_RETRY
                     .saturating_mul(1 << (failures - 1).min(16))
@@ -97,6 +129,7 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<()>
                 jitter(backoff)
             }
         };
+        d.hub.next_poll(unix_now() + wait.as_secs());
         let sleep = tokio::time::sleep(wait);
         tokio::pin!(sleep);
         loop {
@@ -119,6 +152,7 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<()>
     }
     if let Some(s) = d.seeding.take() {
         s.transfer.stop().await;
+        d.hub.transfer_stopped();
     }
     Ok(())
 }
@@ -168,14 +202,30 @@ impl Daemon {
             write_timeout: WRITE_TIMEOUT,
             overlay: shoal_protocol::swarm::PeerSetConfig::default(),
             me,
+            identity: Identity {
+                name: self.hub.name().to_owned(),
+                started: self.hub.started(),
+            },
         }
     }
 
     async fn check(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<()> {
         // The manifest decides; indexes (up to MiBs each) are fetched only for a release
         // we will switch to, so an unchanged channel costs the origin a few KiB a poll.
-        let (trust, manifest) =
-            crate::release::load_current(&self.origin, &self.cfg.trust, &self.cfg.channel).await?;
+        let loaded =
+            crate::release::load_current(&self.origin, &self.cfg.trust, &self.cfg.channel).await;
+        let (trust, manifest) = match loaded {
+            Ok(l) => l,
+            Err(e) => {
+                self.hub.polled(Err(&e));
+                return Err(e);
+            }
+        };
+        let b = manifest.body();
+        self.hub.polled(Ok(format!(
+            "the channel offers release {} (version {})",
+            b.release, b.version
+        )));
         if !self.wanted(&manifest)? {
             return Ok(());
         }
@@ -279,6 +329,7 @@ impl Daemon {
         }
         if let Some(s) = self.seeding.take() {
             s.transfer.stop().await;
+            self.hub.transfer_stopped();
         }
         crate::space::check(&self.cfg.state_dir, &release)?;
         let listener = tokio::net::TcpListener::bind(self.cfg.listen)
@@ -320,9 +371,14 @@ impl Daemon {
             discovered,
         )
         .await?;
+        self.hub.transfer_started(t.snapshot());
+        let label = &release.manifest.body().release;
+        let version = release.manifest.body().version;
         if delivery::is_delivered(&self.cfg, &release) {
-            tracing::info!(release = %release.manifest.body().release, "already delivered; seeding it");
+            tracing::info!(release = %label, "already delivered; seeding it");
             delivery::finish(&self.cfg, &release).await?;
+            self.hub
+                .delivered(label, version, false, self.cfg.keep_releases);
         } else {
             // Keep polling while the download runs: a release that cannot finish (the
             // origin lost a file) must not hide the fixed one published after it.
@@ -342,6 +398,7 @@ impl Daemon {
                         };
                         if superseded {
                             t.stop().await;
+                            self.hub.transfer_stopped();
                             return Err(Error::new(
                                 exit::UNAVAILABLE,
                                 format!("release {} was replaced before it finished", release.manifest.body().release),
@@ -355,11 +412,15 @@ impl Daemon {
                 Some(Ok(_)) => {
                     if let Err(e) = delivery::deliver(&self.cfg, &release, &self.store).await {
                         t.stop().await;
+                        self.hub.transfer_stopped();
                         return Err(e);
                     }
+                    self.hub
+                        .delivered(label, version, true, self.cfg.keep_releases);
                 }
                 Some(Err(e)) => {
                     t.stop().await;
+                    self.hub.transfer_stopped();
                     return Err(e);
                 }
                 None => {} // shutting down; verified pieces stay for next time

@@ -16,8 +16,11 @@
 //! | [`fetch`] | `shoal-agent fetch`: one download |
 //! | [`daemon`], [`config`] | `shoal-agent run`: following a channel |
 //! | [`space`] | the free-disk check before a download |
+//! | [`status`], [`api`] | what the daemon records about itself, and the local HTTP API, `/metrics` and dashboard that show it |
+//! | [`show`] | `shoal-agent status` and `swarm`: the daemon's API as tables |
 //! | [`cli`], [`error`] | the command line, its output and exit codes (plumbing shared with the publisher in `shoal-cli`) |
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -28,6 +31,8 @@ pub mod fetch;
 pub mod link;
 pub mod origin;
 pub mod release;
+pub mod show;
 pub mod space;
+pub mod status;
 pub mod store;
 pub mod transfer;

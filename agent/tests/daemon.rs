@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Vendor, read};
-use shoal_agent::config::{Config, MdnsConfig};
+use shoal_agent::config::{ApiConfig, Config, MdnsConfig};
 use tokio::sync::watch;
 
 async fn wait_for(path: &std::path::Path, secs: u64) {
@@ -47,6 +47,11 @@ async fn follows_the_channel_delivers_installs_and_refuses_rollback() {
         mdns: MdnsConfig {
             enabled: false,
             ..MdnsConfig::default()
+        },
+        // A port of its own: tests run side by side.
+        api: ApiConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..ApiConfig::default()
         },
         ..Config::default()
     };
@@ -132,6 +137,11 @@ async fn a_newer_release_reaches_a_peer_while_the_origin_is_down() {
         mdns: MdnsConfig {
             enabled: false,
             ..MdnsConfig::default()
+        },
+        // A port of its own: tests run side by side.
+        api: ApiConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..ApiConfig::default()
         },
         ..Config::default()
     };

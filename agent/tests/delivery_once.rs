@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Vendor, now, read};
-use shoal_agent::config::{Config, MdnsConfig};
+use shoal_agent::config::{ApiConfig, Config, MdnsConfig};
 use tokio::sync::watch;
 
 fn config(v: &Vendor, log: &Path) -> Config {
@@ -28,6 +28,11 @@ fn config(v: &Vendor, log: &Path) -> Config {
         mdns: MdnsConfig {
             enabled: false,
             ..MdnsConfig::default()
+        },
+        // A port of its own: tests run side by side.
+        api: ApiConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..ApiConfig::default()
         },
         ..Config::default()
     }

@@ -193,8 +193,8 @@ pub async fn run(stream: TcpStream, role: Role, ctx: Arc<ConnContext>, conn: Con
     let (rd, mut wr) = stream.into_split();
     let mut rd = Reader::new(rd);
     let shake = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut rd, &mut wr, &ctx, role));
-    let peer = match shake.await {
-        Ok(Ok(Joined::Current { peer, .. })) => peer,
+    let (peer, capabilities) = match shake.await {
+        Ok(Ok(Joined::Current { peer, capabilities })) => (peer, capabilities),
         Ok(Ok(Joined::Older { piece_count, .. })) => {
             if let Some(offer) = &ctx.gossip {
                 let r =
@@ -223,6 +223,7 @@ pub async fn run(stream: TcpStream, role: Role, ctx: Arc<ConnContext>, conn: Con
         addr: addr.map(|a| a.ip()),
         tx,
         close,
+        capabilities,
     };
     if ctx.node.send(joined).await.is_err() {
         return;

@@ -10,6 +10,7 @@
 //! | [`gate`] | banned addresses, and inbound connections per address |
 //! | [`disk`] | the store scan, piece writes and upload reads, on blocking threads |
 //! | [`gossip`] | handing the current manifest to peers on an older release |
+//! | [`report`] | the status snapshot, and `Stats` to and from peers |
 //!
 //! `fetch` (one download) and the daemon (a channel followed for good) are thin callers:
 //! they load a verified release, start a transfer, wait for [`Transfer::complete`], and
@@ -21,6 +22,7 @@ pub mod disk;
 pub mod gate;
 pub mod gossip;
 mod node;
+pub mod report;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use shoal_protocol::Digest;
 use shoal_protocol::swarm::{Counters, PeerSetConfig, Swarm, SwarmConfig};
-use shoal_protocol::wire::{Message, PeerId, PieceNumber};
+use shoal_protocol::wire::{Capabilities, Message, PeerId, PieceNumber};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -43,6 +45,7 @@ use conn::{ConnContext, Outbound};
 use dial::Connector;
 use disk::Disk;
 use gossip::GossipOffer;
+pub use report::{Identity, TransferSnapshot};
 
 /// Inputs queued for the node at most; senders wait beyond that (backpressure).
 pub const INPUT_QUEUE: usize = 1024;
@@ -78,6 +81,8 @@ pub enum NodeInput {
         tx: mpsc::Sender<Outbound>,
         /// Dropping this closes the connection at once (what is queued is not sent).
         close: oneshot::Sender<()>,
+        /// What the peer announced it can do.
+        capabilities: Capabilities,
     },
     /// A message from the peer.
     Message {
@@ -181,6 +186,8 @@ pub struct TransferOptions {
     pub overlay: PeerSetConfig,
     /// Our peer id (see [`new_peer_id`]); discovery announces the same.
     pub me: PeerId,
+    /// The name and start time our `Stats` tell peers.
+    pub identity: Identity,
 }
 
 /// A running mDNS announcement and the agents it finds.
@@ -217,6 +224,7 @@ pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
 /// One release's running swarm (see the module docs).
 pub struct Transfer {
     progress: watch::Receiver<Progress>,
+    snapshot: watch::Receiver<TransferSnapshot>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     _discovery: Option<Discovery>,
@@ -253,6 +261,21 @@ pub async fn start(
     // Bounded: a peer that floods messages is slowed by TCP backpressure, not buffered.
     let (in_tx, in_rx) = mpsc::channel(INPUT_QUEUE);
     let (prog_tx, progress) = watch::channel(Progress::default());
+    let facts = report::ReleaseFacts {
+        release: release.manifest.body().release.clone(),
+        version: release.manifest.body().version,
+        release_id: release.id().to_hex(),
+        bytes: release.total_len(),
+        piece_count: release.pieces.len() as u32,
+    };
+    let (snapshot_tx, snapshot) = watch::channel(TransferSnapshot {
+        release: facts.release.clone(),
+        version: facts.version,
+        release_id: facts.release_id.clone(),
+        bytes: facts.bytes,
+        piece_count: facts.piece_count,
+        ..TransferSnapshot::default()
+    });
     let (stop, stopped) = watch::channel(false);
     let gossip = (!o.older.is_empty()).then(|| {
         Arc::new(GossipOffer {
@@ -295,6 +318,8 @@ pub async fn start(
         epoch,
         joined,
         gate,
+        report: report::Reporter::new(facts, o.identity),
+        snapshot: snapshot_tx,
     };
     let (announcement, found) = match discovered {
         Some(d) => (Some(d.announcement), Some(d.found)),
@@ -314,6 +339,7 @@ pub async fn start(
     ];
     Ok(Transfer {
         progress,
+        snapshot,
         stop,
         tasks,
         _discovery: announcement,
@@ -324,6 +350,11 @@ impl Transfer {
     /// Progress updates.
     pub fn progress(&self) -> watch::Receiver<Progress> {
         self.progress.clone()
+    }
+
+    /// The transfer's status, refreshed once a second.
+    pub fn snapshot(&self) -> watch::Receiver<TransferSnapshot> {
+        self.snapshot.clone()
     }
 
     /// Waits until every piece is held and stored, calling `on_progress` on each update.

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod fleet;
 pub mod liar;
 pub mod reader;
 
@@ -139,6 +140,10 @@ impl Vendor {
                 write_timeout: WRITE_TIMEOUT,
                 overlay: shoal_protocol::swarm::PeerSetConfig::default(),
                 me: shoal_agent::transfer::new_peer_id(false).unwrap(),
+                identity: shoal_agent::transfer::Identity {
+                    name: name.to_owned(),
+                    started: std::time::Instant::now(),
+                },
             },
         }
     }

@@ -19,12 +19,15 @@ use std::time::{Duration, Instant};
 
 use shoal_protocol::Digest;
 use shoal_protocol::swarm::{Source, Swarm, SwarmEvent};
-use shoal_protocol::wire::{PeerId, PieceNumber, keeps_own_connection};
+use shoal_protocol::wire::{Capabilities, PeerId, PieceNumber, keeps_own_connection};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
+mod bans;
+
 use super::conn::Outbound;
 use super::disk::{Disk, MAX_PENDING_WRITES};
+use super::report::{Reporter, TransferSnapshot};
 use super::{ConnId, GossipEvent, NodeInput, Progress};
 use crate::error::Result;
 use crate::origin::OriginClient;
@@ -78,6 +81,10 @@ pub(super) struct NodeParts {
     pub joined: Arc<std::sync::Mutex<std::collections::HashSet<PeerId>>>,
     /// Banned addresses (the node bans the addresses of the peers the core bans).
     pub gate: Arc<super::gate::Gate>,
+    /// Status snapshots and `Stats` for peers.
+    pub report: Reporter,
+    /// Where snapshots go.
+    pub snapshot: watch::Sender<TransferSnapshot>,
 }
 
 struct Node {
@@ -167,6 +174,7 @@ pub(super) async fn run(
                 }
             }
             () = tokio::time::sleep(sleep) => n.p.swarm.handle_timeout(n.p.epoch.elapsed()),
+            () = tokio::time::sleep_until(n.p.report.next_tick().into()) => n.report(),
             _ = shutdown.changed() => {
                 if *shutdown.borrow() {
                     return;
@@ -183,7 +191,7 @@ impl Node {
 
     /// Publishes progress when a piece, completion or a failure changed it (byte counters
     /// alone wake nobody: a watcher per block cost more than the block).
-    fn publish(&self) {
+    fn publish(&mut self) {
         let (have, total) = self.p.swarm.progress();
         let now = Progress {
             have,
@@ -192,12 +200,32 @@ impl Node {
             complete: self.complete_seen && self.writes.is_empty(),
             fatal: self.fatal,
         };
-        self.p.progress.send_if_modified(|p| {
+        let completed = self.p.progress.send_if_modified(|p| {
             let changed = (p.have, p.total, p.complete, p.fatal)
                 != (now.have, now.total, now.complete, now.fatal);
             *p = now;
             changed
-        });
+        }) && now.complete;
+        if completed {
+            self.p.report.due_now();
+        }
+    }
+
+    /// Sends `Stats` to the peers whose turn it is, and publishes a snapshot when due.
+    fn report(&mut self) {
+        let complete = self.complete_seen && self.writes.is_empty();
+        let peers = &self.peers;
+        let (stats, snapshot) = self.p.report.tick(
+            &self.p.swarm,
+            |p| peers.get(p).and_then(|pc| pc.current.addr),
+            complete,
+        );
+        for (peer, msg) in stats {
+            self.send(peer, Outbound::Message(msg));
+        }
+        if let Some(s) = snapshot {
+            self.p.snapshot.send_replace(s);
+        }
     }
 
     /// Carries out everything the core asked for.
@@ -256,6 +284,7 @@ impl Node {
                 if ban {
                     let addrs = self.ban_addresses(peer);
                     tracing::warn!(?peer, ?addrs, %reason, "banned peer");
+                    self.p.report.on_ban(peer, addrs, reason.to_string());
                 } else {
                     tracing::debug!(?peer, %reason, "dropped peer");
                 }
@@ -263,6 +292,7 @@ impl Node {
             }
             SwarmEvent::Complete => self.complete_seen = true,
             SwarmEvent::OriginFailed { piece, corrupt } => {
+                self.p.report.on_origin_failure();
                 tracing::warn!(piece = piece.0, corrupt, "origin fetch failed");
             }
             SwarmEvent::IndexRequested {
@@ -309,7 +339,7 @@ impl Node {
                     });
                 }
             }
-            SwarmEvent::PeerStats { .. } => {}
+            SwarmEvent::PeerStats { peer, summary } => self.p.report.on_stats(peer, summary),
         }
     }
 
@@ -323,6 +353,7 @@ impl Node {
         let (origin, tx) = (self.p.origin.clone(), self.p.inputs_tx.clone());
         let (offset, len) = (loc.offset, u64::from(spec.length));
         tracing::debug!(piece = piece.0, len, "origin fetch started");
+        self.p.report.on_origin_fetch();
         self.tasks.spawn(async move {
             let data = match origin.range(&path, offset, len).await {
                 Ok(d) => {
@@ -395,64 +426,11 @@ impl Node {
         }
     }
 
-    /// Bans the addresses `peer` connected from (it may come back under another id), and
-    /// closes every other peer's connection from them; returns the addresses.
-    fn ban_addresses(&mut self, peer: PeerId) -> Vec<std::net::IpAddr> {
-        let mut addrs = self.addresses(peer);
-        self.departed.retain(|(p, a)| {
-            if *p == peer {
-                addrs.extend(a);
-            }
-            *p != peer
-        });
-        addrs.sort_unstable();
-        addrs.dedup();
-        for a in &addrs {
-            self.p.gate.ban(*a);
-        }
-        let others: Vec<PeerId> = self
-            .peers
-            .keys()
-            .copied()
-            .filter(|p| *p != peer && self.addresses(*p).iter().any(|a| self.p.gate.is_banned(*a)))
-            .collect();
-        let now = self.now();
-        for p in others {
-            tracing::warn!(peer = ?p, "closed: its address is banned");
-            self.p.swarm.handle_disconnected(p, now);
-            self.forget(p);
-        }
-        addrs
-    }
-
-    /// The addresses of `peer`'s connections.
-    fn addresses(&self, peer: PeerId) -> Vec<std::net::IpAddr> {
-        self.peers
-            .get(&peer)
-            .map(|pc| {
-                std::iter::once(&pc.current)
-                    .chain(&pc.others)
-                    .filter_map(|c| c.addr)
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Remembers the addresses of `peer`, whose connections end (see `departed`).
-    fn remember_departed(&mut self, peer: PeerId) {
-        let addrs = self.addresses(peer);
-        if !addrs.is_empty() {
-            if self.departed.len() >= DEPARTED {
-                self.departed.pop_front();
-            }
-            self.departed.push_back((peer, addrs));
-        }
-    }
-
     /// Forgets `peer`'s connections, retired ones included; dropping their close
     /// signals closes them at once.
     fn forget(&mut self, peer: PeerId) {
         self.remember_departed(peer);
+        self.p.report.on_left(peer);
         if let Some(pc) = self.peers.remove(&peer) {
             self.set_joined(peer, false);
             self.conns.remove(&pc.current.id);
@@ -482,6 +460,7 @@ impl Node {
                 addr,
                 tx,
                 close,
+                capabilities,
             } => self.on_joined(
                 Conn {
                     id: conn,
@@ -491,6 +470,7 @@ impl Node {
                     close,
                 },
                 peer,
+                capabilities,
             ),
             NodeInput::Retire { conn } => {
                 // Stop queueing on it but let it write what it holds: keep its close
@@ -534,7 +514,7 @@ impl Node {
         }
     }
 
-    fn on_joined(&mut self, conn: Conn, peer: PeerId) {
+    fn on_joined(&mut self, conn: Conn, peer: PeerId, capabilities: Capabilities) {
         if self.p.swarm.is_banned(&peer) || conn.addr.is_some_and(|a| self.p.gate.is_banned(a)) {
             return; // dropping the sender closes the connection
         }
@@ -550,6 +530,7 @@ impl Node {
                 },
             );
             self.p.swarm.handle_joined(peer, self.now());
+            self.p.report.on_joined(peer, capabilities);
             return;
         };
         // Both sides keep the connection the smaller id opened.
@@ -582,6 +563,7 @@ impl Node {
             pc.current = next;
         } else {
             self.remember_departed(peer);
+            self.p.report.on_left(peer);
             self.peers.remove(&peer);
             self.set_joined(peer, false);
             self.p.swarm.handle_disconnected(peer, now);

@@ -1,0 +1,634 @@
+//! What the daemon knows about itself, for the status API, `/metrics` and the dashboard:
+//! the facts the daemon records as it goes ([`StatusHub`]), and the two views built from
+//! them on request, [`AgentStatus`] (this agent) and [`SwarmView`] (every agent this one
+//! hears of, per release).
+//!
+//! Counters only grow for the life of the process: a transfer that ends folds its last
+//! snapshot into the totals. Ratios are computed from byte counts that are each clamped
+//! to the release's size, so they cannot pass 100 %; peers' numbers are shown, never
+//! used.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::transfer::TransferSnapshot;
+use crate::transfer::report::PeerReport;
+use shoal_cli::unix_now;
+
+/// Finished transfers whose last snapshot stays in the swarm view.
+pub const EARLIER_KEPT: usize = 4;
+
+/// Releases listed as kept at most.
+pub const KEPT_LISTED: usize = 16;
+
+/// Facts recorded by the daemon; shared with the API.
+pub struct StatusHub {
+    started: Instant,
+    started_at: u64,
+    name: String,
+    channel: String,
+    origin: String,
+    money: Money,
+    facts: Mutex<Facts>,
+}
+
+/// The price of a GB from the origin, to show what the swarm saved.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Money {
+    /// Price of 10^9 bytes sent by the origin.
+    pub price_per_gb: f64,
+    /// Its currency, e.g. `USD`.
+    pub currency: String,
+}
+
+#[derive(Default)]
+struct Facts {
+    current: Option<watch::Receiver<TransferSnapshot>>,
+    earlier: Vec<TransferSnapshot>,
+    past: Totals,
+    kept: Vec<KeptRelease>,
+    polls_ok: u64,
+    polls_failed: u64,
+    last_poll: Option<PollRecord>,
+    next_poll_at: Option<u64>,
+    last_error: Option<ErrorRecord>,
+    delivered: u64,
+}
+
+/// Byte and event counters since the agent started.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Totals {
+    /// Verified bytes received from peers.
+    pub bytes_from_peers: u64,
+    /// Verified bytes received from the origin.
+    pub bytes_from_origin: u64,
+    /// Bytes sent to peers.
+    pub bytes_uploaded: u64,
+    /// Bytes received and thrown away.
+    pub bytes_wasted: u64,
+    /// Origin fetches started.
+    pub origin_fetches: u64,
+    /// Origin fetches that failed.
+    pub origin_failures: u64,
+    /// Peers banned.
+    pub bans: u64,
+}
+
+impl Totals {
+    fn add(&mut self, s: &TransferSnapshot) {
+        self.bytes_from_peers += s.bytes_from_peers;
+        self.bytes_from_origin += s.bytes_from_origin;
+        self.bytes_uploaded += s.bytes_uploaded;
+        self.bytes_wasted += s.bytes_wasted;
+        self.origin_fetches += s.origin_fetches;
+        self.origin_failures += s.origin_failures;
+        self.bans += s.bans.len() as u64;
+    }
+}
+
+/// A release delivered and kept on disk.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KeptRelease {
+    /// Its label.
+    pub release: String,
+    /// Its version number.
+    pub version: u64,
+    /// Unix time it was delivered (or found delivered at start).
+    pub delivered_at: u64,
+}
+
+/// The last channel check.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PollRecord {
+    /// Unix time it ended.
+    pub at: u64,
+    /// It succeeded.
+    pub ok: bool,
+    /// What it found, or why it failed.
+    pub message: String,
+}
+
+/// The last error.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrorRecord {
+    /// Unix time.
+    pub at: u64,
+    /// What went wrong.
+    pub message: String,
+    /// What to do about it.
+    pub note: String,
+}
+
+/// `GET /api/v1/status`: this agent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AgentStatus {
+    /// Display name (sent to peers in `Stats`).
+    pub name: String,
+    /// The agent's version.
+    pub agent_version: String,
+    /// Unix time the agent started.
+    pub started_at: u64,
+    /// Seconds since.
+    pub uptime_secs: u64,
+    /// The followed channel.
+    pub channel: String,
+    /// The origin's base URL.
+    pub origin: String,
+    /// The release being fetched or seeded now.
+    pub current: Option<TransferSnapshot>,
+    /// Releases delivered and kept, newest last.
+    pub kept: Vec<KeptRelease>,
+    /// Channel checks that succeeded.
+    pub polls_ok: u64,
+    /// Channel checks that failed.
+    pub polls_failed: u64,
+    /// The last channel check.
+    pub last_poll: Option<PollRecord>,
+    /// Unix time of the next check.
+    pub next_poll_at: Option<u64>,
+    /// The last error, if any.
+    pub last_error: Option<ErrorRecord>,
+    /// Releases delivered since start.
+    pub releases_delivered: u64,
+    /// Counters since start, every release together.
+    pub totals: Totals,
+    /// Share of received bytes that came from peers, 0 to 1.
+    pub peer_share: f64,
+}
+
+/// One agent on one release in the swarm view.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SwarmAgent {
+    /// Its display name, or `peer <id>` when it gave none.
+    pub name: String,
+    /// Its peer id on that release (hex).
+    pub peer: String,
+    /// It is this agent.
+    pub this_agent: bool,
+    /// Live: this agent on its current release, or a peer connected to it now.
+    pub connected: bool,
+    /// The release label.
+    pub release: String,
+    /// Verified pieces it holds.
+    pub pieces_held: u32,
+    /// Pieces in the release.
+    pub piece_count: u32,
+    /// Percent complete, 0 to 100.
+    pub percent: f64,
+    /// Bytes it received from peers.
+    pub bytes_from_peers: u64,
+    /// Bytes it received from the origin.
+    pub bytes_from_origin: u64,
+    /// Bytes it sent to peers.
+    pub bytes_uploaded: u64,
+    /// Seconds since it was last heard of.
+    pub age_secs: u64,
+}
+
+/// One release in the swarm view, with what it cost the origin.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SwarmRelease {
+    /// Label.
+    pub release: String,
+    /// Version number.
+    pub version: u64,
+    /// Bytes in it.
+    pub bytes: u64,
+    /// Agents heard of on it.
+    pub agents: usize,
+    /// Of those, the ones that hold all of it.
+    pub complete_agents: usize,
+    /// What they received from peers.
+    pub bytes_from_peers: u64,
+    /// What they received from the origin.
+    pub bytes_from_origin: u64,
+    /// Percent of their bytes that came from peers, 0 to 100.
+    pub offload_percent: f64,
+}
+
+/// `GET /api/v1/swarm`: every agent this one hears of.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SwarmView {
+    /// This agent's name.
+    pub name: String,
+    /// Releases, newest first.
+    pub releases: Vec<SwarmRelease>,
+    /// Agents, by name then release.
+    pub agents: Vec<SwarmAgent>,
+    /// Bytes all of them received from peers: what the origin did not send.
+    pub origin_bytes_saved: u64,
+    /// Bytes all of them received from the origin.
+    pub bytes_from_origin: u64,
+    /// Percent of all their bytes that came from peers, 0 to 100.
+    pub offload_percent: f64,
+    /// `origin_bytes_saved` priced.
+    pub money_saved: f64,
+    /// The price used.
+    pub money: Money,
+}
+
+impl StatusHub {
+    /// A hub for an agent called `name` following `channel` on `origin`.
+    pub fn new(name: &str, channel: &str, origin: &str, money: Money) -> Self {
+        StatusHub {
+            started: Instant::now(),
+            started_at: unix_now(),
+            name: name.to_owned(),
+            channel: channel.to_owned(),
+            origin: origin.to_owned(),
+            money,
+            facts: Mutex::new(Facts::default()),
+        }
+    }
+
+    /// When the agent started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The display name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn facts(&self) -> std::sync::MutexGuard<'_, Facts> {
+        self.facts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A transfer started; the one before (if any) is folded into the totals.
+    pub fn transfer_started(&self, snapshots: watch::Receiver<TransferSnapshot>) {
+        let mut f = self.facts();
+        fold(&mut f);
+        f.current = Some(snapshots);
+    }
+
+    /// The current transfer stopped and no other replaces it.
+    pub fn transfer_stopped(&self) {
+        fold(&mut self.facts());
+    }
+
+    /// A channel check ended.
+    pub fn polled(&self, result: std::result::Result<String, &crate::error::Error>) {
+        let mut f = self.facts();
+        let (ok, message) = match result {
+            Ok(m) => (true, m),
+            Err(e) => (false, e.message.clone()),
+        };
+        if ok {
+            f.polls_ok += 1;
+        } else {
+            f.polls_failed += 1;
+        }
+        f.last_poll = Some(PollRecord {
+            at: unix_now(),
+            ok,
+            message,
+        });
+    }
+
+    /// The next channel check is due at `at` (unix time).
+    pub fn next_poll(&self, at: u64) {
+        self.facts().next_poll_at = Some(at);
+    }
+
+    /// Something failed.
+    pub fn error(&self, e: &crate::error::Error) {
+        self.facts().last_error = Some(ErrorRecord {
+            at: unix_now(),
+            message: e.message.clone(),
+            note: e.note.clone(),
+        });
+    }
+
+    /// `release` is delivered (now, or found delivered at start); `keep` releases stay.
+    pub fn delivered(&self, release: &str, version: u64, fresh: bool, keep: usize) {
+        let mut f = self.facts();
+        if fresh {
+            f.delivered += 1;
+        }
+        f.kept.retain(|k| k.version != version);
+        f.kept.push(KeptRelease {
+            release: release.to_owned(),
+            version,
+            delivered_at: unix_now(),
+        });
+        let excess = f.kept.len().saturating_sub(keep.clamp(1, KEPT_LISTED));
+        f.kept.drain(..excess);
+    }
+
+    /// This agent now.
+    pub fn status(&self) -> AgentStatus {
+        let f = self.facts();
+        let current = f.current.as_ref().map(|rx| rx.borrow().clone());
+        let mut totals = f.past;
+        if let Some(c) = &current {
+            totals.add(c);
+        }
+        AgentStatus {
+            name: self.name.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_at: self.started_at,
+            uptime_secs: self.started.elapsed().as_secs(),
+            channel: self.channel.clone(),
+            origin: self.origin.clone(),
+            current,
+            kept: f.kept.clone(),
+            polls_ok: f.polls_ok,
+            polls_failed: f.polls_failed,
+            last_poll: f.last_poll.clone(),
+            next_poll_at: f.next_poll_at,
+            last_error: f.last_error.clone(),
+            releases_delivered: f.delivered,
+            peer_share: share(totals.bytes_from_peers, totals.bytes_from_origin),
+            totals,
+        }
+    }
+
+    /// Every agent this one hears of, per release.
+    pub fn swarm(&self) -> SwarmView {
+        let f = self.facts();
+        let current = f.current.as_ref().map(|rx| rx.borrow().clone());
+        let snapshots: Vec<(&TransferSnapshot, bool)> = current
+            .iter()
+            .map(|s| (s, true))
+            .chain(f.earlier.iter().rev().map(|s| (s, false)))
+            .collect();
+        swarm_view(&self.name, &snapshots, self.money.clone())
+    }
+}
+
+/// Folds the current transfer's last snapshot into the totals and the earlier ones.
+fn fold(f: &mut Facts) {
+    if let Some(rx) = f.current.take() {
+        let last = rx.borrow().clone();
+        f.past.add(&last);
+        f.earlier.retain(|s| s.release_id != last.release_id);
+        f.earlier.push(last);
+        let excess = f.earlier.len().saturating_sub(EARLIER_KEPT);
+        f.earlier.drain(..excess);
+    }
+}
+
+/// `a / (a + b)`, 0 when both are 0; never above 1.
+pub fn share(a: u64, b: u64) -> f64 {
+    let total = a as f64 + b as f64;
+    if total == 0.0 {
+        0.0
+    } else {
+        (a as f64 / total).clamp(0.0, 1.0)
+    }
+}
+
+fn percent(held: u32, count: u32) -> f64 {
+    if count == 0 {
+        return 0.0;
+    }
+    (100.0 * f64::from(held.min(count)) / f64::from(count)).clamp(0.0, 100.0)
+}
+
+/// The swarm view from this agent's snapshots, `(snapshot, live)`, newest first.
+fn swarm_view(name: &str, snapshots: &[(&TransferSnapshot, bool)], money: Money) -> SwarmView {
+    let now = unix_now();
+    let mut agents = Vec::new();
+    let mut releases = Vec::new();
+    for (s, live) in snapshots {
+        let before = agents.len();
+        agents.push(SwarmAgent {
+            name: name.to_owned(),
+            peer: String::new(),
+            this_agent: true,
+            connected: *live,
+            release: s.release.clone(),
+            pieces_held: s.pieces_held,
+            piece_count: s.piece_count,
+            percent: percent(s.pieces_held, s.piece_count),
+            bytes_from_peers: s.bytes_from_peers.min(s.bytes),
+            bytes_from_origin: s.bytes_from_origin.min(s.bytes),
+            bytes_uploaded: s.bytes_uploaded,
+            age_secs: 0,
+        });
+        // A connected peer's pieces are known from its `Have`s, fresher than its last
+        // report (sent every 10 s); peers that sent no report yet are listed too.
+        let observed: BTreeMap<&str, u32> = s
+            .peers
+            .iter()
+            .map(|p| (p.peer.as_str(), p.pieces_held))
+            .collect();
+        let silent = s
+            .peers
+            .iter()
+            .filter(|p| !s.reports.iter().any(|r| r.peer == p.peer))
+            .map(|p| PeerReport {
+                peer: p.peer.clone(),
+                name: String::new(),
+                pieces_held: p.pieces_held,
+                piece_count: s.piece_count,
+                bytes_from_peers: 0,
+                bytes_from_origin: 0,
+                bytes_uploaded: 0,
+                uptime_secs: 0,
+                heard_at: now,
+                connected: true,
+            });
+        let reports: Vec<PeerReport> = s.reports.iter().cloned().chain(silent).collect();
+        for r in &reports {
+            let display = if r.name.is_empty() {
+                format!("peer {}", &r.peer[..8.min(r.peer.len())])
+            } else {
+                r.name.clone()
+            };
+            let held = match observed.get(r.peer.as_str()) {
+                Some(h) if r.connected => *h,
+                _ => r.pieces_held,
+            };
+            agents.push(SwarmAgent {
+                name: display,
+                peer: r.peer.clone(),
+                this_agent: false,
+                connected: *live && r.connected,
+                release: s.release.clone(),
+                pieces_held: held,
+                piece_count: r.piece_count,
+                percent: percent(held, r.piece_count),
+                bytes_from_peers: r.bytes_from_peers.min(s.bytes),
+                bytes_from_origin: r.bytes_from_origin.min(s.bytes),
+                bytes_uploaded: r.bytes_uploaded,
+                age_secs: now.saturating_sub(r.heard_at),
+            });
+        }
+        let on_it = &agents[before..];
+        let (peers, origin) = on_it.iter().fold((0u64, 0u64), |(p, o), a| {
+            (
+                p.saturating_add(a.bytes_from_peers),
+                o.saturating_add(a.bytes_from_origin),
+            )
+        });
+        releases.push(SwarmRelease {
+            release: s.release.clone(),
+            version: s.version,
+            bytes: s.bytes,
+            agents: on_it.len(),
+            complete_agents: on_it
+                .iter()
+                .filter(|a| a.pieces_held >= a.piece_count)
+                .count(),
+            bytes_from_peers: peers,
+            bytes_from_origin: origin,
+            offload_percent: 100.0 * share(peers, origin),
+        });
+    }
+    disambiguate(&mut agents);
+    agents.sort_by(|a, b| {
+        (!a.this_agent, &a.name, &a.release).cmp(&(!b.this_agent, &b.name, &b.release))
+    });
+    let saved: u64 = releases
+        .iter()
+        .map(|r| r.bytes_from_peers)
+        .fold(0, u64::saturating_add);
+    let from_origin: u64 = releases
+        .iter()
+        .map(|r| r.bytes_from_origin)
+        .fold(0, u64::saturating_add);
+    SwarmView {
+        name: name.to_owned(),
+        releases,
+        agents,
+        origin_bytes_saved: saved,
+        bytes_from_origin: from_origin,
+        offload_percent: 100.0 * share(saved, from_origin),
+        money_saved: saved as f64 / 1e9 * money.price_per_gb,
+        money,
+    }
+}
+
+/// Two agents that gave the same name on one release get their peer ids added.
+fn disambiguate(agents: &mut [SwarmAgent]) {
+    let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for a in agents.iter() {
+        *seen.entry((a.name.clone(), a.release.clone())).or_default() += 1;
+    }
+    for a in agents.iter_mut() {
+        if seen[&(a.name.clone(), a.release.clone())] > 1 && !a.this_agent {
+            a.name = format!("{} ({})", a.name, &a.peer[..8.min(a.peer.len())]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(release: &str, held: u32, peers: u64, origin: u64) -> TransferSnapshot {
+        TransferSnapshot {
+            release: release.into(),
+            version: 1,
+            bytes: 1000,
+            pieces_held: held,
+            piece_count: 10,
+            bytes_from_peers: peers,
+            bytes_from_origin: origin,
+            ..TransferSnapshot::default()
+        }
+    }
+
+    fn report(peer: &str, name: &str, held: u32, peers: u64, origin: u64) -> PeerReport {
+        PeerReport {
+            peer: peer.into(),
+            name: name.into(),
+            pieces_held: held,
+            piece_count: 10,
+            bytes_from_peers: peers,
+            bytes_from_origin: origin,
+            bytes_uploaded: 0,
+            uptime_secs: 1,
+            heard_at: unix_now(),
+            connected: true,
+        }
+    }
+
+    #[test]
+    fn offload_never_passes_100_percent_even_when_peers_lie() {
+        let mut s = snapshot("1.0", 10, 600, 400);
+        // A liar claims far more than the release holds; its bytes are clamped.
+        s.reports.push(report("aa", "liar", 10, u64::MAX, 0));
+        s.reports.push(report("bb", "honest", 5, 500, 0));
+        let money = Money {
+            price_per_gb: 10.0,
+            currency: "EUR".into(),
+        };
+        let v = swarm_view("me", &[(&s, true)], money);
+        assert!(v.offload_percent <= 100.0);
+        assert!(v.releases[0].offload_percent <= 100.0);
+        assert_eq!(v.origin_bytes_saved, 600 + 1000 + 500);
+        assert_eq!(v.bytes_from_origin, 400);
+        assert!((v.offload_percent - 100.0 * 2100.0 / 2500.0).abs() < 1e-9);
+        assert_eq!(v.releases[0].agents, 3);
+        assert_eq!(v.releases[0].complete_agents, 2);
+        assert!((v.money_saved - 2100.0 / 1e9 * 10.0).abs() < 1e-12);
+        assert_eq!(v.agents[0].name, "me");
+        assert!(v.agents[0].this_agent);
+    }
+
+    #[test]
+    fn same_names_are_told_apart_and_nameless_peers_get_their_id() {
+        let mut s = snapshot("1.0", 1, 0, 0);
+        s.reports.push(report("aaaaaaaa11", "pc", 1, 0, 0));
+        s.reports.push(report("bbbbbbbb22", "pc", 1, 0, 0));
+        s.reports.push(report("cccccccc33", "", 1, 0, 0));
+        let v = swarm_view(
+            "me",
+            &[(&s, true)],
+            Money {
+                price_per_gb: 0.0,
+                currency: String::new(),
+            },
+        );
+        let names: Vec<&str> = v.agents.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["me", "pc (aaaaaaaa)", "pc (bbbbbbbb)", "peer cccccccc"]
+        );
+    }
+
+    #[test]
+    fn totals_only_grow_across_transfers() {
+        let hub = StatusHub::new(
+            "me",
+            "stable",
+            "https://o",
+            Money {
+                price_per_gb: 0.0,
+                currency: String::new(),
+            },
+        );
+        let (tx, rx) = watch::channel(snapshot("1.0", 10, 300, 700));
+        hub.transfer_started(rx);
+        assert_eq!(hub.status().totals.bytes_from_origin, 700);
+        let (tx2, rx2) = watch::channel(snapshot("2.0", 0, 0, 0));
+        hub.transfer_started(rx2);
+        drop(tx);
+        let st = hub.status();
+        assert_eq!(st.totals.bytes_from_origin, 700);
+        assert_eq!(st.current.as_ref().unwrap().release, "2.0");
+        tx2.send_replace(snapshot("2.0", 5, 100, 0));
+        let st = hub.status();
+        assert_eq!(
+            (st.totals.bytes_from_peers, st.totals.bytes_from_origin),
+            (400, 700)
+        );
+        assert!((st.peer_share - 0.4 / 1.1).abs() < 1e-9);
+        // The swarm view shows both releases, the live one first.
+        let v = hub.swarm();
+        let labels: Vec<&str> = v.releases.iter().map(|r| r.release.as_str()).collect();
+        assert_eq!(labels, ["2.0", "1.0"]);
+        hub.transfer_stopped();
+        assert_eq!(hub.status().totals.bytes_from_peers, 400);
+        assert!(hub.status().current.is_none());
+    }
+}
