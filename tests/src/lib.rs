@@ -4,13 +4,14 @@
 //! directories that remove themselves, child processes that are stopped (by PID, only
 //! the ones we started) when a test ends or fails, a published release and a running
 //! `shoal-publisher serve` origin, test hosts in network namespaces ([`netns`]) and the
-//! swarm lab built on them ([`lab`]).
+//! swarm lab built on them ([`lab`]), and headless Chromium for pages ([`browser`]).
 //!
 //! Binaries are passed in by path. A test should take them from
 //! `env!("CARGO_BIN_EXE_<name>")` in the package that builds them: only then does Cargo
 //! guarantee the binary is built and fresh (a test in another package may find a stale
 //! one, or none on a fresh clone).
 
+pub mod browser;
 pub mod lab;
 pub mod netns;
 

@@ -135,8 +135,11 @@ function drawStatus(st) {
   $("next-poll").textContent = when(st.next_poll_at);
   $("kept").textContent = st.kept.map(k => k.release).join(", ") || "none yet";
   const e = st.last_error;
-  $("last-error").textContent = e ? when(e.at) + ": " + e.message + (e.note ? " (" + e.note + ")" : "") : "none";
-  $("last-error").className = e ? "error" : "";
+  // An error followed by a good check is history, not a live problem.
+  const past = e && p && p.ok && p.at >= e.at;
+  $("last-error").textContent = e ? (past ? "(since recovered) " : "") + when(e.at) + ": " + e.message +
+    (e.note ? " (" + e.note + ")" : "") : "none";
+  $("last-error").className = e && !past ? "error" : "";
 }
 
 async function tick() {
