@@ -148,6 +148,22 @@ enum Command {
         #[arg(long, requires = "self_signed")]
         san: Vec<String>,
     },
+    /// What an origin (`shoal-publisher serve`) sent per release, read from its
+    /// /metrics; with --endpoints, the share of the endpoints' bytes it did not send.
+    #[command(after_help = EXIT_CODES)]
+    Stats {
+        /// Origin base URL (https://…).
+        url: String,
+        /// Extra CA certificate (PEM) to trust for the origin, e.g. a self-signed one.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// How many endpoints took each release (for the offload).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        endpoints: Option<u64>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Replace the root or release keys by publishing the next trust document.
     #[command(after_help = EXIT_CODES)]
     RotateKey {
@@ -340,6 +356,34 @@ fn run(cmd: Command) -> Result<()> {
                 );
             }
         }
+        Command::Stats {
+            url,
+            ca,
+            endpoints,
+            json,
+        } => {
+            let source = Source::http(&url, ca.as_deref()).map_err(|e| Error::other(e, ""))?;
+            let text = source
+                .read_small("metrics", crate::stats::MAX_METRICS)
+                .map_err(|e| Error::other(format!("{url}/metrics: {e}"), "is the origin up?"))?
+                .ok_or_else(|| {
+                    Error::other(
+                        format!("{url}/metrics does not exist"),
+                        "stats reads the /metrics of `shoal-publisher serve`; a plain static \
+                         host or CDN keeps its own logs",
+                    )
+                })?;
+            let text = String::from_utf8_lossy(&text);
+            let stats = crate::stats::from_metrics(&text, endpoints)
+                .map_err(|e| Error::other(format!("{url}/metrics: {e}"), ""))?;
+            if json {
+                let out = serde_json::to_string_pretty(&stats)
+                    .map_err(|e| Error::other(e.to_string(), ""))?;
+                println!("{out}");
+            } else {
+                print!("{}", crate::stats::to_text(&stats, endpoints));
+            }
+        }
         Command::Serve {
             repo,
             listen,
@@ -455,7 +499,7 @@ fn serve_cmd(
         )
         .await
         .map_err(|e| Error::other(format!("serving: {e}"), ""))?;
-        println!("stopped; {} body bytes served", metrics.bytes_total());
+        println!("stopped; {}", metrics.summary());
         Ok(())
     })
 }

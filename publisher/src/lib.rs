@@ -16,4 +16,5 @@ pub mod refresh;
 pub mod release;
 pub mod serve;
 pub mod source;
+pub mod stats;
 pub mod verify;

@@ -145,6 +145,77 @@ fn metrics_count_the_bytes_sent_per_file() {
         m.contains("shoal_origin_responses_total{status=\"206\"} 1\n"),
         "{m}"
     );
+    // Per release (the artifact belongs to release "1" of stable), and by kind.
+    assert!(
+        m.contains(&format!(
+            "shoal_origin_release_sent_bytes_total{{channel=\"stable\",release=\"1\"}} {want}\n"
+        )),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!(
+            "shoal_origin_release_size_bytes{{channel=\"stable\",release=\"1\"}} {LEN}\n"
+        )),
+        "{m}"
+    );
+    assert!(
+        m.contains("shoal_origin_requests_total{kind=\"range\"} 1\n"),
+        "{m}"
+    );
+    assert!(
+        m.contains("shoal_origin_requests_total{kind=\"whole\"} 1\n"),
+        "{m}"
+    );
+    // Prometheus's own checker accepts it (CI installs `promtool`).
+    let promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    shoal_tests::require(promtool.is_ok(), "promtool (Debian package prometheus)");
+    let mut child = promtool.unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), m.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // `stats` reads it back: one whole copy plus 100 bytes for 4 endpoints.
+    let out = run_bin(
+        Path::new(BIN),
+        &[
+            "stats",
+            &origin.url,
+            "--ca",
+            s(&origin.cert),
+            "--endpoints",
+            "4",
+        ],
+    );
+    assert_exit(&out, 0);
+    let t = text(&out);
+    let row = t
+        .lines()
+        .find(|l| l.starts_with("stable"))
+        .unwrap_or_else(|| panic!("no stable row: {t}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[1], "1", "{t}");
+    assert_eq!(cells[cells.len() - 2], "1.00", "{t}");
+    assert_eq!(cells[cells.len() - 1], "75.0%", "{t}");
+    let out = run_bin(
+        Path::new(BIN),
+        &["stats", &origin.url, "--ca", s(&origin.cert), "--json"],
+    );
+    assert_exit(&out, 0);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["releases"][0]["sent"], want as u64);
+    // Not an origin with metrics: a plain error.
+    let out = run_bin(Path::new(BIN), &["stats", "https://127.0.0.1:1"]);
+    assert_exit(&out, 4);
 }
 
 #[test]

@@ -20,7 +20,8 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncSeekExt, ReadBuf};
 
-use super::metrics::Metrics;
+use super::catalog::{Catalog, ReleaseKey};
+use super::metrics::{Metrics, RequestKind};
 use super::range::{RangeDecision, decide};
 use shoal_protocol::Name;
 
@@ -31,21 +32,35 @@ pub type ResponseBody = BoxBody<Bytes, std::io::Error>;
 pub struct FileServer {
     root: PathBuf,
     metrics: Arc<Metrics>,
+    catalog: Arc<Catalog>,
 }
 
 impl FileServer {
     /// Serves `root` (canonicalised here) and counts into `metrics`.
     pub fn new(root: &Path, metrics: Arc<Metrics>) -> std::io::Result<Self> {
+        let root = root.canonicalize()?;
+        let catalog = Arc::new(Catalog::new(&root));
+        metrics.set_catalog(catalog.clone());
         Ok(FileServer {
-            root: root.canonicalize()?,
+            root,
             metrics,
+            catalog,
         })
     }
 
     /// Answers one request; never fails (errors become status codes).
     pub async fn handle(&self, req: Request<Incoming>) -> Response<ResponseBody> {
         let resp = self.respond(&req).await;
-        self.metrics.add_request(resp.status().as_u16());
+        let kind = match resp.status() {
+            _ if req.method() == Method::HEAD || req.uri().path() == "/metrics" => {
+                RequestKind::Other
+            }
+            StatusCode::OK => RequestKind::Whole,
+            StatusCode::PARTIAL_CONTENT => RequestKind::Range,
+            StatusCode::NOT_MODIFIED => RequestKind::NotModified,
+            _ => RequestKind::Other,
+        };
+        self.metrics.add_request(resp.status().as_u16(), kind);
         resp
     }
 
@@ -176,6 +191,7 @@ impl FileServer {
             file: f,
             remaining: count,
             path: path.to_owned(),
+            release: self.catalog.release_of(path),
             metrics: self.metrics.clone(),
         };
         Ok(b.body(body.boxed()).unwrap_or_default())
@@ -232,6 +248,7 @@ struct FileBody {
     file: tokio::fs::File,
     remaining: u64,
     path: String,
+    release: Option<Arc<ReleaseKey>>,
     metrics: Arc<Metrics>,
 }
 
@@ -265,7 +282,8 @@ impl Body for FileBody {
                 }
                 buf.truncate(n);
                 this.remaining -= n as u64;
-                this.metrics.add_bytes(&this.path, n as u64);
+                this.metrics
+                    .add_bytes(&this.path, this.release.as_ref(), n as u64);
                 Poll::Ready(Some(Ok(Frame::data(Bytes::from(buf)))))
             }
         }

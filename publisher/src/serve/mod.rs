@@ -4,6 +4,7 @@
 //! style, so tests run it in-process on port 0. On shutdown it stops accepting, lets
 //! in-flight responses finish for up to [`DRAIN_TIMEOUT`], then returns.
 
+pub mod catalog;
 mod files;
 pub mod metrics;
 pub mod range;
