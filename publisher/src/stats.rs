@@ -54,9 +54,7 @@ pub fn parse_samples(text: &str) -> Result<Vec<Sample>, String> {
             continue;
         }
         let bad = |what: &str| format!("line {}: {what}: {line}", n + 1);
-        let name_end = line
-            .find(['{', ' '])
-            .ok_or_else(|| bad("no value"))?;
+        let name_end = line.find(['{', ' ']).ok_or_else(|| bad("no value"))?;
         let name = line[..name_end].to_owned();
         let mut rest = &line[name_end..];
         let mut labels = BTreeMap::new();
