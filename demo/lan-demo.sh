@@ -95,4 +95,6 @@ print(f"origin sent {origin / 2**20:.1f} MiB = {origin / size:.2f} copies of the
       f"for {n} agents (plain downloads would be {n:.0f} copies); "
       f"saved {100 * (1 - origin / (n * size)):.0f}% of the vendor's traffic")
 PY
+echo "== the vendor's view: shoal-publisher stats (from the origin's /metrics)"
+"$P" stats "$url" --ca "$work/tls/cert.pem" --endpoints "$agents"
 [ "$ok" = 1 ] && echo "every agent holds a byte-identical, verified copy"

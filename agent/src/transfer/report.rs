@@ -416,3 +416,66 @@ pub fn host_name() -> String {
         std::env::var("COMPUTERNAME").unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reporter() -> Reporter {
+        Reporter::new(
+            ReleaseFacts {
+                release: "1.0".into(),
+                version: 1,
+                release_id: "00".into(),
+                bytes: 1000,
+                piece_count: 10,
+            },
+            Identity {
+                name: "é".repeat(40), // 80 bytes: cut to 64 at a character boundary
+                started: Instant::now(),
+            },
+        )
+    }
+
+    fn summary(name: &str, pieces: u32, count: u32, from_peers: u64) -> StatsSummary {
+        StatsSummary {
+            name: name.into(),
+            uptime_secs: 1,
+            pieces_held: pieces,
+            piece_count: count,
+            bytes_from_peers: from_peers,
+            bytes_from_origin: u64::MAX,
+            bytes_uploaded: 7,
+        }
+    }
+
+    #[test]
+    fn reports_are_checked_clamped_cleaned_and_bounded() {
+        let mut r = reporter();
+        assert_eq!(r.me.name.len(), 64);
+        let p = PeerId([1; 16]);
+        r.on_stats(p, summary("x", 1, 11, 5)); // another release's piece count
+        assert!(r.heard.is_empty());
+        r.on_stats(p, summary("pc\u{1b}[2J\nname", 3, 10, 5_000));
+        let h = &r.heard[&p].report;
+        assert_eq!(h.name, "pc[2Jname");
+        assert_eq!((h.bytes_from_peers, h.bytes_from_origin), (1000, 1000));
+        r.on_left(p);
+        assert!(!r.heard[&p].report.connected);
+        for i in 0..(REPORTS_KEPT as u32 + 50) {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            id[15] = 9;
+            r.on_stats(PeerId(id), summary("n", 0, 10, 0));
+        }
+        assert_eq!(r.heard.len(), REPORTS_KEPT);
+        for i in 0..(BANS_KEPT + 5) {
+            r.on_ban(p, Vec::new(), format!("ban {i}"));
+        }
+        assert_eq!(r.bans.len(), BANS_KEPT);
+        assert_eq!(
+            r.bans.last().unwrap().reason,
+            format!("ban {}", BANS_KEPT + 4)
+        );
+    }
+}
