@@ -117,9 +117,9 @@ enum Command {
 const VIEW_HELP: &str = "\
 Exit codes:
   0  shown
-  2  bad flags, or the agent wants a token (--token)
+  2  bad flags, a config file that does not parse, or the agent wants a token (--token)
   3  no daemon answers at the API address
-  4  the config file cannot be read";
+  4  a config file given with --config cannot be read";
 
 /// Where the daemon's API is and how to read it.
 #[derive(clap::Args, Debug)]
@@ -293,10 +293,13 @@ async fn dispatch(cmd: Command) -> Result<(), Error> {
 }
 
 async fn show(view: crate::show::View, a: ApiArgs) -> Result<(), Error> {
+    // The default config may be root's alone (it holds the token): then the default
+    // address it would most likely name is tried.
     let default = std::path::Path::new(crate::config::DEFAULT_CONFIG);
+    let readable = std::fs::File::open(default).is_ok();
     let path = a
         .config
-        .or_else(|| (a.api.is_none() && default.exists()).then(|| default.to_owned()));
+        .or_else(|| (a.api.is_none() && readable).then(|| default.to_owned()));
     let addr = crate::show::api_address(a.api, path.as_deref())?;
     let text = crate::show::fetch(view, addr, a.token.as_deref(), a.json).await?;
     print!("{text}");

@@ -226,6 +226,12 @@ impl Config {
                  listen on 127.0.0.1",
             ));
         }
+        if !api.token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(bad(
+                "api.token must be printable ASCII without spaces (it travels in an HTTP header)"
+                    .into(),
+            ));
+        }
         if !api.price_per_gb.is_finite() || api.price_per_gb < 0.0 {
             return Err(bad("api.price_per_gb must be 0 or more".into()));
         }

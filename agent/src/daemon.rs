@@ -92,13 +92,20 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<()>
         },
     ));
     if cfg.api.enabled {
-        let listener = api::bind(cfg.api.listen).await?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::io("status API", e))?;
-        tracing::info!(%addr, "status API and dashboard on http://{addr}/");
-        let api = Arc::new(Api::new(hub.clone(), &cfg.api.token));
-        tokio::spawn(api::serve(listener, api, shutdown.clone()));
+        // Updates matter more than the view of them: without its port the agent runs on.
+        match api::bind(cfg.api.listen).await {
+            Ok(listener) => {
+                if let Ok(addr) = listener.local_addr() {
+                    tracing::info!(%addr, "status API and dashboard on http://{addr}/");
+                }
+                let api = Arc::new(Api::new(hub.clone(), &cfg.api.token));
+                tokio::spawn(api::serve(listener, api, shutdown.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e.message, note = %e.note, "running without the status API");
+                hub.error(&e);
+            }
+        }
     }
     let ca = (!cfg.origin_ca.as_os_str().is_empty()).then(|| cfg.origin_ca.clone());
     let mut d = Daemon {
@@ -115,11 +122,13 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<()>
     let poll = Duration::from_secs(d.cfg.poll_interval_secs);
     loop {
         let wait = match d.check(&mut shutdown).await {
-            Ok(()) => {
+            Ok(found) => {
+                d.hub.polled(Ok(found));
                 failures = 0;
                 jitter(poll)
             }
             Err(e) => {
+                d.hub.polled(Err(&e));
                 d.hub.error(&e);
                 failures = failures.saturating_add(1);
                 let backoff = FIRST_RETRY
@@ -155,6 +164,13 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<()>
         d.hub.transfer_stopped();
     }
     Ok(())
+}
+
+/// Sleeps until the next check during a download (jittered), telling the hub when.
+async fn next_check(hub: &StatusHub, poll: Duration) {
+    let wait = jitter(poll);
+    hub.next_poll(unix_now() + wait.as_secs());
+    tokio::time::sleep(wait).await;
 }
 
 /// ±10% around `d`, so a fleet does not poll in lockstep.
@@ -209,28 +225,24 @@ impl Daemon {
         }
     }
 
-    async fn check(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<()> {
+    /// One channel check (and the download it may start); what it found.
+    async fn check(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<String> {
         // The manifest decides; indexes (up to MiBs each) are fetched only for a release
         // we will switch to, so an unchanged channel costs the origin a few KiB a poll.
         let loaded =
             crate::release::load_current(&self.origin, &self.cfg.trust, &self.cfg.channel).await;
-        let (trust, manifest) = match loaded {
-            Ok(l) => l,
-            Err(e) => {
-                self.hub.polled(Err(&e));
-                return Err(e);
-            }
-        };
-        let b = manifest.body();
-        self.hub.polled(Ok(format!(
-            "the channel offers release {} (version {})",
-            b.release, b.version
-        )));
+        let (trust, manifest) = loaded?;
+        let offered = format!(
+            "release {} (version {})",
+            manifest.body().release,
+            manifest.body().version
+        );
         if !self.wanted(&manifest)? {
-            return Ok(());
+            return Ok(format!("{offered} is current"));
         }
         let release = Arc::new(load_indexes(&self.origin, trust, manifest).await?);
-        self.switch_to(release, shutdown).await
+        self.switch_to(release, shutdown).await?;
+        Ok(format!("switched to {offered}"))
     }
 
     /// Whether the channel now offers a release newer than `release`.
@@ -239,11 +251,27 @@ impl Daemon {
             crate::release::load_current(&self.origin, &self.cfg.trust, &self.cfg.channel).await;
         match current {
             Ok((_, m)) => {
-                m.body().version > release.manifest.body().version
-                    && m.body().content_id() != release.manifest.body().content_id()
-                    && self.wanted(&m).unwrap_or(false)
+                let b = m.body();
+                let newer = b.version > release.manifest.body().version
+                    && b.content_id() != release.manifest.body().content_id()
+                    && self.wanted(&m).unwrap_or(false);
+                self.hub.polled(Ok(if newer {
+                    format!(
+                        "release {} (version {}) replaces the download",
+                        b.release, b.version
+                    )
+                } else {
+                    format!(
+                        "release {} (version {}) is current; downloading it",
+                        b.release, b.version
+                    )
+                }));
+                newer
             }
-            Err(_) => false,
+            Err(e) => {
+                self.hub.polled(Err(&e));
+                false
+            }
         }
     }
 
@@ -388,7 +416,7 @@ impl Daemon {
                     r = t.complete(|_| {}) => break Some(r),
                     // (The guard `wait_for` returns is not `Send`: drop it inside.)
                     () = async { let _ = shutdown.wait_for(|s| *s).await; } => break None,
-                    () = tokio::time::sleep(jitter(poll)) => {
+                    () = next_check(&self.hub, poll) => {
                         // The check may take long (a dead origin): the download's end and
                         // a shutdown still win the race.
                         let superseded = tokio::select! {

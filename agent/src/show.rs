@@ -78,10 +78,18 @@ pub async fn fetch(
             "use --json, or a shoal-agent of the daemon's version",
         )
     };
-    Ok(match view {
+    let text = match view {
         View::Status => status_text(&serde_json::from_slice(&body).map_err(parse_err)?),
         View::Swarm => swarm_text(&serde_json::from_slice(&body).map_err(parse_err)?),
-    })
+    };
+    // The daemon may be another host's, and names come from peers: nothing the terminal
+    // would act on gets through.
+    Ok(text
+        .lines()
+        .map(crate::transfer::report::clean_name)
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n")
 }
 
 fn percent(held: u32, count: u32) -> String {

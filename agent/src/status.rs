@@ -57,6 +57,8 @@ struct Facts {
     next_poll_at: Option<u64>,
     last_error: Option<ErrorRecord>,
     delivered: u64,
+    /// Orders polls and errors recorded in the same second.
+    seq: u64,
 }
 
 /// Byte and event counters since the agent started.
@@ -66,7 +68,7 @@ pub struct Totals {
     pub bytes_from_peers: u64,
     /// Verified bytes received from the origin.
     pub bytes_from_origin: u64,
-    /// Bytes sent to peers.
+    /// Bytes handed to peer connections for sending.
     pub bytes_uploaded: u64,
     /// Bytes received and thrown away.
     pub bytes_wasted: u64,
@@ -86,7 +88,7 @@ impl Totals {
         self.bytes_wasted += s.bytes_wasted;
         self.origin_fetches += s.origin_fetches;
         self.origin_failures += s.origin_failures;
-        self.bans += s.bans.len() as u64;
+        self.bans += s.bans_total;
     }
 }
 
@@ -106,6 +108,8 @@ pub struct KeptRelease {
 pub struct PollRecord {
     /// Unix time it ended.
     pub at: u64,
+    /// Its place among the polls and errors recorded (a later one has a larger number).
+    pub seq: u64,
     /// It succeeded.
     pub ok: bool,
     /// What it found, or why it failed.
@@ -117,6 +121,8 @@ pub struct PollRecord {
 pub struct ErrorRecord {
     /// Unix time.
     pub at: u64,
+    /// Its place among the polls and errors recorded.
+    pub seq: u64,
     /// What went wrong.
     pub message: String,
     /// What to do about it.
@@ -183,7 +189,7 @@ pub struct SwarmAgent {
     pub bytes_from_peers: u64,
     /// Bytes it received from the origin.
     pub bytes_from_origin: u64,
-    /// Bytes it sent to peers.
+    /// Bytes it handed to its peer connections for sending (its own report).
     pub bytes_uploaded: u64,
     /// Seconds since it was last heard of.
     pub age_secs: u64,
@@ -285,8 +291,10 @@ impl StatusHub {
         } else {
             f.polls_failed += 1;
         }
+        f.seq += 1;
         f.last_poll = Some(PollRecord {
             at: unix_now(),
+            seq: f.seq,
             ok,
             message,
         });
@@ -299,8 +307,11 @@ impl StatusHub {
 
     /// Something failed.
     pub fn error(&self, e: &crate::error::Error) {
-        self.facts().last_error = Some(ErrorRecord {
+        let mut f = self.facts();
+        f.seq += 1;
+        f.last_error = Some(ErrorRecord {
             at: unix_now(),
+            seq: f.seq,
             message: e.message.clone(),
             note: e.note.clone(),
         });
@@ -354,10 +365,17 @@ impl StatusHub {
     pub fn swarm(&self) -> SwarmView {
         let f = self.facts();
         let current = f.current.as_ref().map(|rx| rx.borrow().clone());
+        // A release restarted after a failure is the current one, not an earlier one.
         let snapshots: Vec<(&TransferSnapshot, bool)> = current
             .iter()
             .map(|s| (s, true))
-            .chain(f.earlier.iter().rev().map(|s| (s, false)))
+            .chain(
+                f.earlier
+                    .iter()
+                    .rev()
+                    .filter(|e| current.as_ref().is_none_or(|c| c.release != e.release))
+                    .map(|s| (s, false)),
+            )
             .collect();
         swarm_view(&self.name, &snapshots, self.money.clone())
     }
@@ -368,7 +386,7 @@ fn fold(f: &mut Facts) {
     if let Some(rx) = f.current.take() {
         let last = rx.borrow().clone();
         f.past.add(&last);
-        f.earlier.retain(|s| s.release_id != last.release_id);
+        f.earlier.retain(|s| s.release != last.release);
         f.earlier.push(last);
         let excess = f.earlier.len().saturating_sub(EARLIER_KEPT);
         f.earlier.drain(..excess);
@@ -420,9 +438,11 @@ fn swarm_view(name: &str, snapshots: &[(&TransferSnapshot, bool)], money: Money)
             .iter()
             .map(|p| (p.peer.as_str(), p.pieces_held))
             .collect();
+        // A finished transfer's peers are history: only reports of the last 10 minutes.
         let silent = s
             .peers
             .iter()
+            .filter(|_| *live)
             .filter(|p| !s.reports.iter().any(|r| r.peer == p.peer))
             .map(|p| PeerReport {
                 peer: p.peer.clone(),
@@ -436,7 +456,18 @@ fn swarm_view(name: &str, snapshots: &[(&TransferSnapshot, bool)], money: Money)
                 heard_at: now,
                 connected: true,
             });
-        let reports: Vec<PeerReport> = s.reports.iter().cloned().chain(silent).collect();
+        let fresh = |r: &&PeerReport| {
+            *live
+                || now.saturating_sub(r.heard_at)
+                    < crate::transfer::report::REPORT_KEPT_FOR.as_secs()
+        };
+        let reports: Vec<PeerReport> = s
+            .reports
+            .iter()
+            .filter(fresh)
+            .cloned()
+            .chain(silent)
+            .collect();
         for r in &reports {
             let display = if r.name.is_empty() {
                 format!("peer {}", &r.peer[..8.min(r.peer.len())])

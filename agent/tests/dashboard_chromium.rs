@@ -45,6 +45,10 @@ fn num(v: &Value) -> f64 {
     }
 }
 
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_updates_live_and_shows_what_the_api_says() {
     require(
@@ -54,20 +58,22 @@ async fn the_dashboard_updates_live_and_shows_what_the_api_says() {
     let v = Vendor::start("dashboard").await;
     let fleet = Fleet::start(&v, &["alpha", "bravo", "charlie"]);
     let profile = TempDir::new("chromium-profile");
-    let b = Browser::start(profile.path()).expect("headless chromium");
+    // The browser calls block: the daemons keep the runtime's other worker meanwhile.
+    let b = blocking(|| Browser::start(profile.path())).expect("headless chromium");
     let url = format!("http://{}/", fleet.apis[0]);
 
     // Nothing published yet: the page loads and says so.
-    b.open(&url).unwrap();
-    let (page, ok) = b
-        .wait_for(READ_PAGE, Duration::from_secs(20), |p| {
+    blocking(|| b.open(&url)).unwrap();
+    let (page, ok) = blocking(|| {
+        b.wait_for(READ_PAGE, Duration::from_secs(20), |p| {
             p["updates"].as_u64() >= Some(1)
         })
-        .unwrap();
+    })
+    .unwrap();
     assert!(ok, "the page never heard from the agent: {page:#}");
     assert_eq!(page["gridEmpty"], true, "{page:#}");
     // Marks this page load: a reload would lose it.
-    b.eval("window.__shoalTestMarker = true;", &[]).unwrap();
+    blocking(|| b.eval("window.__shoalTestMarker = true;", &[])).unwrap();
 
     // The vendor publishes; the agents fetch; the page follows without a reload.
     let src = v.source("src/update.bin", 5_000_000, 9);
@@ -78,14 +84,15 @@ async fn the_dashboard_updates_live_and_shows_what_the_api_says() {
         .await;
     let status = fleet.settled(0).await;
     let expected_saved = swarm["origin_bytes_saved"].as_u64().unwrap();
-    let (page, ok) = b
-        .wait_for(READ_PAGE, Duration::from_secs(20), |p| {
+    let (page, ok) = blocking(|| {
+        b.wait_for(READ_PAGE, Duration::from_secs(20), |p| {
             let cells = p["cells"]
                 .as_array()
                 .map_or(0, |c| c.iter().filter(|c| c["percent"] == 100.0).count());
             cells == 3 && p["saved"].as_str() == Some(&expected_saved.to_string())
         })
-        .unwrap();
+    })
+    .unwrap();
     assert!(
         ok,
         "the page never showed the finished swarm: {page:#}\nAPI: {swarm:#}"
@@ -140,7 +147,7 @@ async fn the_dashboard_updates_live_and_shows_what_the_api_says() {
     assert_eq!(page["peers"], 2);
 
     if let Ok(path) = std::env::var("SHOAL_SCREENSHOT") {
-        std::fs::write(&path, b.screenshot().unwrap()).unwrap();
+        std::fs::write(&path, blocking(|| b.screenshot()).unwrap()).unwrap();
         eprintln!("screenshot saved to {path}");
     }
     drop(b);

@@ -13,8 +13,9 @@ use shoal_tests::{assert_exit, require, run_bin};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shoal-agent");
 
+/// Runs the CLI; the test's daemons keep the runtime's other worker meanwhile.
 fn agent(args: &[&str]) -> std::process::Output {
-    run_bin(Path::new(BIN), args)
+    tokio::task::block_in_place(|| run_bin(Path::new(BIN), args))
 }
 
 fn u(v: &serde_json::Value) -> u64 {

@@ -72,7 +72,7 @@ pub fn render(st: &AgentStatus, swarm: &SwarmView) -> String {
         o,
         "shoal_agent_uploaded_bytes_total",
         "counter",
-        "Release bytes sent to peers.",
+        "Release bytes handed to peer connections for sending.",
     )
     .sample(&[], t.bytes_uploaded);
     family(

@@ -8,13 +8,18 @@
 //! | `/metrics` | Prometheus text format ([`metrics`]) |
 //! | `/` and `/dashboard.js` | the dashboard ([`dashboard`]), which reads the two JSON views |
 //!
-//! Access: clients on this machine need no token; others must send
-//! `Authorization: Bearer <api.token>` (compared in constant time), and the config
-//! refuses a non-loopback `listen` without a token. A request without a token must name
-//! an IP address or `localhost` in `Host`, so a web page that rebinds its own DNS name to
-//! 127.0.0.1 cannot read the API from a browser on this machine. Only GET and HEAD are
-//! served; anything else is a 4xx. At most [`MAX_CONNECTIONS`] connections are served at
-//! once; a connection must send its request head within [`HEADER_READ_TIMEOUT`].
+//! Access: clients on this machine (loopback, or the address the connection came in on)
+//! need no token; others must send `Authorization: Bearer <api.token>` (compared in
+//! constant time), and the config refuses a non-loopback `listen` without a token. A
+//! request from this machine without the right token must name an IP address or
+//! `localhost` in `Host`, so a web page that rebinds its own DNS name to 127.0.0.1
+//! cannot read the API from a browser on this machine. Only GET and HEAD are served;
+//! anything else is a 4xx.
+//!
+//! Bounds: at most [`MAX_CONNECTIONS`] connections at once, of which other hosts may hold
+//! [`MAX_REMOTE`], [`MAX_PER_ADDRESS`] per address (more are closed at once, so a host
+//! without the token cannot lock this machine's own tools out); a connection must send
+//! its request head within [`HEADER_READ_TIMEOUT`] and ends after [`CONNECTION_LIFETIME`].
 
 pub mod client;
 pub mod dashboard;
@@ -43,6 +48,16 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// How long a client may take to send its request head.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Connections other hosts may hold at once.
+pub const MAX_REMOTE: usize = 48;
+
+/// Connections one other host may hold at once.
+pub const MAX_PER_ADDRESS: usize = 4;
+
+/// A connection is closed after this long, whatever it is doing (a client that stops
+/// reading must not keep its slot).
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
 /// What the API serves and who may read it.
 pub struct Api {
     hub: Arc<StatusHub>,
@@ -59,8 +74,8 @@ impl Api {
         }
     }
 
-    /// Answers one request from `client`.
-    pub fn handle<B>(&self, req: &Request<B>, client: IpAddr) -> Response<Full<Bytes>> {
+    /// Answers one request; `local` says whether it came from this machine.
+    pub fn handle<B>(&self, req: &Request<B>, local: bool) -> Response<Full<Bytes>> {
         let head = req.method() == Method::HEAD;
         if req.method() != Method::GET && !head {
             let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "read-only: GET or HEAD\n");
@@ -74,7 +89,7 @@ impl Api {
         let mut resp = match path {
             "/" | "/index.html" => dashboard::page(),
             "/dashboard.js" => dashboard::script(),
-            "/api/v1/status" | "/api/v1/swarm" | "/metrics" => match self.refusal(req, client) {
+            "/api/v1/status" | "/api/v1/swarm" | "/metrics" => match self.refusal(req, local) {
                 Some(r) => r,
                 None => match path {
                     "/api/v1/status" => json(&self.hub.status()),
@@ -107,26 +122,30 @@ impl Api {
         resp
     }
 
-    /// Why `client` may not read the data views, as the answer to send; `None` admits.
-    fn refusal<B>(&self, req: &Request<B>, client: IpAddr) -> Option<Response<Full<Bytes>>> {
+    /// Why the client may not read the data views, as the answer to send; `None` admits.
+    fn refusal<B>(&self, req: &Request<B>, local: bool) -> Option<Response<Full<Bytes>>> {
         let bearer = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        if let Some(given) = bearer {
-            return match &self.token {
-                Some(want) if constant_time_eq(&Digest::of(given.trim().as_bytes()).0, &want.0) => {
-                    None
-                }
-                _ => Some(unauthorized("wrong token")),
-            };
+        let token_ok = match (bearer, &self.token) {
+            (Some(given), Some(want)) => {
+                constant_time_eq(&Digest::of(given.trim().as_bytes()).0, &want.0)
+            }
+            _ => false,
+        };
+        if token_ok {
+            return None;
         }
-        if !client.to_canonical().is_loopback() {
-            return Some(unauthorized(
-                "other hosts must send `Authorization: Bearer <api.token>`",
-            ));
+        if !local {
+            return Some(unauthorized(if bearer.is_some() {
+                "wrong token"
+            } else {
+                "other hosts must send `Authorization: Bearer <api.token>`"
+            }));
         }
+        // This machine needs no token (a wrong one in a script's environment is ignored).
         let host = req
             .headers()
             .get(header::HOST)
@@ -141,9 +160,68 @@ impl Api {
     }
 }
 
+/// Connections other hosts hold, per address.
+#[derive(Default)]
+struct Remote {
+    by_address: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
+}
+
+/// A remote connection's place; given back when dropped.
+struct RemoteSlot {
+    remote: Arc<Remote>,
+    addr: IpAddr,
+}
+
+impl Remote {
+    /// Takes a place for `addr`, or `None` when other hosts, or this one, hold enough.
+    fn take(self: &Arc<Self>, addr: IpAddr) -> Option<RemoteSlot> {
+        let mut m = self
+            .by_address
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let total: usize = m.values().sum();
+        let mine = m.entry(addr).or_default();
+        if total >= MAX_REMOTE || *mine >= MAX_PER_ADDRESS {
+            if *mine == 0 {
+                m.remove(&addr);
+            }
+            return None;
+        }
+        *mine += 1;
+        Some(RemoteSlot {
+            remote: self.clone(),
+            addr,
+        })
+    }
+}
+
+impl Drop for RemoteSlot {
+    fn drop(&mut self) {
+        let mut m = self
+            .remote
+            .by_address
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = m.get_mut(&self.addr) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.addr);
+            }
+        }
+    }
+}
+
+/// Whether a connection from `peer` to `local` comes from this machine: loopback, or
+/// the very address it reached (packets from elsewhere cannot carry it as their source).
+pub fn is_local(peer: IpAddr, local: Option<IpAddr>) -> bool {
+    let peer = peer.to_canonical();
+    peer.is_loopback() || local.is_some_and(|l| l.to_canonical() == peer)
+}
+
 /// Serves `api` on `listener` until `shutdown` turns true.
 pub async fn serve(listener: TcpListener, api: Arc<Api>, mut shutdown: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let remote = Arc::new(Remote::default());
     loop {
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => match p {
@@ -163,12 +241,24 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>, mut shutdown: watch::Re
             },
             _ = shutdown.changed() => return,
         };
+        let local = is_local(peer.ip(), tcp.local_addr().ok().map(|a| a.ip()));
+        let remote_slot = if local {
+            None
+        } else {
+            match remote.take(peer.ip().to_canonical()) {
+                Some(s) => Some(s),
+                None => {
+                    tracing::debug!(%peer, "status API: too many connections from other hosts");
+                    continue; // dropping the stream closes it
+                }
+            }
+        };
         let api = api.clone();
         let mut stop = shutdown.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _slots = (permit, remote_slot);
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                let resp = api.handle(&req, peer.ip());
+                let resp = api.handle(&req, local);
                 async move { Ok::<_, std::convert::Infallible>(resp) }
             });
             let conn = http1::Builder::new()
@@ -180,6 +270,9 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>, mut shutdown: watch::Re
                 r = conn.as_mut() => if let Err(e) = r {
                     tracing::debug!(%peer, error = %e, "status API connection ended with an error");
                 },
+                () = tokio::time::sleep(CONNECTION_LIFETIME) => {
+                    tracing::debug!(%peer, "status API connection closed: lived too long");
+                }
                 _ = stop.changed() => {}
             }
         });
@@ -271,8 +364,8 @@ mod tests {
         b.body(()).unwrap()
     }
 
-    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-    const REMOTE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 0, 7));
+    const LOCAL: bool = true;
+    const REMOTE: bool = false;
 
     #[test]
     fn loopback_reads_without_a_token_other_hosts_need_it() {
@@ -299,6 +392,40 @@ mod tests {
         let none = api("");
         let r = none.handle(&get("/metrics", "x", Some("Bearer ")), REMOTE);
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        // This machine needs none, and a wrong one does not lock it out.
+        let r = a.handle(&get("/metrics", "127.0.0.1", Some("Bearer stale")), LOCAL);
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn this_machine_is_loopback_or_the_address_it_reached() {
+        let lan: IpAddr = "198.18.0.5".parse().unwrap();
+        let other: IpAddr = "198.18.0.6".parse().unwrap();
+        assert!(is_local("127.0.0.1".parse().unwrap(), Some(lan)));
+        assert!(is_local("::ffff:127.0.0.1".parse().unwrap(), None));
+        assert!(is_local(lan, Some(lan)));
+        assert!(!is_local(other, Some(lan)));
+    }
+
+    #[test]
+    fn other_hosts_get_a_bounded_share_of_the_connections() {
+        let remote = Arc::new(Remote::default());
+        let a: IpAddr = "198.18.0.6".parse().unwrap();
+        let held: Vec<RemoteSlot> = (0..MAX_PER_ADDRESS)
+            .filter_map(|_| remote.take(a))
+            .collect();
+        assert_eq!(held.len(), MAX_PER_ADDRESS);
+        assert!(remote.take(a).is_none());
+        drop(held);
+        let mut many = Vec::new();
+        for i in 0..=255u8 {
+            if let Some(s) = remote.take(IpAddr::from([198, 18, 1, i])) {
+                many.push(s);
+            }
+        }
+        assert_eq!(many.len(), MAX_REMOTE);
+        drop(many);
+        assert!(remote.by_address.lock().unwrap().is_empty());
     }
 
     #[test]

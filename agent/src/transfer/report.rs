@@ -55,7 +55,7 @@ pub struct TransferSnapshot {
     pub bytes_from_peers: u64,
     /// Verified piece bytes received from the origin.
     pub bytes_from_origin: u64,
-    /// Block bytes sent to peers.
+    /// Block bytes handed to peer connections for sending.
     pub bytes_uploaded: u64,
     /// Bytes received and thrown away (bad pieces, duplicates).
     pub bytes_wasted: u64,
@@ -69,8 +69,10 @@ pub struct TransferSnapshot {
     pub peers: Vec<PeerSnapshot>,
     /// What peers reported of themselves (`Stats`), connected or recently departed.
     pub reports: Vec<PeerReport>,
-    /// Peers banned, newest last.
+    /// Peers banned, newest last (at most [`BANS_KEPT`]).
     pub bans: Vec<BanRecord>,
+    /// Peers banned in all.
+    pub bans_total: u64,
 }
 
 /// One joined peer, as this agent sees it.
@@ -111,7 +113,7 @@ pub struct PeerReport {
     pub bytes_from_peers: u64,
     /// Bytes it received from the origin.
     pub bytes_from_origin: u64,
-    /// Bytes it sent to peers.
+    /// Bytes it handed to its peer connections for sending (its own report).
     pub bytes_uploaded: u64,
     /// Seconds since its agent started.
     pub uptime_secs: u64,
@@ -161,7 +163,14 @@ pub struct Identity {
 struct Heard {
     report: PeerReport,
     at: Instant,
+    /// Where it came from: one report per address counts (loopback exempt, as every
+    /// agent of one machine shares it).
+    addr: Option<IpAddr>,
 }
+
+/// Reports from one peer closer together than this are ignored (PROTOCOL.md §6.7 allows
+/// one per 10 s).
+pub const MIN_REPORT_GAP: Duration = Duration::from_secs(5);
 
 /// The node's reporting state (see the module docs).
 pub(super) struct Reporter {
@@ -169,8 +178,11 @@ pub(super) struct Reporter {
     me: Identity,
     /// Peers that accept `Stats`, and when they last got ours.
     wants_stats: HashMap<PeerId, Option<Instant>>,
+    /// Peers joined now (reports from others are ignored).
+    joined: std::collections::HashSet<PeerId>,
     heard: HashMap<PeerId, Heard>,
     bans: Vec<BanRecord>,
+    bans_total: u64,
     origin_fetches: u64,
     origin_failures: u64,
     last_snapshot: Option<Instant>,
@@ -183,8 +195,10 @@ impl Reporter {
             facts,
             me: Identity { name, ..me },
             wants_stats: HashMap::new(),
+            joined: std::collections::HashSet::new(),
             heard: HashMap::new(),
             bans: Vec::new(),
+            bans_total: 0,
             origin_fetches: 0,
             origin_failures: 0,
             last_snapshot: None,
@@ -193,6 +207,7 @@ impl Reporter {
 
     /// A peer joined; it gets our `Stats` on the next tick if it accepts them.
     pub(super) fn on_joined(&mut self, peer: PeerId, capabilities: Capabilities) {
+        self.joined.insert(peer);
         if capabilities.contains(Capabilities::STATS) {
             self.wants_stats.entry(peer).or_insert(None);
         }
@@ -200,16 +215,29 @@ impl Reporter {
 
     /// A peer's connections all ended: its report stays for a while, marked departed.
     pub(super) fn on_left(&mut self, peer: PeerId) {
+        self.joined.remove(&peer);
         self.wants_stats.remove(&peer);
         if let Some(h) = self.heard.get_mut(&peer) {
             h.report.connected = false;
         }
     }
 
-    /// A peer reported its progress.
-    pub(super) fn on_stats(&mut self, peer: PeerId, s: StatsSummary) {
-        if s.piece_count != self.facts.piece_count {
-            return; // not about this release: nothing to show
+    /// A peer, connected from `addr`, reported its progress.
+    pub(super) fn on_stats(&mut self, peer: PeerId, addr: Option<IpAddr>, s: StatsSummary) {
+        if s.piece_count != self.facts.piece_count || !self.joined.contains(&peer) {
+            return; // not about this release, or from a peer already gone
+        }
+        let now = Instant::now();
+        if self
+            .heard
+            .get(&peer)
+            .is_some_and(|h| now.duration_since(h.at) < MIN_REPORT_GAP)
+        {
+            return;
+        }
+        // A host that reconnects under new ids must not multiply its claims.
+        if let Some(a) = addr.filter(|a| !a.to_canonical().is_loopback()) {
+            self.heard.retain(|p, h| *p == peer || h.addr != Some(a));
         }
         let cap = self.facts.bytes;
         let report = PeerReport {
@@ -237,7 +265,8 @@ impl Reporter {
             peer,
             Heard {
                 report,
-                at: Instant::now(),
+                at: now,
+                addr,
             },
         );
     }
@@ -254,6 +283,7 @@ impl Reporter {
 
     /// The core banned `peer` for `reason`.
     pub(super) fn on_ban(&mut self, peer: PeerId, addresses: Vec<IpAddr>, reason: String) {
+        self.bans_total += 1;
         if self.bans.len() >= BANS_KEPT {
             self.bans.remove(0);
         }
@@ -348,7 +378,14 @@ impl Reporter {
             })
             .collect();
         peers.sort_by(|a, b| a.peer.cmp(&b.peer));
-        let mut reports: Vec<PeerReport> = self.heard.values().map(|h| h.report.clone()).collect();
+        let mut reports: Vec<PeerReport> = self
+            .heard
+            .iter()
+            .map(|(p, h)| PeerReport {
+                connected: self.joined.contains(p),
+                ..h.report.clone()
+            })
+            .collect();
         reports.sort_by(|a, b| a.peer.cmp(&b.peer));
         TransferSnapshot {
             release: self.facts.release.clone(),
@@ -368,13 +405,24 @@ impl Reporter {
             peers,
             reports,
             bans: self.bans.clone(),
+            bans_total: self.bans_total,
         }
     }
 }
 
-/// `name` without control characters (a terminal or log must not be steered by a peer).
-fn clean_name(name: &str) -> String {
-    name.chars().filter(|c| !c.is_control()).collect()
+/// `name` without control characters and invisible formatting (bidirectional overrides,
+/// zero-width characters): a terminal, a log or a reader must not be steered by a peer.
+pub fn clean_name(name: &str) -> String {
+    name.chars()
+        .filter(|c| !c.is_control() && !is_format(*c))
+        .collect()
+}
+
+/// Unicode format characters that change how text around them looks.
+fn is_format(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
 }
 
 /// `name` cut to the wire's limit at a character boundary.
@@ -454,28 +502,54 @@ mod tests {
         let mut r = reporter();
         assert_eq!(r.me.name.len(), 64);
         let p = PeerId([1; 16]);
-        r.on_stats(p, summary("x", 1, 11, 5)); // another release's piece count
+        r.on_stats(p, None, summary("x", 1, 10, 5)); // not joined
         assert!(r.heard.is_empty());
-        r.on_stats(p, summary("pc\u{1b}[2J\nname", 3, 10, 5_000));
+        r.on_joined(p, Capabilities::STATS);
+        r.on_stats(p, None, summary("x", 1, 11, 5)); // another release's piece count
+        assert!(r.heard.is_empty());
+        r.on_stats(p, None, summary("pc\u{1b}[2J\n\u{202e}name", 3, 10, 5_000));
         let h = &r.heard[&p].report;
         assert_eq!(h.name, "pc[2Jname");
         assert_eq!((h.bytes_from_peers, h.bytes_from_origin), (1000, 1000));
+        // A second report within the gap is ignored.
+        r.on_stats(p, None, summary("again", 4, 10, 0));
+        assert_eq!(r.heard[&p].report.name, "pc[2Jname");
         r.on_left(p);
-        assert!(!r.heard[&p].report.connected);
+        r.on_stats(p, None, summary("late", 9, 10, 0)); // after it left: ignored
+        assert_eq!(r.heard[&p].report.pieces_held, 3);
         for i in 0..(REPORTS_KEPT as u32 + 50) {
             let mut id = [0u8; 16];
             id[..4].copy_from_slice(&i.to_be_bytes());
             id[15] = 9;
-            r.on_stats(PeerId(id), summary("n", 0, 10, 0));
+            r.on_joined(PeerId(id), Capabilities::empty());
+            r.on_stats(PeerId(id), None, summary("n", 0, 10, 0));
         }
         assert_eq!(r.heard.len(), REPORTS_KEPT);
         for i in 0..(BANS_KEPT + 5) {
             r.on_ban(p, Vec::new(), format!("ban {i}"));
         }
         assert_eq!(r.bans.len(), BANS_KEPT);
+        assert_eq!(r.bans_total, BANS_KEPT as u64 + 5);
         assert_eq!(
             r.bans.last().unwrap().reason,
             format!("ban {}", BANS_KEPT + 4)
         );
+    }
+
+    #[test]
+    fn one_address_counts_once_however_many_ids_it_uses() {
+        let mut r = reporter();
+        let lan: IpAddr = "198.18.0.9".parse().unwrap();
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        for i in 0..5u8 {
+            let (a, b) = (PeerId([i; 16]), PeerId([100 + i; 16]));
+            r.on_joined(a, Capabilities::STATS);
+            r.on_joined(b, Capabilities::STATS);
+            r.on_stats(a, Some(lan), summary("liar", 10, 10, 1000));
+            r.on_stats(b, Some(lo), summary("local", 10, 10, 1000));
+        }
+        let from_lan = r.heard.values().filter(|h| h.addr == Some(lan)).count();
+        let from_lo = r.heard.values().filter(|h| h.addr == Some(lo)).count();
+        assert_eq!((from_lan, from_lo), (1, 5));
     }
 }

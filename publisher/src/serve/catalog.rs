@@ -3,7 +3,9 @@
 //! Built from the channel histories (`channels/<channel>/<V>.json`) of the directory
 //! being served, read without verifying signatures (the directory is the vendor's own).
 //! A file that several releases share (an unchanged artifact) counts for the newest
-//! release that holds it: that is the release an agent fetching it now is after. A path
+//! release that holds it (by the manifest's creation time): that is the release an agent
+//! fetching it now is after. Rebuilding reads small manifest files on the calling
+//! thread; it happens at most once per [`REBUILD_EVERY`]. A path
 //! under `artifacts/` or `indexes/` that the catalog does not know makes it rebuild, at
 //! most once per [`REBUILD_EVERY`], so releases published while the server runs are
 //! picked up.
@@ -31,7 +33,9 @@ pub struct ReleaseKey {
 #[derive(Debug, Clone)]
 struct Entry {
     key: Arc<ReleaseKey>,
-    version: u64,
+    /// The manifest's creation time, then version: newer wins (versions of different
+    /// channels are separate sequences; creation times are comparable).
+    order: (u64, u64),
 }
 
 #[derive(Default)]
@@ -73,10 +77,16 @@ impl Catalog {
         if !(rel.starts_with("artifacts/") || rel.starts_with("indexes/")) {
             return None;
         }
-        let due = self
-            .state()
-            .built
-            .is_none_or(|t| t.elapsed() >= REBUILD_EVERY);
+        // Claim the rebuild under the lock: a burst of requests for a new release's
+        // files rebuilds once.
+        let due = {
+            let mut s = self.state();
+            let due = s.built.is_none_or(|t| t.elapsed() >= REBUILD_EVERY);
+            if due {
+                s.built = Some(Instant::now());
+            }
+            due
+        };
         if due {
             self.rebuild();
         }
@@ -119,13 +129,14 @@ impl Catalog {
                 sizes.insert(key.clone(), body.artifacts.iter().map(|a| a.length).sum());
                 for a in &body.artifacts {
                     for path in [layout::artifact(a), layout::index(&a.index.sha256)] {
-                        let newer = by_path.get(&path).is_none_or(|e| e.version < body.version);
+                        let order = (body.created, body.version);
+                        let newer = by_path.get(&path).is_none_or(|e| e.order < order);
                         if newer {
                             by_path.insert(
                                 path,
                                 Entry {
                                     key: key.clone(),
-                                    version: body.version,
+                                    order,
                                 },
                             );
                         }

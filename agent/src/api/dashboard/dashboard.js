@@ -101,7 +101,13 @@ function drawSwarm(s) {
 function drawStatus(st) {
   $("where").textContent = st.name + " · channel " + st.channel + " · " + st.origin + " · shoal-agent " + st.agent_version;
   const c = st.current;
-  if (c) {
+  if (!c) {
+    for (const id of ["release", "progress", "from-peers", "from-origin", "uploaded", "fetches"]) {
+      $(id).textContent = id === "release" ? "none now" : "–";
+    }
+    $("peers").tBodies[0].replaceChildren();
+    $("bans").tBodies[0].replaceChildren();
+  } else {
     $("release").textContent = c.release + " (version " + c.version + ", " + bytes(c.bytes) + ")";
     $("progress").textContent = c.pieces_held + " of " + c.piece_count + " pieces" + (c.complete ? ", complete, seeding" : "");
     $("progress").dataset.held = c.pieces_held;
@@ -136,13 +142,17 @@ function drawStatus(st) {
   $("kept").textContent = st.kept.map(k => k.release).join(", ") || "none yet";
   const e = st.last_error;
   // An error followed by a good check is history, not a live problem.
-  const past = e && p && p.ok && p.at >= e.at;
+  const past = e && p && p.ok && p.seq > e.seq;
   $("last-error").textContent = e ? (past ? "(since recovered) " : "") + when(e.at) + ": " + e.message +
     (e.note ? " (" + e.note + ")" : "") : "none";
   $("last-error").className = e && !past ? "error" : "";
 }
 
+let busy = false;
+
 async function tick() {
+  if (busy) return; // a slow answer is not overtaken by the next one
+  busy = true;
   try {
     const [swarm, status] = await Promise.all([get("/api/v1/swarm"), get("/api/v1/status")]);
     drawSwarm(swarm);
@@ -158,6 +168,8 @@ async function tick() {
     live.className = "live stale";
     live.textContent = "cannot reach the agent (" + err.message + ")" +
       (lastOk ? "; last update " + new Date(lastOk).toLocaleTimeString() : "");
+  } finally {
+    busy = false;
   }
 }
 

@@ -135,49 +135,63 @@ pub(super) async fn run(
         offers: Vec::new(),
         departed: std::collections::VecDeque::new(),
     };
-    loop {
-        n.drain().await;
-        n.publish();
-        while n.tasks.try_join_next().is_some() {}
-        if n.fatal {
-            return;
-        }
-        let now = n.p.epoch.elapsed();
-        let sleep =
-            n.p.swarm
-                .poll_timeout()
-                .map_or(Duration::from_secs(3600), |t| t.saturating_sub(now));
-        tokio::select! {
-            input = inputs.recv() => match input {
-                Some(input) => {
-                    n.on_input(input);
-                    // Take what else is queued before carrying out the core's events:
-                    // one pass over the outputs per batch, not per message.
-                    for _ in 0..INPUT_BATCH {
-                        let Ok(input) = inputs.try_recv() else { break };
-                        // A peer's connections change: carry out what the core asked
-                        // first, or a Disconnect it queued for the old session would
-                        // hit the new one.
-                        if matches!(input, NodeInput::Joined { .. } | NodeInput::Closed { .. }) {
-                            n.drain().await;
-                        }
+    n.run(&mut inputs, &mut shutdown).await;
+    // The last second's bytes count too: the daemon folds this into its totals.
+    n.p.report.due_now();
+    n.report();
+}
+
+impl Node {
+    async fn run(
+        &mut self,
+        inputs: &mut mpsc::Receiver<NodeInput>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) {
+        let n = self;
+        loop {
+            n.drain().await;
+            n.publish();
+            while n.tasks.try_join_next().is_some() {}
+            if n.fatal {
+                return;
+            }
+            let now = n.p.epoch.elapsed();
+            let sleep =
+                n.p.swarm
+                    .poll_timeout()
+                    .map_or(Duration::from_secs(3600), |t| t.saturating_sub(now));
+            tokio::select! {
+                input = inputs.recv() => match input {
+                    Some(input) => {
                         n.on_input(input);
+                        // Take what else is queued before carrying out the core's events:
+                        // one pass over the outputs per batch, not per message.
+                        for _ in 0..INPUT_BATCH {
+                            let Ok(input) = inputs.try_recv() else { break };
+                            // A peer's connections change: carry out what the core asked
+                            // first, or a Disconnect it queued for the old session would
+                            // hit the new one.
+                            if matches!(input, NodeInput::Joined { .. } | NodeInput::Closed { .. }) {
+                                n.drain().await;
+                            }
+                            n.on_input(input);
+                        }
+                    }
+                    None => return,
+                },
+                Some(done) = n.writes.join_next() => n.on_written(done),
+                Some(checked) = n.checks.join_next_with_id() => {
+                    n.on_checked(checked);
+                    while let Some(more) = n.checks.try_join_next_with_id() {
+                        n.on_checked(more);
                     }
                 }
-                None => return,
-            },
-            Some(done) = n.writes.join_next() => n.on_written(done),
-            Some(checked) = n.checks.join_next_with_id() => {
-                n.on_checked(checked);
-                while let Some(more) = n.checks.try_join_next_with_id() {
-                    n.on_checked(more);
-                }
-            }
-            () = tokio::time::sleep(sleep) => n.p.swarm.handle_timeout(n.p.epoch.elapsed()),
-            () = tokio::time::sleep_until(n.p.report.next_tick().into()) => n.report(),
-            _ = shutdown.changed() => {
-                if *shutdown.borrow() {
-                    return;
+                () = tokio::time::sleep(sleep) => n.p.swarm.handle_timeout(n.p.epoch.elapsed()),
+                () = tokio::time::sleep_until(n.p.report.next_tick().into()) => n.report(),
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() {
+                        return;
+                    }
                 }
             }
         }
@@ -221,7 +235,10 @@ impl Node {
             complete,
         );
         for (peer, msg) in stats {
-            self.send(peer, Outbound::Message(msg));
+            // Display only: a peer whose queue is full misses a report, nothing more.
+            if let Some(pc) = self.peers.get(&peer) {
+                let _ = pc.current.tx.try_send(Outbound::Message(msg));
+            }
         }
         if let Some(s) = snapshot {
             self.p.snapshot.send_replace(s);
@@ -339,7 +356,10 @@ impl Node {
                     });
                 }
             }
-            SwarmEvent::PeerStats { peer, summary } => self.p.report.on_stats(peer, summary),
+            SwarmEvent::PeerStats { peer, summary } => {
+                let addr = self.peers.get(&peer).and_then(|pc| pc.current.addr);
+                self.p.report.on_stats(peer, addr, summary);
+            }
         }
     }
 
