@@ -42,7 +42,7 @@ enum Command {
     #[command(after_help = EXIT_CODES)]
     Run {
         /// Config file (TOML); default /etc/shoal/agent.toml when it exists.
-        #[arg(long)]
+        #[arg(long, env = "SHOAL_AGENT_CONFIG")]
         config: Option<PathBuf>,
     },
     /// Download a channel's current release once, with help from LAN peers.
@@ -126,7 +126,7 @@ Exit codes:
 struct ApiArgs {
     /// The daemon's config file, for its [api] listen; default /etc/shoal/agent.toml
     /// when it exists.
-    #[arg(long)]
+    #[arg(long, env = "SHOAL_AGENT_CONFIG")]
     config: Option<PathBuf>,
     /// The API's address (overrides the config), e.g. 127.0.0.1:7401.
     #[arg(long)]

@@ -11,6 +11,7 @@ pub mod fsutil;
 pub mod hashing;
 pub mod keygen;
 pub mod keystore;
+pub mod package;
 pub mod progress;
 pub mod refresh;
 pub mod release;

@@ -1,0 +1,193 @@
+//! `shoal-publisher agent-package`: the vendor's own agent package, carrying its trust
+//! document, origin URL and channel, ready for an endpoint's package manager.
+//!
+//! **One self-contained package per vendor.** A vendor's package owns only paths named
+//! after it: the agent binary under `/usr/lib/<name>/`, its config `/etc/<name>/agent.toml`,
+//! its trust document under `/usr/share/<name>/`, its service `<name>.service`, its state
+//! `/var/lib/<name>`, and a command `/usr/bin/<name>` (the agent with that config). Two
+//! vendors' packages share no file, so installing, upgrading or removing one never
+//! touches the other, and each vendor ships the agent version it tested. Each runs its
+//! own service, on its own ports (derived from the name unless given), and announces its
+//! own mDNS group (the name), so one vendor's agents never dial another's. What that
+//! costs, one process and one port pair per vendor, is the price of that isolation
+//! (docs/ARCHITECTURE.md, "Packages").
+//!
+//! | module | builds |
+//! |---|---|
+//! | [`deb`] | a Debian package (`dpkg-deb`), with a hardened systemd unit |
+
+pub mod deb;
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// What a vendor's agent package carries.
+#[derive(Debug, Clone)]
+pub struct PackageOptions {
+    /// Package, service and command name, e.g. `acme-updates`.
+    pub name: String,
+    /// Package version, e.g. `1.0.0`.
+    pub version: String,
+    /// Who maintains it, e.g. `Acme Ops <ops@acme.example>`.
+    pub maintainer: String,
+    /// One line saying what it updates.
+    pub summary: String,
+    /// The trust document agents start from.
+    pub trust: PathBuf,
+    /// The origin's base URL.
+    pub origin: String,
+    /// The channel to follow.
+    pub channel: String,
+    /// An extra CA certificate (PEM) for the origin, if it needs one.
+    pub origin_ca: Option<PathBuf>,
+    /// The `shoal-agent` binary to ship.
+    pub agent: PathBuf,
+    /// Peer port (0: derived from the name).
+    pub peer_port: u16,
+    /// Status API port on 127.0.0.1 (0: the peer port + 1).
+    pub api_port: u16,
+    /// Where the package is written.
+    pub out: PathBuf,
+}
+
+impl PackageOptions {
+    /// Checks the options a vendor gave, with errors that say what to change.
+    pub fn validate(&self) -> Result<()> {
+        let n = &self.name;
+        let name_ok = n.len() >= 2
+            && n.len() <= 64
+            && n.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !name_ok {
+            return Err(Error::usage(
+                format!("--name {n:?} is not a usable package name"),
+                "use 2 to 64 lowercase letters, digits and dashes, e.g. acme-updates",
+            ));
+        }
+        if n == "shoal-agent" || n == "shoal-publisher" {
+            return Err(Error::usage(
+                format!("--name {n:?} is Shoal's own"),
+                "name the package after your product, e.g. acme-updates",
+            ));
+        }
+        let v = &self.version;
+        let version_ok = v.starts_with(|c: char| c.is_ascii_digit())
+            && v.len() <= 64
+            && v.chars().all(|c| c.is_ascii_alphanumeric() || ".+~-".contains(c));
+        if !version_ok {
+            return Err(Error::usage(
+                format!("--version {v:?} is not a package version"),
+                "start with a digit; letters, digits and . + ~ - only, e.g. 1.4.0",
+            ));
+        }
+        if !self.origin.starts_with("https://") {
+            return Err(Error::usage(
+                format!("--origin {:?} is not an https:// URL", self.origin),
+                "agents fetch only over HTTPS, e.g. https://updates.acme.example",
+            ));
+        }
+        let printable = |s: &str| !s.is_empty() && !s.chars().any(char::is_control);
+        if !printable(&self.maintainer) || !self.maintainer.contains('<') {
+            return Err(Error::usage(
+                "--maintainer needs a name and an address",
+                "e.g. --maintainer 'Acme Ops <ops@acme.example>'",
+            ));
+        }
+        if !printable(&self.summary) || self.summary.len() > 80 {
+            return Err(Error::usage(
+                "--summary must be one line of up to 80 characters",
+                "e.g. --summary 'Acme driver updates'",
+            ));
+        }
+        shoal_protocol::Name::new(&self.channel).map_err(|e| {
+            Error::usage(format!("--channel {:?}: {e}", self.channel), "e.g. stable")
+        })?;
+        let trust = read(&self.trust)?;
+        shoal_protocol::VerifiedTrust::anchor(&trust).map_err(|e| {
+            Error::usage(
+                format!("{} is not a trust document: {e}", self.trust.display()),
+                "pass the keys/trust/N.json that `shoal-publisher keygen` or `rotate-key` wrote",
+            )
+        })?;
+        if let Some(ca) = &self.origin_ca {
+            let pem = read(ca)?;
+            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                return Err(Error::usage(
+                    format!("{} is not a PEM certificate", ca.display()),
+                    "pass the CA certificate agents should trust for the origin",
+                ));
+            }
+        }
+        if !self.agent.is_file() {
+            return Err(Error::usage(
+                format!("no agent binary at {}", self.agent.display()),
+                "build it (`cargo build --release -p shoal-agent`) or pass --agent PATH",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The peer port: given, or derived from the name (7400-7598, even), so two vendors'
+    /// packages rarely pick the same one.
+    pub fn peer_port(&self) -> u16 {
+        if self.peer_port != 0 {
+            return self.peer_port;
+        }
+        let h = shoal_protocol::Digest::of(self.name.as_bytes()).0;
+        7400 + 2 * (u16::from_be_bytes([h[0], h[1]]) % 100)
+    }
+
+    /// The status API's port.
+    pub fn api_port(&self) -> u16 {
+        if self.api_port != 0 {
+            self.api_port
+        } else {
+            self.peer_port().saturating_add(1)
+        }
+    }
+
+    /// The agent's config file as shipped (a conffile: an admin's edits survive upgrades).
+    pub fn config_text(&self) -> String {
+        let n = &self.name;
+        let ca = if self.origin_ca.is_some() {
+            format!("/usr/share/{n}/origin-ca.pem")
+        } else {
+            String::new()
+        };
+        format!(
+            "# {n}: the Shoal agent that keeps this machine's {summary} up to date.\n\
+             # Every key and its default: /usr/share/doc/{n}/agent.toml.example.\n\
+             # After a change: systemctl restart {n}\n\
+             \n\
+             origin = {origin:?}\n\
+             channel = {channel:?}\n\
+             trust = \"/usr/share/{n}/trust.json\"\n\
+             origin_ca = {ca:?}\n\
+             state_dir = \"/var/lib/{n}\"\n\
+             releases_dir = \"/var/lib/{n}/releases\"\n\
+             # Peers connect here; open it to the LAN in a host firewall.\n\
+             listen = \"0.0.0.0:{peer}\"\n\
+             # Shell command run once per verified release, in its directory. It runs as\n\
+             # the service's unprivileged user.\n\
+             install_command = \"\"\n\
+             \n\
+             [mdns]\n\
+             # Agents of this package meet only each other.\n\
+             group = {n:?}\n\
+             \n\
+             [api]\n\
+             # `{n} status`, `{n} swarm`, and the dashboard at http://127.0.0.1:{api}/\n\
+             listen = \"127.0.0.1:{api}\"\n",
+            summary = self.summary,
+            origin = self.origin,
+            channel = self.channel,
+            peer = self.peer_port(),
+            api = self.api_port(),
+        )
+    }
+}
+
+fn read(p: &Path) -> Result<Vec<u8>> {
+    std::fs::read(p).map_err(|e| Error::other(format!("reading {}: {e}", p.display()), ""))
+}
