@@ -24,7 +24,9 @@ pub fn build(o: &PackageOptions) -> Result<PathBuf> {
     let arch = architecture()?;
     std::fs::create_dir_all(&o.out)
         .map_err(|e| Error::other(format!("creating {}: {e}", o.out.display()), ""))?;
-    let stage = o.out.join(format!(".{}-{}-staging", o.name, std::process::id()));
+    let stage = o
+        .out
+        .join(format!(".{}-{}-staging", o.name, std::process::id()));
     let _ = std::fs::remove_dir_all(&stage);
     let result = stage_and_build(o, &arch, &stage);
     let _ = std::fs::remove_dir_all(&stage);
@@ -47,7 +49,11 @@ fn stage_and_build(o: &PackageOptions, arch: &str, stage: &Path) -> Result<PathB
         .as_bytes(),
         0o755,
     )?;
-    put(&format!("etc/{n}/agent.toml"), o.config_text().as_bytes(), 0o644)?;
+    put(
+        &format!("etc/{n}/agent.toml"),
+        o.config_text().as_bytes(),
+        0o644,
+    )?;
     let trust = std::fs::read(&o.trust)
         .map_err(|e| Error::other(format!("reading {}: {e}", o.trust.display()), ""))?;
     put(&format!("usr/share/{n}/trust.json"), &trust, 0o644)?;
@@ -56,13 +62,21 @@ fn stage_and_build(o: &PackageOptions, arch: &str, stage: &Path) -> Result<PathB
             .map_err(|e| Error::other(format!("reading {}: {e}", ca.display()), ""))?;
         put(&format!("usr/share/{n}/origin-ca.pem"), &pem, 0o644)?;
     }
-    put(&format!("lib/systemd/system/{n}.service"), unit(o).as_bytes(), 0o644)?;
+    put(
+        &format!("lib/systemd/system/{n}.service"),
+        unit(o).as_bytes(),
+        0o644,
+    )?;
     put(
         &format!("usr/share/doc/{n}/agent.toml.example"),
         SAMPLE_CONFIG.as_bytes(),
         0o644,
     )?;
-    put(&format!("usr/share/doc/{n}/copyright"), copyright(o).as_bytes(), 0o644)?;
+    put(
+        &format!("usr/share/doc/{n}/copyright"),
+        copyright(o).as_bytes(),
+        0o644,
+    )?;
     // A version without a Debian revision is a native package's.
     let changelog_name = if o.version.contains('-') {
         "changelog.Debian.gz"
@@ -79,12 +93,20 @@ fn stage_and_build(o: &PackageOptions, arch: &str, stage: &Path) -> Result<PathB
         &gzip(manual(o).as_bytes())?,
         0o644,
     )?;
-    put("DEBIAN/conffiles", format!("/etc/{n}/agent.toml\n").as_bytes(), 0o644)?;
+    put(
+        "DEBIAN/conffiles",
+        format!("/etc/{n}/agent.toml\n").as_bytes(),
+        0o644,
+    )?;
     put("DEBIAN/postinst", postinst(n).as_bytes(), 0o755)?;
     put("DEBIAN/prerm", prerm(n).as_bytes(), 0o755)?;
     put("DEBIAN/postrm", postrm(n).as_bytes(), 0o755)?;
     let installed_kib = tree_size(stage).div_ceil(1024);
-    put("DEBIAN/control", control(o, arch, installed_kib).as_bytes(), 0o644)?;
+    put(
+        "DEBIAN/control",
+        control(o, arch, installed_kib).as_bytes(),
+        0o644,
+    )?;
     let deb = o.out.join(format!("{n}_{}_{arch}.deb", o.version));
     let out = Command::new("dpkg-deb")
         .args(["--root-owner-group", "-Zxz", "--build"])
@@ -99,7 +121,10 @@ fn stage_and_build(o: &PackageOptions, arch: &str, stage: &Path) -> Result<PathB
         })?;
     if !out.status.success() {
         return Err(Error::other(
-            format!("dpkg-deb failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
+            format!(
+                "dpkg-deb failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
             "",
         ));
     }
@@ -357,8 +382,7 @@ fn copyright(o: &PackageOptions) -> String {
 
 fn changelog(o: &PackageOptions) -> Vec<u8> {
     // (RFC 2822 date, as dpkg-parsechangelog wants it)
-    let date = httpdate::fmt_http_date(std::time::SystemTime::now())
-        .replace("GMT", "+0000");
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now()).replace("GMT", "+0000");
     format!(
         "{n} ({v}) stable; urgency=medium\n\n  * Built by shoal-publisher agent-package.\n\n -- {m}  {date}\n",
         n = o.name,

@@ -58,7 +58,8 @@ impl PackageOptions {
         let name_ok = n.len() >= 2
             && n.len() <= 64
             && n.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            && n.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if !name_ok {
             return Err(Error::usage(
                 format!("--name {n:?} is not a usable package name"),
@@ -74,7 +75,8 @@ impl PackageOptions {
         let v = &self.version;
         let version_ok = v.starts_with(|c: char| c.is_ascii_digit())
             && v.len() <= 64
-            && v.chars().all(|c| c.is_ascii_alphanumeric() || ".+~-".contains(c));
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".+~-".contains(c));
         if !version_ok {
             return Err(Error::usage(
                 format!("--version {v:?} is not a package version"),
