@@ -92,20 +92,16 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<()>
         },
     ));
     if cfg.api.enabled {
-        // Updates matter more than the view of them: without its port the agent runs on.
-        match api::bind(cfg.api.listen).await {
-            Ok(listener) => {
-                if let Ok(addr) = listener.local_addr() {
-                    tracing::info!(%addr, "status API and dashboard on http://{addr}/");
-                }
-                let api = Arc::new(Api::new(hub.clone(), &cfg.api.token));
-                tokio::spawn(api::serve(listener, api, shutdown.clone()));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e.message, note = %e.note, "running without the status API");
-                hub.error(&e);
-            }
-        }
+        // Updates matter more than the view of them: without its port the agent runs on,
+        // and tries the port again every 30 s (an address DHCP has not given yet, a port
+        // another program holds for a while).
+        let api = Arc::new(Api::new(hub.clone(), &cfg.api.token));
+        tokio::spawn(api::serve_retrying(
+            cfg.api.listen,
+            api,
+            hub.clone(),
+            shutdown.clone(),
+        ));
     }
     let ca = (!cfg.origin_ca.as_os_str().is_empty()).then(|| cfg.origin_ca.clone());
     let mut d = Daemon {
@@ -122,13 +118,12 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<()>
     let poll = Duration::from_secs(d.cfg.poll_interval_secs);
     loop {
         let wait = match d.check(&mut shutdown).await {
-            Ok(found) => {
-                d.hub.polled(Ok(found));
+            Ok(again) => {
                 failures = 0;
-                jitter(poll)
+                // A download replaced by a newer release: fetch that one now.
+                if again { Duration::ZERO } else { jitter(poll) }
             }
             Err(e) => {
-                d.hub.polled(Err(&e));
                 d.hub.error(&e);
                 failures = failures.saturating_add(1);
                 let backoff = FIRST_RETRY
@@ -147,10 +142,17 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<()>
                 _ = shutdown.changed() => break,
                 Some(ev) = gossip_rx.recv() => {
                     // A peer handed over a manifest: verify it and switch, origin or not.
-                    if let GossipEvent::Manifest { peer, bytes } = ev
-                        && let Err(e) = d.adopt_offer(peer, bytes, &mut gossip_rx, &mut shutdown).await
-                    {
-                        tracing::warn!(error = %e.message, "ignored a manifest offered by a peer");
+                    if let GossipEvent::Manifest { peer, bytes } = ev {
+                        match d.adopt_offer(peer, bytes, &mut gossip_rx, &mut shutdown).await {
+                            Ok(true) => break, // replaced while downloading: check now
+                            Ok(false) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %e.message, "ignored a manifest offered by a peer");
+                            }
+                        }
+                        // The wait went on meanwhile: say when it really ends.
+                        let left = sleep.deadline().saturating_duration_since(tokio::time::Instant::now());
+                        d.hub.next_poll(unix_now() + left.as_secs());
                     }
                 }
             }
@@ -225,51 +227,64 @@ impl Daemon {
         }
     }
 
-    /// One channel check (and the download it may start); what it found.
-    async fn check(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<String> {
+    /// One channel check and the download it may start. The check's own outcome (the
+    /// manifest loaded and accepted, or why not) is recorded as a poll; a failure after
+    /// it (indexes, download, delivery) is an error, not a failed check. `Ok(true)`: the
+    /// download was replaced by a newer release, to be fetched at once.
+    async fn check(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<bool> {
         // The manifest decides; indexes (up to MiBs each) are fetched only for a release
         // we will switch to, so an unchanged channel costs the origin a few KiB a poll.
         let loaded =
             crate::release::load_current(&self.origin, &self.cfg.trust, &self.cfg.channel).await;
-        let (trust, manifest) = loaded?;
+        let wanted = loaded.and_then(|(trust, m)| Ok((self.wanted(&m)?, trust, m)));
+        let (wanted, trust, manifest) = match wanted {
+            Ok(w) => w,
+            Err(e) => {
+                self.hub.polled(Err(&e));
+                return Err(e);
+            }
+        };
         let offered = format!(
             "release {} (version {})",
             manifest.body().release,
             manifest.body().version
         );
-        if !self.wanted(&manifest)? {
-            return Ok(format!("{offered} is current"));
+        if !wanted {
+            self.hub.polled(Ok(format!("{offered} is current")));
+            return Ok(false);
         }
+        self.hub
+            .polled(Ok(format!("the channel offers {offered}: fetching it")));
         let release = Arc::new(load_indexes(&self.origin, trust, manifest).await?);
-        self.switch_to(release, shutdown).await?;
-        Ok(format!("switched to {offered}"))
+        self.switch_to(release, shutdown).await
     }
 
     /// Whether the channel now offers a release newer than `release`.
     async fn superseded(&self, release: &Release) -> bool {
         let current =
             crate::release::load_current(&self.origin, &self.cfg.trust, &self.cfg.channel).await;
-        match current {
-            Ok((_, m)) => {
-                let b = m.body();
-                let newer = b.version > release.manifest.body().version
-                    && b.content_id() != release.manifest.body().content_id()
-                    && self.wanted(&m).unwrap_or(false);
+        // A refused manifest (a rollback, an equivocation) is a failed check here too.
+        let checked = current.and_then(|(_, m)| Ok((self.wanted(&m)?, m)));
+        match checked {
+            Ok((wanted, m)) => {
+                let (b, mine) = (m.body(), release.manifest.body());
+                let same = b.content_id() == mine.content_id();
+                let newer = wanted && b.version > mine.version && !same;
                 self.hub.polled(Ok(if newer {
-                    format!(
-                        "release {} (version {}) replaces the download",
-                        b.release, b.version
-                    )
+                    format!("release {} (version {}) replaces the download", b.release, b.version)
+                } else if same {
+                    format!("release {} (version {}) is current; downloading it", b.release, b.version)
                 } else {
                     format!(
-                        "release {} (version {}) is current; downloading it",
-                        b.release, b.version
+                        "the channel offers release {} (version {}); downloading release {} (version {})",
+                        b.release, b.version, mine.release, mine.version
                     )
                 }));
                 newer
             }
             Err(e) => {
                 self.hub.polled(Err(&e));
+                self.hub.error(&e);
                 false
             }
         }
@@ -298,9 +313,9 @@ impl Daemon {
         bytes: Vec<u8>,
         gossip_rx: &mut mpsc::Receiver<GossipEvent>,
         shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let Some(current) = self.seeding.as_ref().map(|s| s.release.clone()) else {
-            return Ok(()); // nothing verified yet to judge an offer by
+            return Ok(false); // nothing verified yet to judge an offer by
         };
         let trust = current.trust.clone();
         let channel = Name::new(&self.cfg.channel)
@@ -315,7 +330,7 @@ impl Daemon {
             accept(delivery::read_floor(&self.cfg).as_ref(), &manifest),
             Ok(Acceptance::Newer)
         ) {
-            return Ok(());
+            return Ok(false);
         }
         // Indexes arrive in order right after the offer; the assembly takes no more than
         // the verified manifest declares.
@@ -346,14 +361,14 @@ impl Daemon {
 
     /// Makes `release` the current one if it is wanted: run its transfer, deliver it
     /// unless its content was delivered before (a restart, a re-signed release), and
-    /// keep seeding it.
+    /// keep seeding it. `Ok(true)`: a newer release replaced it before it finished.
     async fn switch_to(
         &mut self,
         release: Arc<Release>,
         shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         if !self.wanted(&release.manifest)? {
-            return Ok(());
+            return Ok(false);
         }
         if let Some(s) = self.seeding.take() {
             s.transfer.stop().await;
@@ -427,11 +442,11 @@ impl Daemon {
                         if superseded {
                             t.stop().await;
                             self.hub.transfer_stopped();
-                            return Err(Error::new(
-                                exit::UNAVAILABLE,
-                                format!("release {} was replaced before it finished", release.manifest.body().release),
-                                "switching to the newer release; verified pieces are kept",
-                            ));
+                            tracing::info!(
+                                release = %release.manifest.body().release,
+                                "replaced before it finished; switching to the newer release (verified pieces are kept)"
+                            );
+                            return Ok(true);
                         }
                     }
                 }
@@ -466,6 +481,6 @@ impl Daemon {
             release,
             transfer: t,
         });
-        Ok(())
+        Ok(false)
     }
 }

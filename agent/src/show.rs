@@ -67,9 +67,21 @@ pub async fn fetch(
     };
     let body = client::get(addr, path, token).await?;
     if json {
-        let mut text = String::from_utf8_lossy(&body).into_owned();
-        text.push('\n');
-        return Ok(text);
+        // Re-encoded (control characters escaped) and without invisible formatting: the
+        // daemon may be another host's.
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+            Error::new(
+                exit::UNAVAILABLE,
+                format!("the agent at {addr} sent invalid JSON: {e}"),
+                "is --api pointing at a shoal-agent?",
+            )
+        })?;
+        let text = serde_json::to_string_pretty(&v).unwrap_or_default();
+        let lines: Vec<String> = text
+            .lines()
+            .map(crate::transfer::report::clean_name)
+            .collect();
+        return Ok(lines.join("\n") + "\n");
     }
     let parse_err = |e: serde_json::Error| {
         Error::new(

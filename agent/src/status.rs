@@ -109,6 +109,7 @@ pub struct PollRecord {
     /// Unix time it ended.
     pub at: u64,
     /// Its place among the polls and errors recorded (a later one has a larger number).
+    #[serde(default)]
     pub seq: u64,
     /// It succeeded.
     pub ok: bool,
@@ -122,6 +123,7 @@ pub struct ErrorRecord {
     /// Unix time.
     pub at: u64,
     /// Its place among the polls and errors recorded.
+    #[serde(default)]
     pub seq: u64,
     /// What went wrong.
     pub message: String,

@@ -17,9 +17,11 @@
 //! anything else is a 4xx.
 //!
 //! Bounds: at most [`MAX_CONNECTIONS`] connections at once, of which other hosts may hold
-//! [`MAX_REMOTE`], [`MAX_PER_ADDRESS`] per address (more are closed at once, so a host
-//! without the token cannot lock this machine's own tools out); a connection must send
-//! its request head within [`HEADER_READ_TIMEOUT`] and ends after [`CONNECTION_LIFETIME`].
+//! [`MAX_REMOTE`], [`MAX_PER_ADDRESS`] per address (more are closed at once, so hosts
+//! without the token cannot lock this machine's own tools out; they can crowd out a
+//! remote scraper from a dozen addresses, each refusal closing its connection); a
+//! connection must send its request head within [`HEADER_READ_TIMEOUT`] and ends after
+//! [`CONNECTION_LIFETIME`] (a response in flight gets 5 s more).
 
 pub mod client;
 pub mod dashboard;
@@ -152,10 +154,13 @@ impl Api {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         (!is_local_host(host)).then(|| {
-            text(
+            let mut r = text(
                 StatusCode::FORBIDDEN,
                 "Host must be an IP address or localhost (or send the token)\n",
-            )
+            );
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r
         })
     }
 }
@@ -271,11 +276,45 @@ pub async fn serve(listener: TcpListener, api: Arc<Api>, mut shutdown: watch::Re
                     tracing::debug!(%peer, error = %e, "status API connection ended with an error");
                 },
                 () = tokio::time::sleep(CONNECTION_LIFETIME) => {
+                    // Let a response in flight finish, briefly; then the slot is free.
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn.as_mut()).await;
                     tracing::debug!(%peer, "status API connection closed: lived too long");
                 }
                 _ = stop.changed() => {}
             }
         });
+    }
+}
+
+/// How long to wait before trying a port that could not be bound again.
+pub const BIND_RETRY: Duration = Duration::from_secs(30);
+
+/// Binds `addr` (trying again every [`BIND_RETRY`], each failure logged and recorded in
+/// `hub`) and serves `api` on it until `shutdown` turns true.
+pub async fn serve_retrying(
+    addr: SocketAddr,
+    api: Arc<Api>,
+    hub: Arc<StatusHub>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        match bind(addr).await {
+            Ok(listener) => {
+                if let Ok(a) = listener.local_addr() {
+                    tracing::info!(addr = %a, "status API and dashboard on http://{a}/");
+                }
+                return serve(listener, api, shutdown).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e.message, note = %e.note, retry_in = ?BIND_RETRY, "no status API yet");
+                hub.error(&e);
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(BIND_RETRY) => {}
+            _ = shutdown.changed() => return,
+        }
     }
 }
 
@@ -320,6 +359,9 @@ fn unauthorized(why: &str) -> Response<Full<Bytes>> {
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Bearer realm=\"shoal-agent\""),
     );
+    // A refused client does not keep its connection (and its slot).
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     r
 }
 

@@ -228,15 +228,19 @@ impl Reporter {
             return; // not about this release, or from a peer already gone
         }
         let now = Instant::now();
-        if self
-            .heard
-            .get(&peer)
-            .is_some_and(|h| now.duration_since(h.at) < MIN_REPORT_GAP)
-        {
+        // One address is one host (an IPv4-mapped address is its IPv4 one), except
+        // loopback, which every agent of one machine dialling another shares.
+        let addr = addr.map(|a| a.to_canonical());
+        let host = addr.filter(|a| !a.is_loopback());
+        let recent = |p: &PeerId, h: &Heard| {
+            (*p == peer || (host.is_some() && h.addr == host))
+                && now.duration_since(h.at) < MIN_REPORT_GAP
+        };
+        if self.heard.iter().any(|(p, h)| recent(p, h)) {
             return;
         }
         // A host that reconnects under new ids must not multiply its claims.
-        if let Some(a) = addr.filter(|a| !a.to_canonical().is_loopback()) {
+        if let Some(a) = host {
             self.heard.retain(|p, h| *p == peer || h.addr != Some(a));
         }
         let cap = self.facts.bytes;
@@ -418,11 +422,17 @@ pub fn clean_name(name: &str) -> String {
         .collect()
 }
 
-/// Unicode format characters that change how text around them looks.
+/// Characters that are invisible or change how text around them looks: Unicode format
+/// characters (category Cf), line and paragraph separators, and blank fillers a name
+/// could hide behind.
 fn is_format(c: char) -> bool {
     matches!(c,
-        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
-        | '\u{2060}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
+        | '\u{FFA0}' | '\u{FFF9}'..='\u{FFFB}' | '\u{110BD}' | '\u{110CD}'
+        | '\u{13430}'..='\u{1343F}' | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}'
+        | '\u{E0000}'..='\u{E0FFF}')
 }
 
 /// `name` cut to the wire's limit at a character boundary.
@@ -507,7 +517,11 @@ mod tests {
         r.on_joined(p, Capabilities::STATS);
         r.on_stats(p, None, summary("x", 1, 11, 5)); // another release's piece count
         assert!(r.heard.is_empty());
-        r.on_stats(p, None, summary("pc\u{1b}[2J\n\u{202e}name", 3, 10, 5_000));
+        r.on_stats(
+            p,
+            None,
+            summary("pc\u{1b}[2J\n\u{202e}na\u{e0041}\u{3164}me", 3, 10, 5_000),
+        );
         let h = &r.heard[&p].report;
         assert_eq!(h.name, "pc[2Jname");
         assert_eq!((h.bytes_from_peers, h.bytes_from_origin), (1000, 1000));
@@ -541,15 +555,19 @@ mod tests {
         let mut r = reporter();
         let lan: IpAddr = "198.18.0.9".parse().unwrap();
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:198.18.0.9".parse().unwrap();
         for i in 0..5u8 {
             let (a, b) = (PeerId([i; 16]), PeerId([100 + i; 16]));
             r.on_joined(a, Capabilities::STATS);
             r.on_joined(b, Capabilities::STATS);
-            r.on_stats(a, Some(lan), summary("liar", 10, 10, 1000));
+            let from = if i % 2 == 0 { lan } else { mapped };
+            r.on_stats(a, Some(from), summary("liar", 10, 10, 1000));
             r.on_stats(b, Some(lo), summary("local", 10, 10, 1000));
         }
         let from_lan = r.heard.values().filter(|h| h.addr == Some(lan)).count();
         let from_lo = r.heard.values().filter(|h| h.addr == Some(lo)).count();
         assert_eq!((from_lan, from_lo), (1, 5));
+        // Its first report stands: the others came within the gap, under other ids.
+        assert!(r.heard.contains_key(&PeerId([0; 16])));
     }
 }

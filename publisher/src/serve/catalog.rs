@@ -49,6 +49,8 @@ struct State {
 pub struct Catalog {
     root: PathBuf,
     state: Mutex<State>,
+    /// Held while rebuilding: requests that need the new map wait for it.
+    rebuilding: Mutex<()>,
 }
 
 impl Catalog {
@@ -57,6 +59,7 @@ impl Catalog {
         let c = Catalog {
             root: root.to_owned(),
             state: Mutex::new(State::default()),
+            rebuilding: Mutex::new(()),
         };
         c.rebuild();
         c
@@ -77,16 +80,19 @@ impl Catalog {
         if !(rel.starts_with("artifacts/") || rel.starts_with("indexes/")) {
             return None;
         }
-        // Claim the rebuild under the lock: a burst of requests for a new release's
-        // files rebuilds once.
-        let due = {
-            let mut s = self.state();
-            let due = s.built.is_none_or(|t| t.elapsed() >= REBUILD_EVERY);
-            if due {
-                s.built = Some(Instant::now());
-            }
-            due
-        };
+        // One rebuild at a time: a burst of requests for a new release's files waits
+        // for the first one's rebuild and then finds the map rebuilt.
+        let _one = self
+            .rebuilding
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(e) = self.state().by_path.get(rel) {
+            return Some(e.key.clone());
+        }
+        let due = self
+            .state()
+            .built
+            .is_none_or(|t| t.elapsed() >= REBUILD_EVERY);
         if due {
             self.rebuild();
         }
