@@ -4,8 +4,8 @@
 //! network namespace so its mDNS stays there) until it delivers a release, upgrade
 //! (state and config kept), install and remove a second vendor's package beside it
 //! (the first keeps working), remove (config and state kept), purge (gone), and compare
-//! the machine's files before and after. Needs root, dpkg and iproute2; elsewhere it
-//! fails and says so.
+//! the machine's files before and after. Lintian checks the package on the way. Needs
+//! root, dpkg, lintian and iproute2; elsewhere it fails and says so.
 
 mod common;
 
@@ -147,6 +147,20 @@ async fn a_vendor_package_installs_runs_upgrades_and_leaves_nothing_behind() {
     ] {
         assert!(contents.contains(&path), "{path} missing:\n{contents}");
     }
+
+    // Lintian (Debian's package checker) finds nothing to warn about.
+    let lintian = Command::new("lintian")
+        .args(["--fail-on", "warning", "--tag-display-limit", "0"])
+        .arg(&v1)
+        .output();
+    require(lintian.is_ok(), "lintian (Debian package lintian)");
+    let lintian = lintian.unwrap();
+    assert!(
+        lintian.status.success(),
+        "lintian: {}{}",
+        String::from_utf8_lossy(&lintian.stdout),
+        String::from_utf8_lossy(&lintian.stderr)
+    );
 
     // Install: the unit is enabled (systemd is not running here, so not started) and
     // systemd accepts it.
