@@ -478,3 +478,61 @@ fn refresh_resigns_the_same_release_with_a_new_expiry() {
     ]);
     assert_exit(&out, 2);
 }
+
+/// `agent-package` refuses what would make a broken package, and says what to change.
+#[test]
+fn agent_package_refuses_bad_input_plainly() {
+    let p = publish("agent-package", &[("a.bin", 1000, 1)], "1");
+    let trust = p.keys.join("trust/1.json");
+    let t = trust.to_str().unwrap();
+    let out_dir = p.dir.join("dist");
+    let o = out_dir.to_str().unwrap();
+    // The publisher binary stands in for the agent: only its presence is checked here.
+    let base = |name: &str, origin: &str, agent: &str, trust: &str| -> Vec<String> {
+        [
+            "agent-package",
+            "--name",
+            name,
+            "--version",
+            "1.0.0",
+            "--maintainer",
+            "Acme Ops <ops@acme.example>",
+            "--summary",
+            "Acme updates",
+            "--trust",
+            trust,
+            "--origin",
+            origin,
+            "--agent",
+            agent,
+            "--out",
+            o,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let cases = [
+        (base("Acme Updates", "https://u.example", BIN, t), "--name"),
+        (
+            base("shoal-agent", "https://u.example", BIN, t),
+            "Shoal's own",
+        ),
+        (base("acme-updates", "http://u.example", BIN, t), "https://"),
+        (
+            base("acme-updates", "https://u.example", "/nonexistent/agent", t),
+            "no agent binary",
+        ),
+        (
+            base("acme-updates", "https://u.example", BIN, BIN),
+            "not a trust document",
+        ),
+    ];
+    for (args, needle) in cases {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = publisher(&refs);
+        assert_exit(&out, 2);
+        assert!(stderr(&out).contains(needle), "{needle}: {}", stderr(&out));
+    }
+    assert!(!out_dir.exists() || std::fs::read_dir(&out_dir).unwrap().next().is_none());
+}
