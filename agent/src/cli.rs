@@ -98,6 +98,16 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Run as a Windows service (Windows starts this; the vendor's .msi registers it).
+    #[command(after_help = EXIT_CODES)]
+    Service {
+        /// The name the service is registered under.
+        #[arg(long)]
+        name: String,
+        /// Config file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Show this agent: its release and progress, bytes from peers and the origin, its
     /// peers and bans, the last channel check. Reads the running daemon's API.
     #[command(after_help = VIEW_HELP)]
@@ -148,6 +158,17 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit::USAGE } else { 0 });
         }
     };
+    // A Windows service must reach the service manager before anything else: no
+    // runtime, no console logging.
+    if let Command::Service { name, config } = cli.command {
+        return match crate::service::run(crate::service::ServiceArgs { name, config }) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(e.code)
+            }
+        };
+    }
     let level = if matches!(cli.command, Command::Run { .. }) {
         "info"
     } else {
@@ -185,6 +206,10 @@ async fn dispatch(cmd: Command) -> Result<(), Error> {
                 stop_tx.send_replace(true);
             });
             crate::daemon::run(cfg, stop_rx).await
+        }
+        // Handled before the runtime starts (see `main`).
+        Command::Service { name, config } => {
+            crate::service::run(crate::service::ServiceArgs { name, config })
         }
         Command::Status { api } => show(crate::show::View::Status, api).await,
         Command::Swarm { api } => show(crate::show::View::Swarm, api).await,

@@ -16,6 +16,7 @@
 //! | [`fetch`] | `shoal-agent fetch`: one download |
 //! | [`daemon`], [`config`] | `shoal-agent run`: following a channel |
 //! | [`space`] | the free-disk check before a download |
+//! | [`service`], [`logfile`] | `shoal-agent service`: the agent as a Windows service, logging to a rotated file |
 //! | [`status`], [`api`] | what the daemon records about itself, and the local HTTP API, `/metrics` and dashboard that show it |
 //! | [`show`] | `shoal-agent status` and `swarm`: the daemon's API as tables |
 //! | [`cli`], [`error`] | the command line, its output and exit codes (plumbing shared with the publisher in `shoal-cli`) |
@@ -29,8 +30,10 @@ pub mod discovery;
 pub mod error;
 pub mod fetch;
 pub mod link;
+pub mod logfile;
 pub mod origin;
 pub mod release;
+pub mod service;
 pub mod show;
 pub mod space;
 pub mod status;

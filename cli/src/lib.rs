@@ -19,6 +19,21 @@ pub fn init(default_level: &str) {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// Like [`init`], logging to `writer` without colours (a log file).
+pub fn init_with_writer<W>(default_level: &str, writer: W)
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(writer)
+        .try_init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Resolves when the process gets SIGTERM or SIGINT (Ctrl-C): both mean "stop cleanly".
 pub async fn terminated() {
     #[cfg(unix)]
