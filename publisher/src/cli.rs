@@ -195,7 +195,8 @@ enum Command {
         /// An extra CA certificate (PEM) agents trust for the origin.
         #[arg(long)]
         origin_ca: Option<PathBuf>,
-        /// The shoal-agent binary to ship; default: the one beside this program.
+        /// The shoal-agent binary to ship (shoal-agent.exe for msi); default: the one
+        /// beside this program.
         #[arg(long)]
         agent: Option<PathBuf>,
         /// Peer port; default derived from --name (7400-7598).
@@ -241,6 +242,8 @@ enum Command {
 enum PackageFormat {
     /// A Debian package (.deb) with a systemd service.
     Deb,
+    /// A Windows Installer package (.msi) with a Windows service (needs wixl).
+    Msi,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -408,7 +411,7 @@ fn run(cmd: Command) -> Result<()> {
             }
         }
         Command::AgentPackage {
-            format: PackageFormat::Deb,
+            format,
             name,
             version,
             maintainer,
@@ -422,12 +425,16 @@ fn run(cmd: Command) -> Result<()> {
             api_port,
             out,
         } => {
+            let exe = match format {
+                PackageFormat::Deb => "shoal-agent",
+                PackageFormat::Msi => "shoal-agent.exe",
+            };
             let agent = match agent {
                 Some(a) => a,
                 None => std::env::current_exe()
                     .ok()
-                    .and_then(|p| p.parent().map(|d| d.join("shoal-agent")))
-                    .unwrap_or_else(|| PathBuf::from("shoal-agent")),
+                    .and_then(|p| p.parent().map(|d| d.join(exe)))
+                    .unwrap_or_else(|| PathBuf::from(exe)),
             };
             let o = crate::package::PackageOptions {
                 name,
@@ -443,10 +450,13 @@ fn run(cmd: Command) -> Result<()> {
                 api_port,
                 out,
             };
-            let deb = crate::package::deb::build(&o)?;
-            println!("wrote {}", deb.display());
+            let built = match format {
+                PackageFormat::Deb => crate::package::deb::build(&o)?,
+                PackageFormat::Msi => crate::package::msi::build(&o)?,
+            };
+            println!("wrote {}", built.display());
             println!(
-                "service {n}: peers on port {p}, status on http://127.0.0.1:{a}/ (`{n} status`)",
+                "service {n}: peers on port {p}, status on http://127.0.0.1:{a}/",
                 n = o.name,
                 p = o.peer_port(),
                 a = o.api_port()

@@ -21,6 +21,7 @@ const SAMPLE_CONFIG: &str = include_str!("../../../packaging/agent.toml");
 /// Builds the package; returns its path.
 pub fn build(o: &PackageOptions) -> Result<PathBuf> {
     o.validate()?;
+    super::check_executable(&o.agent, false)?;
     let arch = architecture()?;
     std::fs::create_dir_all(&o.out)
         .map_err(|e| Error::other(format!("creating {}: {e}", o.out.display()), ""))?;
@@ -49,9 +50,18 @@ fn stage_and_build(o: &PackageOptions, arch: &str, stage: &Path) -> Result<PathB
         .as_bytes(),
         0o755,
     )?;
+    let layout = super::Layout {
+        trust: format!("/usr/share/{n}/trust.json"),
+        origin_ca: format!("/usr/share/{n}/origin-ca.pem"),
+        state: format!("/var/lib/{n}"),
+        releases: format!("/var/lib/{n}/releases"),
+        example: format!("/usr/share/doc/{n}/agent.toml.example"),
+        restart: format!("systemctl restart {n}"),
+        status: format!("{n} status"),
+    };
     put(
         &format!("etc/{n}/agent.toml"),
-        o.config_text().as_bytes(),
+        o.config_text(&layout).as_bytes(),
         0o644,
     )?;
     let trust = std::fs::read(&o.trust)

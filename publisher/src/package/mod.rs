@@ -15,8 +15,10 @@
 //! | module | builds |
 //! |---|---|
 //! | [`deb`] | a Debian package (`dpkg-deb`), with a hardened systemd unit |
+//! | [`msi`] | a Windows Installer package (`wixl`), with a Windows service |
 
 pub mod deb;
+pub mod msi;
 
 use std::path::{Path, PathBuf};
 
@@ -149,25 +151,26 @@ impl PackageOptions {
         }
     }
 
-    /// The agent's config file as shipped (a conffile: an admin's edits survive upgrades).
-    pub fn config_text(&self) -> String {
+    /// The agent's config file as shipped, with the system's paths (`layout`); the
+    /// package keeps an admin's edits across upgrades.
+    pub fn config_text(&self, layout: &Layout) -> String {
         let n = &self.name;
         let ca = if self.origin_ca.is_some() {
-            format!("/usr/share/{n}/origin-ca.pem")
+            layout.origin_ca.as_str()
         } else {
-            String::new()
+            ""
         };
         format!(
             "# {n}: the Shoal agent that keeps this machine's {summary} up to date.\n\
-             # Every key and its default: /usr/share/doc/{n}/agent.toml.example.\n\
-             # After a change: systemctl restart {n}\n\
+             # Every key and its default: {example}.\n\
+             # After a change: {restart}\n\
              \n\
              origin = {origin:?}\n\
              channel = {channel:?}\n\
-             trust = \"/usr/share/{n}/trust.json\"\n\
-             origin_ca = {ca:?}\n\
-             state_dir = \"/var/lib/{n}\"\n\
-             releases_dir = \"/var/lib/{n}/releases\"\n\
+             trust = '{trust}'\n\
+             origin_ca = '{ca}'\n\
+             state_dir = '{state}'\n\
+             releases_dir = '{releases}'\n\
              # Peers connect here; open it to the LAN in a host firewall.\n\
              listen = \"0.0.0.0:{peer}\"\n\
              # Shell command run once per verified release, in its directory. It runs as\n\
@@ -179,15 +182,72 @@ impl PackageOptions {
              group = {n:?}\n\
              \n\
              [api]\n\
-             # `{n} status`, `{n} swarm`, and the dashboard at http://127.0.0.1:{api}/\n\
+             # `{status}` (and `swarm`), and the dashboard at http://127.0.0.1:{api}/\n\
              listen = \"127.0.0.1:{api}\"\n",
             summary = self.summary,
             origin = self.origin,
             channel = self.channel,
             peer = self.peer_port(),
             api = self.api_port(),
+            example = layout.example,
+            restart = layout.restart,
+            status = layout.status,
+            trust = layout.trust,
+            state = layout.state,
+            releases = layout.releases,
         )
     }
+}
+
+/// Where a package puts what the agent's config names (TOML literal strings: no
+/// escapes, so Windows paths stay readable).
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The trust document.
+    pub trust: String,
+    /// The origin's CA certificate, if shipped.
+    pub origin_ca: String,
+    /// The agent's state.
+    pub state: String,
+    /// Delivered releases.
+    pub releases: String,
+    /// The sample config with every key.
+    pub example: String,
+    /// How to restart the service.
+    pub restart: String,
+    /// How an admin runs `status` with this config.
+    pub status: String,
+}
+
+/// The first bytes of an executable for `windows` (PE) or not (ELF), to catch the wrong
+/// binary before it is packaged.
+pub fn check_executable(path: &Path, windows: bool) -> Result<()> {
+    let mut head = [0u8; 4];
+    let ok = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .is_ok()
+        && if windows {
+            head.starts_with(b"MZ")
+        } else {
+            head == *b"\x7fELF"
+        };
+    if ok {
+        return Ok(());
+    }
+    Err(Error::usage(
+        format!(
+            "{} is not a {} executable",
+            path.display(),
+            if windows { "Windows" } else { "Linux" }
+        ),
+        if windows {
+            "cross-build it: `cargo build --release --target x86_64-pc-windows-gnu -p \
+             shoal-agent`, then --agent target/x86_64-pc-windows-gnu/release/shoal-agent.exe"
+        } else {
+            "build it: `cargo build --release -p shoal-agent`, then --agent \
+             target/release/shoal-agent"
+        },
+    ))
 }
 
 fn read(p: &Path) -> Result<Vec<u8>> {

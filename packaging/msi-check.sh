@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Builds the agent for Windows and a vendor's .msi with it, and checks the package's
+# tables with msiinfo: the service (name, automatic start, arguments), its control
+# (started on install, stopped and removed on uninstall), the upgrade code, the files.
+# Where the Windows target, the mingw cross compiler or wixl cannot be installed, it
+# says so plainly and exits 0 (skipped). Installing the MSI under Wine is not done here.
+#   bash packaging/msi-check.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+skip() {
+  echo "msi check SKIPPED: $*"
+  echo "  to run it: rustup target add x86_64-pc-windows-gnu;"
+  echo "  apt install gcc-mingw-w64-x86-64 wixl msitools; bash packaging/msi-check.sh"
+  exit 0
+}
+rustup target list --installed 2>/dev/null | grep -q '^x86_64-pc-windows-gnu$' \
+  || rustup target add x86_64-pc-windows-gnu \
+  || skip "the Windows target (x86_64-pc-windows-gnu) cannot be installed here"
+command -v x86_64-w64-mingw32-gcc >/dev/null || skip "no mingw cross compiler (gcc-mingw-w64-x86-64)"
+command -v wixl >/dev/null || skip "no wixl"
+command -v msiinfo >/dev/null || skip "no msiinfo (msitools)"
+
+cargo build -q --target x86_64-pc-windows-gnu -p shoal-agent
+cargo build -q -p shoal-publisher
+target_dir="${CARGO_TARGET_DIR:-target}"
+exe="$target_dir/x86_64-pc-windows-gnu/debug/shoal-agent.exe"
+P="$target_dir/debug/shoal-publisher"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+"$P" keygen --keys "$work/keys" --product acme > /dev/null
+"$P" agent-package --format msi --name acme-updates --version 1.2.3 \
+  --maintainer 'Acme Ops <ops@acme.example>' --summary 'Acme driver updates' \
+  --trust "$work/keys/trust/1.json" --origin https://updates.acme.example \
+  --agent "$exe" --out "$work" > /dev/null
+msi="$work/acme-updates-1.2.3-x64.msi"
+fail() { echo "msi check FAILED: $*" >&2; exit 1; }
+table() { msiinfo export "$msi" "$1"; }
+table ServiceInstall | grep -P '^AgentService\tacme-updates\t.*\t16\t2\t1\t.*service --name acme-updates --config "\[CommonAppDataFolder\]acme-updates\\agent.toml"' >/dev/null \
+  || fail "ServiceInstall: $(table ServiceInstall)"
+# 163 = start on install (1) + stop on install (2) + stop on uninstall (32) + remove on uninstall (128)
+table ServiceControl | grep -P '^AgentServiceControl\tacme-updates\t163\t' >/dev/null \
+  || fail "ServiceControl: $(table ServiceControl)"
+upgrade=$(table Upgrade | grep -c 'WIX_UPGRADE_DETECTED' || true)
+[ "$upgrade" -ge 1 ] || fail "no MajorUpgrade row: $(table Upgrade)"
+files=$(table File)
+for f in shoal-agent.exe trust.json agent.toml; do
+  grep -qP "\t$f\t" <<<"$files" || fail "$f is not in the File table: $files"
+done
+table Property | grep -P '^ProductVersion\t1\.2\.3' >/dev/null || fail "ProductVersion: $(table Property)"
+table Directory | grep -q CommonAppDataFolder || fail "the config is not under %ProgramData%"
+echo "msi check passed: $(basename "$msi") ($(stat -c %s "$msi") bytes): service, control, upgrade, files"
