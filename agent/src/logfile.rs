@@ -1,6 +1,7 @@
 //! A log file that rotates by size, for the Windows service (which has no stderr an
 //! admin can read): `agent.log`, moved to `agent.log.1` (and so on, [`KEEP`] files) once
-//! it passes [`MAX_BYTES`]. Writes that fail are dropped: logging never stops the agent.
+//! it passes [`MAX_BYTES`] (between writes: the log writer hands over whole lines). Writes
+//! that fail are dropped: logging never stops the agent.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -114,8 +115,10 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("logs/agent.log");
         let mut f = RotatingFile::with_limit(&path, 100).unwrap();
+        // The log writer hands over whole lines (51 bytes here), one write each.
         for i in 0..20 {
-            writeln!(f, "{i:03} {}", "x".repeat(46)).unwrap(); // 51 bytes a line
+            f.write_all(format!("{i:03} {}\n", "x".repeat(46)).as_bytes())
+                .unwrap();
         }
         let names: Vec<String> = {
             let mut v: Vec<String> = std::fs::read_dir(dir.join("logs"))

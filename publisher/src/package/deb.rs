@@ -15,8 +15,17 @@ use std::process::Command;
 use super::PackageOptions;
 use crate::error::{Error, Result};
 
-/// The agent's sample config with every key, shipped as documentation.
-const SAMPLE_CONFIG: &str = include_str!("../../../packaging/agent.toml");
+/// Where the Debian package puts what the config names.
+pub fn layout(n: &str) -> super::Layout {
+    super::Layout {
+        trust: format!("/usr/share/{n}/trust.json"),
+        origin_ca: format!("/usr/share/{n}/origin-ca.pem"),
+        state: format!("/var/lib/{n}"),
+        releases: format!("/var/lib/{n}/releases"),
+        restart: format!("systemctl restart {n}"),
+        status: format!("{n} status"),
+    }
+}
 
 /// Builds the package; returns its path.
 pub fn build(o: &PackageOptions) -> Result<PathBuf> {
@@ -50,15 +59,7 @@ fn stage_and_build(o: &PackageOptions, arch: &str, stage: &Path) -> Result<PathB
         .as_bytes(),
         0o755,
     )?;
-    let layout = super::Layout {
-        trust: format!("/usr/share/{n}/trust.json"),
-        origin_ca: format!("/usr/share/{n}/origin-ca.pem"),
-        state: format!("/var/lib/{n}"),
-        releases: format!("/var/lib/{n}/releases"),
-        example: format!("/usr/share/doc/{n}/agent.toml.example"),
-        restart: format!("systemctl restart {n}"),
-        status: format!("{n} status"),
-    };
+    let layout = layout(n);
     put(
         &format!("etc/{n}/agent.toml"),
         o.config_text(&layout).as_bytes(),
@@ -79,7 +80,7 @@ fn stage_and_build(o: &PackageOptions, arch: &str, stage: &Path) -> Result<PathB
     )?;
     put(
         &format!("usr/share/doc/{n}/agent.toml.example"),
-        SAMPLE_CONFIG.as_bytes(),
+        super::SAMPLE_CONFIG.as_bytes(),
         0o644,
     )?;
     put(

@@ -24,6 +24,9 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+/// The agent's sample config: every key, its comment and its default.
+pub const SAMPLE_CONFIG: &str = include_str!("../../../packaging/agent.toml");
+
 /// What a vendor's agent package carries.
 #[derive(Debug, Clone)]
 pub struct PackageOptions {
@@ -151,8 +154,9 @@ impl PackageOptions {
         }
     }
 
-    /// The agent's config file as shipped, with the system's paths (`layout`); the
-    /// package keeps an admin's edits across upgrades.
+    /// The agent's config file as shipped: the sample with every key and its comment
+    /// (`packaging/agent.toml`), this package's values in place of the defaults, the
+    /// system's paths from `layout`. The package keeps an admin's edits across upgrades.
     pub fn config_text(&self, layout: &Layout) -> String {
         let n = &self.name;
         let ca = if self.origin_ca.is_some() {
@@ -160,42 +164,53 @@ impl PackageOptions {
         } else {
             ""
         };
-        format!(
+        // (section, key) → value, as TOML; literal strings keep Windows paths readable.
+        let values = [
+            ("", "origin", format!("{:?}", self.origin)),
+            ("", "channel", format!("{:?}", self.channel)),
+            ("", "trust", format!("'{}'", layout.trust)),
+            ("", "origin_ca", format!("'{ca}'")),
+            ("", "state_dir", format!("'{}'", layout.state)),
+            ("", "releases_dir", format!("'{}'", layout.releases)),
+            ("", "listen", format!("\"0.0.0.0:{}\"", self.peer_port())),
+            ("mdns", "group", format!("{n:?}")),
+            (
+                "api",
+                "listen",
+                format!("\"127.0.0.1:{}\"", self.api_port()),
+            ),
+        ];
+        let mut out = format!(
             "# {n}: the Shoal agent that keeps this machine's {summary} up to date.\n\
-             # Every key and its default: {example}.\n\
-             # After a change: {restart}\n\
-             \n\
-             origin = {origin:?}\n\
-             channel = {channel:?}\n\
-             trust = '{trust}'\n\
-             origin_ca = '{ca}'\n\
-             state_dir = '{state}'\n\
-             releases_dir = '{releases}'\n\
-             # Peers connect here; open it to the LAN in a host firewall.\n\
-             listen = \"0.0.0.0:{peer}\"\n\
-             # Shell command run once per verified release, in its directory. It runs as\n\
-             # the service's unprivileged user.\n\
-             install_command = \"\"\n\
-             \n\
-             [mdns]\n\
-             # Agents of this package meet only each other.\n\
-             group = {n:?}\n\
-             \n\
-             [api]\n\
-             # `{status}` (and `swarm`), and the dashboard at http://127.0.0.1:{api}/\n\
-             listen = \"127.0.0.1:{api}\"\n",
+             # This package set origin, channel, trust, the paths, the ports and the mDNS\n\
+             # group; every other key shows its default. After a change: {restart}\n\
+             # Status: `{status}`; dashboard: http://127.0.0.1:{api}/\n\
+             # Peers connect on port {peer}: open it to the LAN in a host firewall.\n\n",
             summary = self.summary,
-            origin = self.origin,
-            channel = self.channel,
-            peer = self.peer_port(),
-            api = self.api_port(),
-            example = layout.example,
             restart = layout.restart,
             status = layout.status,
-            trust = layout.trust,
-            state = layout.state,
-            releases = layout.releases,
-        )
+            api = self.api_port(),
+            peer = self.peer_port(),
+        );
+        let mut section = String::new();
+        for line in SAMPLE_CONFIG.lines() {
+            let t = line.trim();
+            if let Some(name) = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+                section = name.to_owned();
+            }
+            let key = t.split('=').next().unwrap_or("").trim();
+            let replaced = (!t.starts_with('#') && t.contains('='))
+                .then(|| values.iter().find(|(s, k, _)| *s == section && *k == key))
+                .flatten();
+            match replaced {
+                Some((_, k, v)) => out.push_str(&format!("{k} = {v}\n")),
+                None => {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+        out
     }
 }
 
@@ -211,8 +226,6 @@ pub struct Layout {
     pub state: String,
     /// Delivered releases.
     pub releases: String,
-    /// The sample config with every key.
-    pub example: String,
     /// How to restart the service.
     pub restart: String,
     /// How an admin runs `status` with this config.

@@ -19,6 +19,20 @@ use std::process::Command;
 use super::{Layout, PackageOptions};
 use crate::error::{Error, Result};
 
+/// Where the Windows package puts what the config names.
+pub fn layout(n: &str) -> Layout {
+    Layout {
+        trust: format!(r"C:\Program Files\{n}\trust.json"),
+        origin_ca: format!(r"C:\Program Files\{n}\origin-ca.pem"),
+        state: format!(r"C:\ProgramData\{n}\state"),
+        releases: format!(r"C:\ProgramData\{n}\releases"),
+        restart: format!("Restart-Service {n}"),
+        status: format!(
+            r#""C:\Program Files\{n}\shoal-agent.exe" status --config C:\ProgramData\{n}\agent.toml"#
+        ),
+    }
+}
+
 /// Builds the package; returns its path.
 pub fn build(o: &PackageOptions) -> Result<PathBuf> {
     o.validate()?;
@@ -70,17 +84,7 @@ fn stage_and_build(o: &PackageOptions, version: &str, stage: &Path) -> Result<Pa
         .as_ref()
         .map(|c| copy(c, "origin-ca.pem"))
         .transpose()?;
-    let layout = Layout {
-        trust: format!(r"C:\Program Files\{n}\trust.json"),
-        origin_ca: format!(r"C:\Program Files\{n}\origin-ca.pem"),
-        state: format!(r"C:\ProgramData\{n}\state"),
-        releases: format!(r"C:\ProgramData\{n}\releases"),
-        example: "the agent's documentation (packaging/agent.toml)".into(),
-        restart: format!("Restart-Service {n}"),
-        status: format!(
-            r#""C:\Program Files\{n}\shoal-agent.exe" status --config C:\ProgramData\{n}\agent.toml"#
-        ),
-    };
+    let layout = layout(n);
     let config = stage.join("agent.toml");
     std::fs::write(&config, o.config_text(&layout).replace('\n', "\r\n"))
         .map_err(|e| Error::other(format!("writing {}: {e}", config.display()), ""))?;
