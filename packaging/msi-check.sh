@@ -43,9 +43,20 @@ table ServiceControl | grep -P '^AgentServiceControl\tacme-updates\t163\t' >/dev
 upgrade=$(table Upgrade | grep -c 'WIX_UPGRADE_DETECTED' || true)
 [ "$upgrade" -ge 1 ] || fail "no MajorUpgrade row: $(table Upgrade)"
 files=$(table File)
-for f in shoal-agent.exe trust.json agent.toml; do
+for f in shoal-agent.exe trust.json agent.toml; do  # (trust and config in %ProgramData%)
   grep -qP "\t$f\t" <<<"$files" || fail "$f is not in the File table: $files"
 done
 table Property | grep -P '^ProductVersion\t1\.2\.3' >/dev/null || fail "ProductVersion: $(table Property)"
 table Directory | grep -q CommonAppDataFolder || fail "the config is not under %ProgramData%"
-echo "msi check passed: $(basename "$msi") ($(stat -c %s "$msi") bytes): service, control, upgrade, files"
+# The config is permanent (attribute 16): an upgrade or uninstall keeps an admin's edits.
+attrs=$(table Component | awk -F'\t' '$1 == "Config" {print $4}')
+[ -n "$attrs" ] && [ $(( attrs & 16 )) -ne 0 ] || fail "the config component is not permanent: $(table Component)"
+# One product code per version (derived): rebuilding a version installs nothing twice.
+code1=$(table Property | awk -F'\t' '$1 == "ProductCode" {print $2}')
+"$P" agent-package --format msi --name acme-updates --version 1.2.3 \
+  --maintainer 'Acme Ops <ops@acme.example>' --summary 'Acme driver updates' \
+  --trust "$work/keys/trust/1.json" --origin https://updates.acme.example \
+  --agent "$exe" --out "$work/again" > /dev/null
+code2=$(msiinfo export "$work/again/acme-updates-1.2.3-x64.msi" Property | awk -F'\t' '$1 == "ProductCode" {print $2}')
+[ -n "$code1" ] && [ "$code1" = "$code2" ] || fail "product codes differ between builds: $code1 $code2"
+echo "msi check passed: $(basename "$msi") ($(stat -c %s "$msi") bytes): service, control, upgrade, files, permanent config, stable product code"

@@ -94,8 +94,8 @@ pub struct Config {
     pub poll_interval_secs: u64,
     /// Delivered releases to keep.
     pub keep_releases: usize,
-    /// Shell command run once a release verified, in its directory, with
-    /// `SHOAL_RELEASE_DIR` and `SHOAL_RELEASE_VERSION` set; empty for none.
+    /// Shell command (`sh -c`; `cmd /C` on Windows) run once a release verified, in its
+    /// directory, with `SHOAL_RELEASE_DIR` and `SHOAL_RELEASE_VERSION` set; empty for none.
     pub install_command: String,
     /// Longest wait for LAN peers before the first origin fetch, in seconds (it ends
     /// sooner once peers have joined and no new one has for 0.4 s).
@@ -179,7 +179,21 @@ impl Config {
             }
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|e| Error::io(p.display(), e))?;
-                Config::parse(&text, &p.display().to_string())
+                let mut c = Config::parse(&text, &p.display().to_string())?;
+                // Relative paths are relative to the config file's directory (so a
+                // package can ship a config that works wherever it was installed).
+                let base = p.parent().unwrap_or(Path::new("."));
+                for path in [
+                    &mut c.trust,
+                    &mut c.state_dir,
+                    &mut c.releases_dir,
+                    &mut c.origin_ca,
+                ] {
+                    if !path.as_os_str().is_empty() && path.is_relative() {
+                        *path = base.join(&*path);
+                    }
+                }
+                Ok(c)
             }
         }
     }

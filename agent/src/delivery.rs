@@ -175,8 +175,20 @@ async fn install(cfg: &Config, dir: &Path, label: &str) -> String {
         label.to_owned(),
     );
     let status = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("sh")
-            .arg("-c")
+        // A shell command: `sh -c` where there is one, `cmd /C` on Windows.
+        #[cfg(not(windows))]
+        let mut shell = {
+            let mut c = std::process::Command::new("sh");
+            c.arg("-c");
+            c
+        };
+        #[cfg(windows)]
+        let mut shell = {
+            let mut c = std::process::Command::new("cmd");
+            c.arg("/C");
+            c
+        };
+        shell
             .arg(&cmd)
             .current_dir(&dir)
             .env("SHOAL_RELEASE_DIR", &dir)

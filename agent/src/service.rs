@@ -4,8 +4,12 @@
 //! manager at once, before anything else (otherwise: error 1053 and a rolled-back
 //! install). So the dispatcher starts first, on the main thread, and the tokio runtime is
 //! built inside the service's main function; Stop and Shutdown requests end the daemon
-//! the way SIGTERM does on Linux. With no console to write to, the log goes to
-//! `<state_dir>/logs/agent.log`, rotated by size ([`crate::logfile`]).
+//! the way SIGTERM does on Linux (reporting StopPending while it ends). With no console
+//! to write to, the log goes to `logs\agent.log` beside the config, opened before the
+//! config is read, rotated by size ([`crate::logfile`]). Before it uses them, the service
+//! gives its config, state and releases directories to SYSTEM and Administrators alone
+//! (`%ProgramData%` lets every user create files below it), and it asks Windows to
+//! restart it after a failure.
 //!
 //! On other systems the command explains where the service comes from instead (a
 //! systemd unit runs `shoal-agent run`).
@@ -45,15 +49,20 @@ pub fn run(args: ServiceArgs) -> Result<()> {
 #[cfg(windows)]
 mod windows {
     use std::ffi::OsString;
-    use std::sync::OnceLock;
+    use std::path::{Path, PathBuf};
+    use std::sync::{Arc, OnceLock};
     use std::time::Duration;
 
     use tokio::sync::watch;
     use windows_service::service::{
-        ServiceControl, ServiceControlAccept, ServiceExitCode, ServiceState, ServiceStatus,
-        ServiceType,
+        ServiceAccess, ServiceAction, ServiceActionType, ServiceControl, ServiceControlAccept,
+        ServiceExitCode, ServiceFailureActions, ServiceFailureResetPeriod, ServiceState,
+        ServiceStatus, ServiceType,
     };
-    use windows_service::service_control_handler::{self, ServiceControlHandlerResult};
+    use windows_service::service_control_handler::{
+        self, ServiceControlHandlerResult, ServiceStatusHandle,
+    };
+    use windows_service::service_manager::{ServiceManager, ServiceManagerAccess};
     use windows_service::{define_windows_service, service_dispatcher};
 
     use super::ServiceArgs;
@@ -77,25 +86,53 @@ mod windows {
         })
     }
 
-    fn status(state: ServiceState, accept: ServiceControlAccept, code: u32) -> ServiceStatus {
+    fn status(
+        state: ServiceState,
+        accept: ServiceControlAccept,
+        exit_code: ServiceExitCode,
+    ) -> ServiceStatus {
         ServiceStatus {
             service_type: ServiceType::OWN_PROCESS,
             current_state: state,
             controls_accepted: accept,
-            exit_code: ServiceExitCode::Win32(code),
+            exit_code,
             checkpoint: 0,
             wait_hint: Duration::from_secs(30),
             process_id: None,
         }
     }
 
+    /// The service's own log, beside its config: it exists before the config is read,
+    /// so a config that does not load is logged too.
+    fn log_path(config: &Path) -> PathBuf {
+        config
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("logs")
+            .join("agent.log")
+    }
+
     fn service_main(_arguments: Vec<OsString>) {
         let Some(args) = ARGS.get().cloned() else {
             return;
         };
+        match crate::logfile::RotatingFile::open(&log_path(&args.config)) {
+            Ok(file) => shoal_cli::init_with_writer("info", file),
+            Err(_) => shoal_cli::init_with_writer("info", std::io::sink),
+        }
+        let handle_cell: Arc<OnceLock<ServiceStatusHandle>> = Arc::new(OnceLock::new());
         let (stop_tx, stop_rx) = watch::channel(false);
+        let cell = handle_cell.clone();
         let handler = move |event| match event {
             ServiceControl::Stop | ServiceControl::Shutdown => {
+                // Stopping may take a while (the transfer ends, writes land): say so.
+                if let Some(h) = cell.get() {
+                    let _ = h.set_service_status(status(
+                        ServiceState::StopPending,
+                        ServiceControlAccept::empty(),
+                        ServiceExitCode::Win32(0),
+                    ));
+                }
                 stop_tx.send_replace(true);
                 ServiceControlHandlerResult::NoError
             }
@@ -105,13 +142,21 @@ mod windows {
         let Ok(handle) = service_control_handler::register(&args.name, handler) else {
             return;
         };
+        let _ = handle_cell.set(handle);
+        restart_on_failure(&args.name);
         let accept = ServiceControlAccept::STOP | ServiceControlAccept::SHUTDOWN;
-        let _ = handle.set_service_status(status(ServiceState::Running, accept, 0));
+        let _ = handle.set_service_status(status(
+            ServiceState::Running,
+            accept,
+            ServiceExitCode::Win32(0),
+        ));
         let code = match run_daemon(&args, stop_rx) {
-            Ok(()) => 0,
+            Ok(()) => ServiceExitCode::Win32(0),
             Err(e) => {
                 tracing::error!(error = %e.message, note = %e.note, "the agent stopped");
-                1
+                // A service-specific code: Windows reports a failure and, with the
+                // failure actions set below, restarts the service.
+                ServiceExitCode::ServiceSpecific(u32::from(e.code))
             }
         };
         let _ = handle.set_service_status(status(
@@ -121,18 +166,82 @@ mod windows {
         ));
     }
 
+    /// Asks Windows to restart the service after a failure (5 s, then 30 s, then every
+    /// 60 s), also when it stops with an error rather than crashing. The MSI cannot say
+    /// this (wixl has no ServiceConfig), so the service says it of itself; best effort.
+    fn restart_on_failure(name: &str) {
+        let set = || -> windows_service::Result<()> {
+            let manager =
+                ServiceManager::local_computer(None::<&str>, ServiceManagerAccess::CONNECT)?;
+            let service = manager.open_service(name, ServiceAccess::CHANGE_CONFIG)?;
+            let restart = |secs| ServiceAction {
+                action_type: ServiceActionType::Restart,
+                delay: Duration::from_secs(secs),
+            };
+            service.update_failure_actions(ServiceFailureActions {
+                reset_period: ServiceFailureResetPeriod::After(Duration::from_secs(86_400)),
+                reboot_msg: None,
+                command: None,
+                actions: Some(vec![restart(5), restart(30), restart(60)]),
+            })?;
+            service.set_failure_actions_on_non_crash_failures(true)
+        };
+        if let Err(e) = set() {
+            tracing::warn!(error = %e, "could not set the service's restart-on-failure actions");
+        }
+    }
+
+    /// Gives the agent's directories to SYSTEM and Administrators alone. `%ProgramData%`
+    /// lets every user create files in its subfolders; a user must not plant pieces,
+    /// delivery records or releases for the agent (running as SYSTEM) to trust.
+    fn lock_down(dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
+        // Well-known SIDs: SYSTEM (S-1-5-18), Administrators (S-1-5-32-544).
+        let out = std::process::Command::new("icacls")
+            .arg(dir)
+            .args([
+                "/inheritance:r",
+                "/grant:r",
+                "*S-1-5-18:(OI)(CI)F",
+                "/grant:r",
+                "*S-1-5-32-544:(OI)(CI)F",
+                "/T",
+                "/C",
+                "/Q",
+            ])
+            .output()
+            .map_err(|e| Error::new(exit::IO, format!("running icacls: {e}"), ""))?;
+        if !out.status.success() {
+            return Err(Error::new(
+                exit::IO,
+                format!(
+                    "cannot restrict access to {}: {}",
+                    dir.display(),
+                    String::from_utf8_lossy(&out.stdout).trim()
+                ),
+                "the agent does not run on a directory other users can write",
+            ));
+        }
+        Ok(())
+    }
+
     fn run_daemon(args: &ServiceArgs, stop: watch::Receiver<bool>) -> Result<()> {
         let cfg = crate::config::Config::load(Some(&args.config))?;
-        let log = cfg.state_dir.join("logs").join("agent.log");
-        match crate::logfile::RotatingFile::open(&log) {
-            Ok(file) => shoal_cli::init_with_writer("info", file),
-            Err(_) => shoal_cli::init_with_writer("info", std::io::sink),
+        let mut dirs = vec![cfg.state_dir.clone(), cfg.releases_dir.clone()];
+        if let Some(d) = args.config.parent() {
+            dirs.push(d.to_owned());
+        }
+        for d in &dirs {
+            lock_down(d)?;
         }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .map_err(|e| Error::new(exit::IO, format!("starting the runtime: {e}"), ""))?;
         tracing::info!(service = %args.name, config = %args.config.display(), "service started");
-        rt.block_on(crate::daemon::run(cfg, stop))
+        let r = rt.block_on(crate::daemon::run(cfg, stop));
+        // Blocking work still running (an assembly, an install command) gets a while.
+        rt.shutdown_timeout(Duration::from_secs(20));
+        r
     }
 }

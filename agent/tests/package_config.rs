@@ -29,11 +29,17 @@ fn keys(text: &str) -> Vec<String> {
     for line in text.lines().map(str::trim) {
         if let Some(s) = line.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
             section = s.to_owned();
-        } else if !line.starts_with('#') && line.contains('=') {
-            out.push(format!(
-                "{section}.{}",
-                line.split('=').next().unwrap().trim()
-            ));
+        } else if line.contains(" = ") {
+            // Set, or shown commented out at its default.
+            let key = line
+                .trim_start_matches("# ")
+                .split('=')
+                .next()
+                .unwrap()
+                .trim();
+            if key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                out.push(format!("{section}.{key}"));
+            }
         }
     }
     out
@@ -48,15 +54,30 @@ fn the_shipped_config_parses_and_keeps_every_key() {
         for ca in [false, true] {
             let o = options(ca);
             let text = o.config_text(&layout);
-            let c = Config::parse(&text, "shipped").unwrap_or_else(|e| panic!("{e}\n{text}"));
+            let dir = shoal_tests::TempDir::new("shipped-config");
+            let file = dir.join("agent.toml");
+            std::fs::write(&file, &text).unwrap();
+            let c = Config::load(Some(&file)).unwrap_or_else(|e| panic!("{e}\n{text}"));
             assert_eq!(c.origin, "https://updates.acme.example");
             assert_eq!(c.channel, "beta");
             assert_eq!(c.listen.port(), 7420);
             assert_eq!(c.api.listen.to_string(), "127.0.0.1:7421");
             assert_eq!(c.mdns.group, "acme-updates");
             assert_eq!(c.origin_ca.as_os_str().is_empty(), !ca);
-            let state = c.state_dir.to_string_lossy().into_owned();
-            assert_eq!(state.starts_with("C:\\"), windows, "{state}");
+            // Windows: relative to the config's folder, wherever %ProgramData% is.
+            let (state, trust_dir) = if windows {
+                (dir.join("state"), dir.path().to_owned())
+            } else {
+                (
+                    PathBuf::from("/var/lib/acme-updates"),
+                    PathBuf::from("/usr/share/acme-updates"),
+                )
+            };
+            assert_eq!(c.state_dir, state);
+            assert_eq!(c.trust.parent(), Some(trust_dir.as_path()));
+            // The agent's own defaults apply to what the package does not set.
+            assert_eq!(c.poll_interval_secs, Config::default().poll_interval_secs);
+            assert!(text.contains("\n# poll_interval_secs = "), "{text}");
             assert_eq!(
                 keys(&text),
                 keys(shoal_publisher::package::SAMPLE_CONFIG),

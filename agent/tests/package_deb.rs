@@ -72,16 +72,31 @@ fn files() -> BTreeSet<String> {
 }
 
 /// Purges both test packages when the test ends, however it ends.
-struct Purge;
+struct Purge(bool);
 
-impl Drop for Purge {
-    fn drop(&mut self) {
+impl Purge {
+    /// Takes away what an earlier, killed run may have left: the packages and their
+    /// state (a run killed at its timeout cannot clean up after itself).
+    fn leftovers() {
         let _ = Command::new("dpkg").args(["-P", ACME, GLOBEX]).output();
         for n in [ACME, GLOBEX] {
             let _ = std::fs::remove_dir_all(format!("/var/lib/{n}"));
+            let _ = std::fs::remove_dir_all(format!("/var/lib/private/{n}"));
         }
     }
 }
+
+impl Drop for Purge {
+    fn drop(&mut self) {
+        Self::leftovers();
+        if self.0 {
+            let _ = std::fs::remove_file(POLICY_RC_D);
+        }
+    }
+}
+
+/// Where Debian's service scripts ask whether they may start services.
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
 fn options(v: &Vendor, name: &str, version: &str, out: &Path) -> PackageOptions {
     PackageOptions {
@@ -105,8 +120,16 @@ async fn a_vendor_package_installs_runs_upgrades_and_leaves_nothing_behind() {
     require(netns::available(), "root and iproute2 (network namespaces)");
     let has_dpkg = Command::new("dpkg-deb").arg("--version").output().is_ok();
     require(has_dpkg, "dpkg and dpkg-deb (a Debian or Ubuntu machine)");
+    Purge::leftovers();
+    // Install scripts may not start services during the test, on a machine where
+    // systemd runs too (the agent under test runs in a namespace, as the test says).
+    let own_policy = !Path::new(POLICY_RC_D).exists();
+    if own_policy {
+        std::fs::write(POLICY_RC_D, "#!/bin/sh\nexit 101\n").unwrap();
+        run(Command::new("chmod").args(["755", POLICY_RC_D]));
+    }
+    let _purge = Purge(own_policy);
     let before = files();
-    let _purge = Purge;
 
     // The origin lives in host 0's namespace; the installed agent will run in host 1's.
     let lan = Lan::new(2).expect("build the test LAN");
@@ -192,7 +215,13 @@ async fn a_vendor_package_installs_runs_upgrades_and_leaves_nothing_behind() {
                 "--clear-groups",
                 "--no-new-privs",
             ])
-            .args([&format!("/usr/bin/{ACME}"), "run"])
+            // What the unit's ExecStart runs.
+            .args([
+                &format!("/usr/lib/{ACME}/shoal-agent"),
+                "run",
+                "--config",
+                &format!("/etc/{ACME}/agent.toml"),
+            ])
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
             .stdout(Stdio::null())
@@ -230,8 +259,25 @@ async fn a_vendor_package_installs_runs_upgrades_and_leaves_nothing_behind() {
         "the agent did not stop"
     );
 
-    // Upgrade: new version, same config, the piece store and releases kept.
+    // The package's command is for admins: it will not start a second agent.
+    let second = Command::new(format!("/usr/bin/{ACME}"))
+        .arg("run")
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(2), "{second:?}");
+
+    // Upgrade: new version, the admin's edit of the config kept, the piece store and
+    // releases kept.
+    let config = format!("/etc/{ACME}/agent.toml");
+    let mut edited = std::fs::read_to_string(&config).unwrap();
+    edited.push_str("# edited by the admin\n");
+    std::fs::write(&config, &edited).unwrap();
     dpkg(&["-i", v2.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        edited,
+        "the upgrade lost an edit"
+    );
     let version = dpkg(&["-s", ACME]);
     assert!(String::from_utf8_lossy(&version.stdout).contains("Version: 1.0.1"));
     assert!(delivered.exists(), "an upgrade lost the delivered release");
@@ -253,18 +299,29 @@ async fn a_vendor_package_installs_runs_upgrades_and_leaves_nothing_behind() {
     }
     assert!(!Path::new(&format!("/etc/{GLOBEX}")).exists());
 
-    // Remove: the program and the enablement go, the config and the state stay.
+    // Remove: the program goes and the unit is masked (it cannot start); the config and
+    // the state stay.
     dpkg(&["-r", ACME]);
     assert!(!Path::new(&format!("/usr/lib/{ACME}/shoal-agent")).exists());
-    assert!(
-        !Path::new(&wants).exists(),
-        "remove left the service enabled"
+    let mask = format!("/etc/systemd/system/{ACME}.service");
+    assert_eq!(
+        std::fs::read_link(&mask).ok(),
+        Some(PathBuf::from("/dev/null")),
+        "remove did not mask the service"
     );
-    assert!(
-        Path::new(&format!("/etc/{ACME}/agent.toml")).exists(),
-        "remove took the config"
-    );
+    assert!(Path::new(&config).exists(), "remove took the config");
     assert!(delivered.exists(), "remove took the state");
+    // Installing it again brings the service back, enabled, with its state.
+    dpkg(&["-i", v2.to_str().unwrap()]);
+    assert!(
+        Path::new(&wants).exists(),
+        "a reinstall left the service disabled"
+    );
+    assert!(
+        !Path::new(&mask).exists(),
+        "a reinstall left the service masked"
+    );
+    assert!(delivered.exists());
 
     // Purge: everything goes; the machine is as it was.
     dpkg(&["-P", ACME]);

@@ -199,7 +199,7 @@ enum Command {
         /// beside this program.
         #[arg(long)]
         agent: Option<PathBuf>,
-        /// Peer port; default derived from --name (7400-7598).
+        /// Peer port; default derived from --name (7402-9398).
         #[arg(long, default_value_t = 0)]
         peer_port: u16,
         /// Status API port on 127.0.0.1; default the peer port + 1.

@@ -2,7 +2,8 @@
 //!
 //! Maintainer scripts follow what debhelper generates for a systemd service: `postinst`
 //! enables the unit (and starts or restarts it where systemd runs), `prerm` stops it on
-//! removal, `postrm` disables it on removal and, on purge, forgets it and deletes the
+//! removal, `postrm` masks it on removal (as debhelper does: a reinstall brings it back
+//! enabled) and, on purge, forgets it and deletes the
 //! state (`/var/lib/<name>`, which `DynamicUser=` keeps under `/var/lib/private`). The
 //! config is a conffile: `remove` keeps it, `purge` deletes it, an upgrade keeps an
 //! admin's edits. The service runs as a dynamic user with no capabilities, a read-only
@@ -30,8 +31,7 @@ pub fn layout(n: &str) -> super::Layout {
 /// Builds the package; returns its path.
 pub fn build(o: &PackageOptions) -> Result<PathBuf> {
     o.validate()?;
-    super::check_executable(&o.agent, false)?;
-    let arch = architecture()?;
+    let arch = super::check_executable(&o.agent, false)?;
     std::fs::create_dir_all(&o.out)
         .map_err(|e| Error::other(format!("creating {}: {e}", o.out.display()), ""))?;
     let stage = o
@@ -54,6 +54,11 @@ fn stage_and_build(o: &PackageOptions, arch: &str, stage: &Path) -> Result<PathB
         &format!("usr/bin/{n}"),
         format!(
             "#!/bin/sh\n# {n}: the Shoal agent with this package's config, e.g. `{n} status`.\n\
+             # The service runs the agent itself; a second one (as root, on its state) would\n\
+             # spoil that state's ownership.\n\
+             case \"$1\" in run|fetch|service)\n\
+             \techo \"{n}: the service {n} runs the agent: systemctl start {n}\" >&2; exit 2;;\n\
+             esac\n\
              SHOAL_AGENT_CONFIG=/etc/{n}/agent.toml exec /usr/lib/{n}/shoal-agent \"$@\"\n"
         )
         .as_bytes(),
@@ -113,11 +118,13 @@ fn stage_and_build(o: &PackageOptions, arch: &str, stage: &Path) -> Result<PathB
     put("DEBIAN/prerm", prerm(n).as_bytes(), 0o755)?;
     put("DEBIAN/postrm", postrm(n).as_bytes(), 0o755)?;
     let installed_kib = tree_size(stage).div_ceil(1024);
+    let glibc = glibc_needed(&stage.join(format!("usr/lib/{n}/shoal-agent")));
     put(
         "DEBIAN/control",
-        control(o, arch, installed_kib).as_bytes(),
+        control(o, arch, installed_kib, &glibc).as_bytes(),
         0o644,
     )?;
+    put("DEBIAN/preinst", preinst(n).as_bytes(), 0o755)?;
     let deb = o.out.join(format!("{n}_{}_{arch}.deb", o.version));
     let out = Command::new("dpkg-deb")
         .args(["--root-owner-group", "-Zxz", "--build"])
@@ -142,21 +149,23 @@ fn stage_and_build(o: &PackageOptions, arch: &str, stage: &Path) -> Result<PathB
     Ok(deb)
 }
 
-/// The Debian architecture of this machine (the agent binary is built for it).
-fn architecture() -> Result<String> {
-    if let Ok(out) = Command::new("dpkg").arg("--print-architecture").output()
-        && out.status.success()
-    {
-        return Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+/// The glibc the binary needs at least: the highest `GLIBC_x.y` symbol version it
+/// references (objdump), or 2.34 (what a build on Debian 12 needs) if that cannot be read.
+fn glibc_needed(binary: &Path) -> String {
+    let out = Command::new("objdump").arg("-T").arg(binary).output();
+    let text = out
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let mut best: Option<(u32, u32)> = None;
+    for word in text.split(|c: char| c.is_whitespace() || c == '(' || c == ')') {
+        if let Some(v) = word.strip_prefix("GLIBC_") {
+            let mut parts = v.split('.').map(|p| p.parse::<u32>());
+            if let (Some(Ok(major)), Some(Ok(minor))) = (parts.next(), parts.next()) {
+                best = best.max(Some((major, minor)));
+            }
+        }
     }
-    match std::env::consts::ARCH {
-        "x86_64" => Ok("amd64".into()),
-        "aarch64" => Ok("arm64".into()),
-        other => Err(Error::other(
-            format!("no Debian architecture known for {other}"),
-            "build the package on a Debian or Ubuntu machine",
-        )),
-    }
+    best.map_or_else(|| "2.34".into(), |(a, b)| format!("{a}.{b}"))
 }
 
 /// Strips the shipped binary where `strip` exists (debug line tables are for developers).
@@ -213,10 +222,13 @@ fn gzip(data: &[u8]) -> Result<Vec<u8>> {
     let out = child
         .wait_with_output()
         .map_err(|e| Error::other(format!("gzip: {e}"), ""))?;
+    if !out.status.success() || out.stdout.is_empty() {
+        return Err(Error::other(format!("gzip failed: {}", out.status), ""));
+    }
     Ok(out.stdout)
 }
 
-fn control(o: &PackageOptions, arch: &str, installed_kib: u64) -> String {
+fn control(o: &PackageOptions, arch: &str, installed_kib: u64, glibc: &str) -> String {
     let long = format!(
         "Keeps this machine's {s} up to date with the Shoal agent: it finds the other \
          machines of the LAN that run it, swaps verified pieces of each new release with \
@@ -228,7 +240,7 @@ fn control(o: &PackageOptions, arch: &str, installed_kib: u64) -> String {
     );
     let mut text = format!(
         "Package: {n}\nVersion: {v}\nArchitecture: {arch}\nMaintainer: {m}\n\
-         Installed-Size: {installed_kib}\nDepends: libc6 (>= 2.34)\nSection: admin\n\
+         Installed-Size: {installed_kib}\nDepends: libc6 (>= {glibc}), libgcc-s1\nSection: admin\n\
          Priority: optional\nDescription: {s}\n",
         n = o.name,
         v = o.version,
@@ -267,10 +279,10 @@ fn manual(o: &PackageOptions) -> String {
     let n = &o.name;
     format!(
         ".TH {upper} 1\n.SH NAME\n{n} \\- {s} (the Shoal agent)\n\
-         .SH SYNOPSIS\n.B {n}\n.RB [ status | swarm | run ]\n.RB [ \\-\\-json ]\n\
+         .SH SYNOPSIS\n.B {n}\n.RB [ status | swarm ]\n.RB [ \\-\\-json ]\n\
          .SH DESCRIPTION\n\
          .B {n}\nruns the Shoal agent with /etc/{n}/agent.toml.\n\
-         The service {n}.service runs\n.BR \"{n} run\" .\n\
+         The service {n}.service runs the agent itself.\n\
          .B {n} status\nshows this machine's release, progress, peers and last check;\n\
          .B {n} swarm\nshows every machine of the LAN it hears of, and what they saved.\n\
          The dashboard is at http://127.0.0.1:{api}/.\n\
@@ -295,6 +307,8 @@ fn unit(o: &PackageOptions) -> String {
          ExecStart=/usr/lib/{n}/shoal-agent run --config /etc/{n}/agent.toml\n\
          Restart=on-failure\n\
          RestartSec=5s\n\
+         # A config it refuses (exit 2) waits for an admin, not for another restart.\n\
+         RestartPreventExitStatus=2\n\
          DynamicUser=yes\n\
          StateDirectory={n}\n\
          StateDirectoryMode=0750\n\
@@ -321,6 +335,7 @@ fn unit(o: &PackageOptions) -> String {
          SystemCallArchitectures=native\n\
          SystemCallFilter=@system-service\n\
          SystemCallFilter=~@privileged @resources\n\
+         SystemCallErrorNumber=EPERM\n\
          \n\
          [Install]\n\
          WantedBy=multi-user.target\n",
@@ -347,6 +362,18 @@ fn postinst(n: &str) -> String {
     )
 }
 
+/// Refuses to take over a `/var/lib/<name>` this package did not make (another
+/// program's data, which purge would delete).
+fn preinst(n: &str) -> String {
+    format!(
+        "#!/bin/sh\nset -e\n\
+         if [ \"$1\" = install ] && [ -z \"$2\" ] && [ -e '/var/lib/{n}' ] && ! [ -e '/var/lib/{n}/pieces' ]; then\n\
+         \techo \"{n}: /var/lib/{n} exists and is not this package's state; move it away first\" >&2\n\
+         \texit 1\n\
+         fi\n"
+    )
+}
+
 fn prerm(n: &str) -> String {
     format!(
         "#!/bin/sh\nset -e\n\
@@ -363,7 +390,6 @@ fn postrm(n: &str) -> String {
          \tsystemctl --system daemon-reload >/dev/null || true\n\
          fi\n\
          if [ \"$1\" = remove ] && command -v deb-systemd-helper >/dev/null; then\n\
-         \tdeb-systemd-helper disable '{n}.service' >/dev/null || true\n\
          \tdeb-systemd-helper mask '{n}.service' >/dev/null || true\n\
          fi\n\
          if [ \"$1\" = purge ]; then\n\

@@ -71,7 +71,7 @@ impl PackageOptions {
                 "use 2 to 64 lowercase letters, digits and dashes, e.g. acme-updates",
             ));
         }
-        if n == "shoal-agent" || n == "shoal-publisher" {
+        if ["shoal", "shoal-agent", "shoal-publisher"].contains(&n.as_str()) {
             return Err(Error::usage(
                 format!("--name {n:?} is Shoal's own"),
                 "name the package after your product, e.g. acme-updates",
@@ -88,23 +88,43 @@ impl PackageOptions {
                 "start with a digit; letters, digits and . + ~ - only, e.g. 1.4.0",
             ));
         }
-        if !self.origin.starts_with("https://") {
+        // The origin lands in a TOML string; the summary in a systemd unit, a manual
+        // page, a control file and Windows Installer fields: only plain characters.
+        let url_ok = self.origin.len() > "https://".len()
+            && self.origin.starts_with("https://")
+            && self
+                .origin
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"\"\\'<>`{}|^".contains(&b));
+        if !url_ok {
             return Err(Error::usage(
-                format!("--origin {:?} is not an https:// URL", self.origin),
-                "agents fetch only over HTTPS, e.g. https://updates.acme.example",
+                format!("--origin {:?} is not a plain https:// URL", self.origin),
+                "agents fetch only over HTTPS, e.g. https://updates.acme.example (percent-encode \
+                 anything unusual)",
             ));
         }
-        let printable = |s: &str| !s.is_empty() && !s.chars().any(char::is_control);
-        if !printable(&self.maintainer) || !self.maintainer.contains('<') {
+        let plain = |s: &str| {
+            !s.trim().is_empty()
+                && s.chars()
+                    .all(|c| c.is_alphanumeric() || " -_.,:;()/+&'@<>".contains(c))
+        };
+        if !plain(&self.maintainer) || !self.maintainer.contains('<') {
             return Err(Error::usage(
-                "--maintainer needs a name and an address",
+                "--maintainer needs a name and an address, in plain characters",
                 "e.g. --maintainer 'Acme Ops <ops@acme.example>'",
             ));
         }
-        if !printable(&self.summary) || self.summary.len() > 80 {
+        if !plain(&self.summary) || self.summary.contains(['<', '>']) || self.summary.len() > 80 {
             return Err(Error::usage(
-                "--summary must be one line of up to 80 characters",
+                "--summary must be one line of up to 80 letters, digits, spaces and - _ . , : ; ( ) / + & '",
                 "e.g. --summary 'Acme driver updates'",
+            ));
+        }
+        let (peer, api) = (self.peer_port(), self.api_port());
+        if peer < 1024 || api < 1024 || peer == api {
+            return Err(Error::usage(
+                format!("ports {peer} (peers) and {api} (API) do not work"),
+                "the service has no privileges: pick two different ports from 1024 up",
             ));
         }
         shoal_protocol::Name::new(&self.channel).map_err(|e| {
@@ -135,22 +155,23 @@ impl PackageOptions {
         Ok(())
     }
 
-    /// The peer port: given, or derived from the name (7400-7598, even), so two vendors'
-    /// packages rarely pick the same one.
+    /// The peer port: given, or derived from the name (7402-9398, even; 7400 and 7401
+    /// are the agent's own defaults), so two vendors' packages rarely pick the same one.
     pub fn peer_port(&self) -> u16 {
         if self.peer_port != 0 {
             return self.peer_port;
         }
         let h = shoal_protocol::Digest::of(self.name.as_bytes()).0;
-        7400 + 2 * (u16::from_be_bytes([h[0], h[1]]) % 100)
+        7402 + 2 * (u16::from_be_bytes([h[0], h[1]]) % 999)
     }
 
-    /// The status API's port.
+    /// The status API's port: given, or the peer port + 1 (0 when there is none, which
+    /// validation refuses).
     pub fn api_port(&self) -> u16 {
         if self.api_port != 0 {
             self.api_port
         } else {
-            self.peer_port().saturating_add(1)
+            self.peer_port().checked_add(1).unwrap_or(0)
         }
     }
 
@@ -183,7 +204,8 @@ impl PackageOptions {
         let mut out = format!(
             "# {n}: the Shoal agent that keeps this machine's {summary} up to date.\n\
              # This package set origin, channel, trust, the paths, the ports and the mDNS\n\
-             # group; every other key shows its default. After a change: {restart}\n\
+             # group; every other key is shown, commented out, with its default. Relative\n\
+             # paths are relative to this file's directory. After a change: {restart}\n\
              # Status: `{status}`; dashboard: http://127.0.0.1:{api}/\n\
              # Peers connect on port {peer}: open it to the LAN in a host firewall.\n\n",
             summary = self.summary,
@@ -193,7 +215,11 @@ impl PackageOptions {
             peer = self.peer_port(),
         );
         let mut section = String::new();
-        for line in SAMPLE_CONFIG.lines() {
+        // The sample's own header speaks of the sample; this file has its own.
+        let body = SAMPLE_CONFIG
+            .split_once("\n\n")
+            .map_or(SAMPLE_CONFIG, |(_, rest)| rest);
+        for line in body.lines() {
             let t = line.trim();
             if let Some(name) = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
                 section = name.to_owned();
@@ -204,6 +230,13 @@ impl PackageOptions {
                 .flatten();
             match replaced {
                 Some((_, k, v)) => out.push_str(&format!("{k} = {v}\n")),
+                // Keys the package does not set stay at the agent's default (commented
+                // out, so a later agent's default applies, not today's).
+                None if !t.starts_with('#') && t.contains('=') => {
+                    out.push_str("# ");
+                    out.push_str(line);
+                    out.push('\n');
+                }
                 None => {
                     out.push_str(line);
                     out.push('\n');
@@ -232,24 +265,47 @@ pub struct Layout {
     pub status: String,
 }
 
-/// The first bytes of an executable for `windows` (PE) or not (ELF), to catch the wrong
-/// binary before it is packaged.
-pub fn check_executable(path: &Path, windows: bool) -> Result<()> {
-    let mut head = [0u8; 4];
-    let ok = std::fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
-        .is_ok()
-        && if windows {
-            head.starts_with(b"MZ")
-        } else {
-            head == *b"\x7fELF"
-        };
-    if ok {
-        return Ok(());
+/// The architecture an executable was built for, in Debian's names (`amd64`,
+/// `arm64`), read from its header: a Windows (PE) file when `windows`, else a Linux
+/// (ELF) one. The wrong kind of binary is refused before it is packaged.
+pub fn check_executable(path: &Path, windows: bool) -> Result<String> {
+    let head = std::fs::File::open(path)
+        .and_then(|f| {
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::Read::take(f, 4096), &mut b)?;
+            Ok(b)
+        })
+        .unwrap_or_default();
+    let u16_at = |i: usize| head.get(i..i + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let arch = if windows {
+        let pe = head
+            .get(0x3c..0x40)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+        match pe {
+            Some(at) if head.starts_with(b"MZ") && head.get(at..at + 4) == Some(b"PE\0\0") => {
+                match u16_at(at + 4) {
+                    Some(0x8664) => Some("amd64"),
+                    Some(0xaa64) => Some("arm64"),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    } else if head.starts_with(b"\x7fELF") {
+        match u16_at(18) {
+            Some(0x3e) => Some("amd64"),
+            Some(0xb7) => Some("arm64"),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    if let Some(a) = arch {
+        return Ok(a.to_owned());
     }
     Err(Error::usage(
         format!(
-            "{} is not a {} executable",
+            "{} is not a 64-bit {} executable (x86-64 or ARM64)",
             path.display(),
             if windows { "Windows" } else { "Linux" }
         ),

@@ -1,14 +1,17 @@
 //! The Windows Installer package: a WiX source written here, then `wixl` (Debian's
 //! `wixl` package builds MSIs on Linux).
 //!
-//! It installs `shoal-agent.exe` and the trust document under
-//! `%ProgramFiles%\<name>`, the config under `%ProgramData%\<name>\agent.toml` (Windows
-//! Installer does not overwrite an unversioned file an admin changed), and registers the service `<name>`, started
+//! It installs `shoal-agent.exe` under `%ProgramFiles%\<name>`, and the config, the trust
+//! document (and the origin's CA) under `%ProgramData%\<name>`; the config names them
+//! and the state by paths relative to itself. The config is a permanent component: an
+//! upgrade or an uninstall leaves it (and an admin's edits) in place. It registers the service `<name>`, started
 //! automatically, running `shoal-agent.exe service --name <name> --config …`
 //! ([`ServiceInstall`], [`ServiceControl`]: started on install, stopped on upgrade and
 //! removal, removed on uninstall). `MajorUpgrade` replaces an older version of the same
-//! package (one upgrade code per package name). The agent's state, under
-//! `%ProgramData%\<name>`, stays after an uninstall. The service runs as LocalSystem.
+//! package (one upgrade code per package name; one product code per version, so the same
+//! version cannot be installed twice). The agent's state, under `%ProgramData%\<name>`,
+//! stays after an uninstall. The service runs as LocalSystem and, at start, gives that
+//! folder to SYSTEM and Administrators alone (`shoal-agent service`).
 //!
 //! [`ServiceInstall`]: https://wixtoolset.org/docs/v3/xsd/wix/serviceinstall/
 //! [`ServiceControl`]: https://wixtoolset.org/docs/v3/xsd/wix/servicecontrol/
@@ -21,11 +24,13 @@ use crate::error::{Error, Result};
 
 /// Where the Windows package puts what the config names.
 pub fn layout(n: &str) -> Layout {
+    // Relative paths: the agent resolves them against the config's directory,
+    // %ProgramData%\<name>, wherever Windows keeps it.
     Layout {
-        trust: format!(r"C:\Program Files\{n}\trust.json"),
-        origin_ca: format!(r"C:\Program Files\{n}\origin-ca.pem"),
-        state: format!(r"C:\ProgramData\{n}\state"),
-        releases: format!(r"C:\ProgramData\{n}\releases"),
+        trust: "trust.json".into(),
+        origin_ca: "origin-ca.pem".into(),
+        state: "state".into(),
+        releases: "releases".into(),
         restart: format!("Restart-Service {n}"),
         status: format!(
             r#""C:\Program Files\{n}\shoal-agent.exe" status --config C:\ProgramData\{n}\agent.toml"#
@@ -36,7 +41,16 @@ pub fn layout(n: &str) -> Layout {
 /// Builds the package; returns its path.
 pub fn build(o: &PackageOptions) -> Result<PathBuf> {
     o.validate()?;
-    super::check_executable(&o.agent, true)?;
+    let arch = super::check_executable(&o.agent, true)?;
+    if arch != "amd64" {
+        return Err(Error::usage(
+            format!(
+                "{} is built for {arch}; the MSI is for x64",
+                o.agent.display()
+            ),
+            "build the agent for x86_64-pc-windows-gnu",
+        ));
+    }
     let version = msi_version(&o.version)?;
     std::fs::create_dir_all(&o.out)
         .map_err(|e| Error::other(format!("creating {}: {e}", o.out.display()), ""))?;
@@ -54,10 +68,12 @@ fn msi_version(v: &str) -> Result<String> {
     let parts: Vec<&str> = v.split('.').collect();
     let limits = [255u32, 255, 65535];
     let ok = (1..=3).contains(&parts.len())
-        && parts
-            .iter()
-            .zip(limits)
-            .all(|(p, max)| p.parse::<u32>().is_ok_and(|n| n <= max));
+        && parts.iter().zip(limits).all(|(p, max)| {
+            !p.is_empty()
+                && p.len() <= 5
+                && p.bytes().all(|b| b.is_ascii_digit())
+                && p.parse::<u32>().is_ok_and(|n| n <= max)
+        });
     if !ok {
         return Err(Error::usage(
             format!("--version {v:?} cannot be a Windows Installer version"),
@@ -112,6 +128,29 @@ fn stage_and_build(o: &PackageOptions, version: &str, stage: &Path) -> Result<Pa
         return Err(Error::other(
             format!(
                 "wixl failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            "",
+        ));
+    }
+    // wixl has no `Permanent`: mark the config's component permanent (16) in the table
+    // itself, with 64-bit (256), so an upgrade or uninstall leaves the config alone.
+    let out = Command::new("msibuild")
+        .arg(&msi)
+        .arg("-q")
+        .arg("UPDATE `Component` SET `Attributes` = 272 WHERE `Component` = 'Config'")
+        .output()
+        .map_err(|e| {
+            Error::other(
+                format!("running msibuild: {e}"),
+                "install Debian's msitools package (apt install msitools)",
+            )
+        })?;
+    if !out.status.success() {
+        let _ = std::fs::remove_file(&msi);
+        return Err(Error::other(
+            format!(
+                "msibuild failed: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             ),
             "",
@@ -176,7 +215,7 @@ fn source(
     format!(
         r#"<?xml version="1.0" encoding="utf-8"?>
 <Wix xmlns="http://schemas.microsoft.com/wix/2006/wi">
-  <Product Id="*" Name="{summary}" Language="1033" Version="{version}" Manufacturer="{maintainer}" UpgradeCode="{upgrade}">
+  <Product Id="{product}" Name="{summary}" Language="1033" Version="{version}" Manufacturer="{maintainer}" UpgradeCode="{upgrade}">
     <Package InstallerVersion="500" Compressed="yes" InstallScope="perMachine" Description="{summary} (Shoal agent)"/>
     <MajorUpgrade DowngradeErrorMessage="A newer version of {name} is already installed."/>
     <Media Id="1" Cabinet="agent.cab" EmbedCab="yes"/>
@@ -188,14 +227,14 @@ fn source(
             <ServiceInstall Id="AgentService" Name="{name}" DisplayName="{summary} (Shoal agent)" Description="Keeps {summary_lower} up to date with LAN peers; verifies everything against the vendor's signatures." Type="ownProcess" Start="auto" ErrorControl="normal" Arguments="service --name {name} --config &quot;[CommonAppDataFolder]{name}\agent.toml&quot;"/>
             <ServiceControl Id="AgentServiceControl" Name="{name}" Start="install" Stop="both" Remove="uninstall" Wait="yes"/>
           </Component>
-          <Component Id="Trust" Guid="{g_trust}" Win64="yes">
-            <File Id="TrustJson" Name="trust.json" Source="{trust}" KeyPath="yes"/>
-          </Component>
-{ca_component}        </Directory>
+        </Directory>
       </Directory>
       <Directory Id="CommonAppDataFolder">
         <Directory Id="DATADIR" Name="{name}">
-          <Component Id="Config" Guid="{g_config}" Win64="yes">
+          <Component Id="Trust" Guid="{g_trust}" Win64="yes">
+            <File Id="TrustJson" Name="trust.json" Source="{trust}" KeyPath="yes"/>
+          </Component>
+{ca_component}          <Component Id="Config" Guid="{g_config}" Win64="yes">
             <File Id="AgentToml" Name="agent.toml" Source="{config}" KeyPath="yes"/>
           </Component>
         </Directory>
@@ -214,6 +253,8 @@ fn source(
         summary_lower = xml(&o.summary.to_lowercase()),
         maintainer = xml(&o.maintainer),
         upgrade = guid(n, "upgrade"),
+        // One product code per version: rebuilding a version cannot install twice.
+        product = guid(n, &format!("product {version}")),
         g_agent = guid(n, "agent"),
         g_trust = guid(n, "trust"),
         g_config = guid(n, "config"),
@@ -242,7 +283,15 @@ mod tests {
     fn windows_installer_versions_are_three_small_numbers() {
         assert!(msi_version("1.4.2").is_ok());
         assert!(msi_version("255.255.65535").is_ok());
-        for bad in ["1.4.2.7", "256.0.0", "1.0.0-rc1", "1.x", ""] {
+        for bad in [
+            "1.4.2.7",
+            "256.0.0",
+            "1.0.0-rc1",
+            "1.x",
+            "",
+            "1.+2.3",
+            "1..2",
+        ] {
             assert!(msi_version(bad).is_err(), "{bad}");
         }
     }
