@@ -35,7 +35,7 @@ trap 'rm -rf "$work"' EXIT
 msi="$work/acme-updates-1.2.3-x64.msi"
 fail() { echo "msi check FAILED: $*" >&2; exit 1; }
 table() { msiinfo export "$msi" "$1"; }
-table ServiceInstall | grep -P '^AgentService\tacme-updates\t.*\t16\t2\t1\t.*service --name acme-updates --config "\[CommonAppDataFolder\]acme-updates\\agent.toml"' >/dev/null \
+table ServiceInstall | grep -P '^AgentService\tacme-updates\t.*\t16\t2\t1\t.*service --name acme-updates --config "\[INSTALLDIR\]agent.toml"' >/dev/null \
   || fail "ServiceInstall: $(table ServiceInstall)"
 # 163 = start on install (1) + stop on install (2) + stop on uninstall (32) + remove on uninstall (128)
 table ServiceControl | grep -P '^AgentServiceControl\tacme-updates\t163\t' >/dev/null \
@@ -43,11 +43,13 @@ table ServiceControl | grep -P '^AgentServiceControl\tacme-updates\t163\t' >/dev
 upgrade=$(table Upgrade | grep -c 'WIX_UPGRADE_DETECTED' || true)
 [ "$upgrade" -ge 1 ] || fail "no MajorUpgrade row: $(table Upgrade)"
 files=$(table File)
-for f in shoal-agent.exe trust.json agent.toml; do  # (trust and config in %ProgramData%)
+for f in shoal-agent.exe trust.json agent.toml; do
   grep -qP "\t$f\t" <<<"$files" || fail "$f is not in the File table: $files"
 done
 table Property | grep -P '^ProductVersion\t1\.2\.3' >/dev/null || fail "ProductVersion: $(table Property)"
-table Directory | grep -q CommonAppDataFolder || fail "the config is not under %ProgramData%"
+# Config, trust and state live beside the program, in a folder only admins can write.
+table Component | awk -F'\t' '$1 == "Config" || $1 == "Trust" {print $3}' | sort -u | grep -qx INSTALLDIR \
+  || fail "the config and trust are not in the program's folder: $(table Component)"
 # The config is permanent (attribute 16): an upgrade or uninstall keeps an admin's edits.
 attrs=$(table Component | awk -F'\t' '$1 == "Config" {print $4}')
 [ -n "$attrs" ] && [ $(( attrs & 16 )) -ne 0 ] || fail "the config component is not permanent: $(table Component)"

@@ -182,14 +182,17 @@ async fn install(cfg: &Config, dir: &Path, label: &str) -> String {
             c.arg("-c");
             c
         };
+        #[cfg(not(windows))]
+        shell.arg(&cmd);
+        // cmd.exe has its own quoting: hand it the line as written.
         #[cfg(windows)]
         let mut shell = {
+            use std::os::windows::process::CommandExt;
             let mut c = std::process::Command::new("cmd");
-            c.arg("/C");
+            c.arg("/C").raw_arg(&cmd);
             c
         };
         shell
-            .arg(&cmd)
             .current_dir(&dir)
             .env("SHOAL_RELEASE_DIR", &dir)
             .env("SHOAL_RELEASE_VERSION", &label)

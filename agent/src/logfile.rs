@@ -60,16 +60,20 @@ impl Inner {
             let _ = std::fs::rename(numbered(i), numbered(i + 1));
         }
         let moved = std::fs::rename(&self.path, numbered(1)).is_ok();
+        if !moved {
+            // Another program holding the file open can stop the rename (Windows): then
+            // the file starts again rather than growing without bound. (An append-only
+            // handle cannot truncate there: a writable one does it.)
+            let _ = OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&self.path);
+        }
         self.file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.path)
             .ok();
-        // Another program holding the file open can stop the rename (Windows): then the
-        // file starts again rather than growing without bound.
-        if !moved && let Some(f) = self.file.as_ref() {
-            let _ = f.set_len(0);
-        }
         self.written = 0;
     }
 }

@@ -6,10 +6,10 @@
 //! built inside the service's main function; Stop and Shutdown requests end the daemon
 //! the way SIGTERM does on Linux (reporting StopPending while it ends). With no console
 //! to write to, the log goes to `logs\agent.log` beside the config, opened before the
-//! config is read, rotated by size ([`crate::logfile`]). Before it uses them, the service
-//! gives its config, state and releases directories to SYSTEM and Administrators alone
-//! (`%ProgramData%` lets every user create files below it), and it asks Windows to
-//! restart it after a failure.
+//! config is read, rotated by size ([`crate::logfile`]). It asks Windows to restart it
+//! after a failure, but not after a config it refuses (that waits for an admin). The
+//! vendor's MSI keeps the config, trust and state beside the program in
+//! `%ProgramFiles%\<name>`, which only administrators and SYSTEM may write.
 //!
 //! On other systems the command explains where the service comes from instead (a
 //! systemd unit runs `shoal-agent run`).
@@ -154,9 +154,15 @@ mod windows {
             Ok(()) => ServiceExitCode::Win32(0),
             Err(e) => {
                 tracing::error!(error = %e.message, note = %e.note, "the agent stopped");
-                // A service-specific code: Windows reports a failure and, with the
-                // failure actions set below, restarts the service.
-                ServiceExitCode::ServiceSpecific(u32::from(e.code))
+                if e.code == exit::USAGE {
+                    // A config it refuses waits for an admin (the log says why), not
+                    // for a restart every minute.
+                    ServiceExitCode::Win32(0)
+                } else {
+                    // Windows records the failure and, with the failure actions set
+                    // below, restarts the service.
+                    ServiceExitCode::ServiceSpecific(u32::from(e.code))
+                }
             }
         };
         let _ = handle.set_service_status(status(
@@ -191,56 +197,16 @@ mod windows {
         }
     }
 
-    /// Gives the agent's directories to SYSTEM and Administrators alone. `%ProgramData%`
-    /// lets every user create files in its subfolders; a user must not plant pieces,
-    /// delivery records or releases for the agent (running as SYSTEM) to trust.
-    fn lock_down(dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
-        // Well-known SIDs: SYSTEM (S-1-5-18), Administrators (S-1-5-32-544).
-        let out = std::process::Command::new("icacls")
-            .arg(dir)
-            .args([
-                "/inheritance:r",
-                "/grant:r",
-                "*S-1-5-18:(OI)(CI)F",
-                "/grant:r",
-                "*S-1-5-32-544:(OI)(CI)F",
-                "/T",
-                "/C",
-                "/Q",
-            ])
-            .output()
-            .map_err(|e| Error::new(exit::IO, format!("running icacls: {e}"), ""))?;
-        if !out.status.success() {
-            return Err(Error::new(
-                exit::IO,
-                format!(
-                    "cannot restrict access to {}: {}",
-                    dir.display(),
-                    String::from_utf8_lossy(&out.stdout).trim()
-                ),
-                "the agent does not run on a directory other users can write",
-            ));
-        }
-        Ok(())
-    }
-
     fn run_daemon(args: &ServiceArgs, stop: watch::Receiver<bool>) -> Result<()> {
         let cfg = crate::config::Config::load(Some(&args.config))?;
-        let mut dirs = vec![cfg.state_dir.clone(), cfg.releases_dir.clone()];
-        if let Some(d) = args.config.parent() {
-            dirs.push(d.to_owned());
-        }
-        for d in &dirs {
-            lock_down(d)?;
-        }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .map_err(|e| Error::new(exit::IO, format!("starting the runtime: {e}"), ""))?;
         tracing::info!(service = %args.name, config = %args.config.display(), "service started");
         let r = rt.block_on(crate::daemon::run(cfg, stop));
-        // Blocking work still running (an assembly, an install command) gets a while.
+        // Blocking work left behind by the daemon gets a while. (A delivery that is
+        // running when Stop arrives, an install command included, finishes first.)
         rt.shutdown_timeout(Duration::from_secs(20));
         r
     }

@@ -78,6 +78,9 @@ impl Purge {
     /// Takes away what an earlier, killed run may have left: the packages and their
     /// state (a run killed at its timeout cannot clean up after itself).
     fn leftovers() {
+        if std::fs::read_to_string(POLICY_RC_D).is_ok_and(|t| t.contains(POLICY_MARK)) {
+            let _ = std::fs::remove_file(POLICY_RC_D);
+        }
         let _ = Command::new("dpkg").args(["-P", ACME, GLOBEX]).output();
         for n in [ACME, GLOBEX] {
             let _ = std::fs::remove_dir_all(format!("/var/lib/{n}"));
@@ -97,6 +100,9 @@ impl Drop for Purge {
 
 /// Where Debian's service scripts ask whether they may start services.
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
+/// Marks the one this test writes (a killed run's is taken away by the next).
+const POLICY_MARK: &str = "written by shoal's package_deb test";
 
 fn options(v: &Vendor, name: &str, version: &str, out: &Path) -> PackageOptions {
     PackageOptions {
@@ -125,7 +131,11 @@ async fn a_vendor_package_installs_runs_upgrades_and_leaves_nothing_behind() {
     // systemd runs too (the agent under test runs in a namespace, as the test says).
     let own_policy = !Path::new(POLICY_RC_D).exists();
     if own_policy {
-        std::fs::write(POLICY_RC_D, "#!/bin/sh\nexit 101\n").unwrap();
+        std::fs::write(
+            POLICY_RC_D,
+            format!("#!/bin/sh\n# {POLICY_MARK}\nexit 101\n"),
+        )
+        .unwrap();
         run(Command::new("chmod").args(["755", POLICY_RC_D]));
     }
     let _purge = Purge(own_policy);

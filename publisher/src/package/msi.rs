@@ -1,17 +1,21 @@
 //! The Windows Installer package: a WiX source written here, then `wixl` (Debian's
 //! `wixl` package builds MSIs on Linux).
 //!
-//! It installs `shoal-agent.exe` under `%ProgramFiles%\<name>`, and the config, the trust
-//! document (and the origin's CA) under `%ProgramData%\<name>`; the config names them
-//! and the state by paths relative to itself. The config is a permanent component: an
-//! upgrade or an uninstall leaves it (and an admin's edits) in place. It registers the service `<name>`, started
-//! automatically, running `shoal-agent.exe service --name <name> --config …`
-//! ([`ServiceInstall`], [`ServiceControl`]: started on install, stopped on upgrade and
-//! removal, removed on uninstall). `MajorUpgrade` replaces an older version of the same
-//! package (one upgrade code per package name; one product code per version, so the same
-//! version cannot be installed twice). The agent's state, under `%ProgramData%\<name>`,
-//! stays after an uninstall. The service runs as LocalSystem and, at start, gives that
-//! folder to SYSTEM and Administrators alone (`shoal-agent service`).
+//! It installs everything under `%ProgramFiles%\<name>`: `shoal-agent.exe`, the config
+//! (`agent.toml`, which names the trust document, the origin's CA and the state by paths
+//! relative to itself), and the agent's state and releases, written there by the service.
+//! That folder is writable by administrators and SYSTEM only (the default of Program
+//! Files), so no user can plant a config, a piece, a delivery record or a release for
+//! the service, which runs as LocalSystem. (`%ProgramData%`, the usual place for state,
+//! lets every user create files in its subfolders; locking a folder there needs ACLs set
+//! by the installer, which wixl cannot write.) The config is a permanent component
+//! (`msibuild` after `wixl`, which lacks the attribute): upgrades and uninstalls keep it
+//! and an admin's edits; the state stays after an uninstall too. It registers the
+//! service `<name>`, started automatically, running `shoal-agent.exe service --name
+//! <name> --config …` ([`ServiceInstall`], [`ServiceControl`]: started on install,
+//! stopped on upgrade and removal, removed on uninstall). `MajorUpgrade` replaces an
+//! older version of the same package (one upgrade code per package name; one product
+//! code per version, so the same version cannot be installed twice).
 //!
 //! [`ServiceInstall`]: https://wixtoolset.org/docs/v3/xsd/wix/serviceinstall/
 //! [`ServiceControl`]: https://wixtoolset.org/docs/v3/xsd/wix/servicecontrol/
@@ -24,8 +28,8 @@ use crate::error::{Error, Result};
 
 /// Where the Windows package puts what the config names.
 pub fn layout(n: &str) -> Layout {
-    // Relative paths: the agent resolves them against the config's directory,
-    // %ProgramData%\<name>, wherever Windows keeps it.
+    // Relative paths: the agent resolves them against the config's folder, the
+    // program's own (wherever the admin installed it).
     Layout {
         trust: "trust.json".into(),
         origin_ca: "origin-ca.pem".into(),
@@ -33,7 +37,7 @@ pub fn layout(n: &str) -> Layout {
         releases: "releases".into(),
         restart: format!("Restart-Service {n}"),
         status: format!(
-            r#""C:\Program Files\{n}\shoal-agent.exe" status --config C:\ProgramData\{n}\agent.toml"#
+            r#""C:\Program Files\{n}\shoal-agent.exe" status --config "C:\Program Files\{n}\agent.toml""#
         ),
     }
 }
@@ -63,24 +67,36 @@ pub fn build(o: &PackageOptions) -> Result<PathBuf> {
     result
 }
 
-/// An MSI's ProductVersion: three numbers, major and minor up to 255, build up to 65535.
+/// An MSI's ProductVersion from `v`: up to three numbers (major and minor up to 255,
+/// build up to 65535), written in full (`1.2` is `1.2.0`, `01.2` is `1.2.0`), since
+/// Windows compares them as numbers.
 fn msi_version(v: &str) -> Result<String> {
     let parts: Vec<&str> = v.split('.').collect();
     let limits = [255u32, 255, 65535];
-    let ok = (1..=3).contains(&parts.len())
-        && parts.iter().zip(limits).all(|(p, max)| {
-            !p.is_empty()
-                && p.len() <= 5
-                && p.bytes().all(|b| b.is_ascii_digit())
-                && p.parse::<u32>().is_ok_and(|n| n <= max)
-        });
-    if !ok {
+    let numbers: Option<Vec<u32>> = ((1..=3).contains(&parts.len()))
+        .then(|| {
+            parts
+                .iter()
+                .zip(limits)
+                .map(|(p, max)| {
+                    let digits =
+                        !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit());
+                    digits
+                        .then(|| p.parse::<u32>().ok())
+                        .flatten()
+                        .filter(|n| *n <= max)
+                })
+                .collect()
+        })
+        .flatten();
+    let Some(mut numbers) = numbers else {
         return Err(Error::usage(
             format!("--version {v:?} cannot be a Windows Installer version"),
             "use up to three numbers, e.g. 1.4.2 (major and minor up to 255, the third up to 65535)",
         ));
-    }
-    Ok(v.to_owned())
+    };
+    numbers.resize(3, 0);
+    Ok(format!("{}.{}.{}", numbers[0], numbers[1], numbers[2]))
 }
 
 fn stage_and_build(o: &PackageOptions, version: &str, stage: &Path) -> Result<PathBuf> {
@@ -224,13 +240,9 @@ fn source(
         <Directory Id="INSTALLDIR" Name="{name}">
           <Component Id="Agent" Guid="{g_agent}" Win64="yes">
             <File Id="AgentExe" Name="shoal-agent.exe" Source="{exe}" KeyPath="yes"/>
-            <ServiceInstall Id="AgentService" Name="{name}" DisplayName="{summary} (Shoal agent)" Description="Keeps {summary_lower} up to date with LAN peers; verifies everything against the vendor's signatures." Type="ownProcess" Start="auto" ErrorControl="normal" Arguments="service --name {name} --config &quot;[CommonAppDataFolder]{name}\agent.toml&quot;"/>
+            <ServiceInstall Id="AgentService" Name="{name}" DisplayName="{summary} (Shoal agent)" Description="Keeps {summary_lower} up to date with LAN peers; verifies everything against the vendor's signatures." Type="ownProcess" Start="auto" ErrorControl="normal" Arguments="service --name {name} --config &quot;[INSTALLDIR]agent.toml&quot;"/>
             <ServiceControl Id="AgentServiceControl" Name="{name}" Start="install" Stop="both" Remove="uninstall" Wait="yes"/>
           </Component>
-        </Directory>
-      </Directory>
-      <Directory Id="CommonAppDataFolder">
-        <Directory Id="DATADIR" Name="{name}">
           <Component Id="Trust" Guid="{g_trust}" Win64="yes">
             <File Id="TrustJson" Name="trust.json" Source="{trust}" KeyPath="yes"/>
           </Component>
@@ -281,8 +293,11 @@ mod tests {
 
     #[test]
     fn windows_installer_versions_are_three_small_numbers() {
-        assert!(msi_version("1.4.2").is_ok());
-        assert!(msi_version("255.255.65535").is_ok());
+        assert_eq!(msi_version("1.4.2").unwrap(), "1.4.2");
+        assert_eq!(msi_version("255.255.65535").unwrap(), "255.255.65535");
+        // One version, one spelling (and so one product code).
+        assert_eq!(msi_version("1.2").unwrap(), "1.2.0");
+        assert_eq!(msi_version("01.2.3").unwrap(), "1.2.3");
         for bad in [
             "1.4.2.7",
             "256.0.0",
