@@ -167,48 +167,7 @@ enum Command {
     /// Build your agent package: the Shoal agent with your trust document, origin and
     /// channel, as a service endpoints install with their package manager.
     #[command(after_help = EXIT_CODES)]
-    AgentPackage {
-        /// Package format.
-        #[arg(long, value_enum, default_value_t = PackageFormat::Deb)]
-        format: PackageFormat,
-        /// Package, service and command name, e.g. acme-updates.
-        #[arg(long)]
-        name: String,
-        /// Package version, e.g. 1.0.0 (raise it for each package you ship).
-        #[arg(long)]
-        version: String,
-        /// Maintainer, e.g. 'Acme Ops <ops@acme.example>'.
-        #[arg(long)]
-        maintainer: String,
-        /// One line saying what it keeps up to date, e.g. 'Acme driver updates'.
-        #[arg(long)]
-        summary: String,
-        /// The trust document agents start from (keys/trust/N.json).
-        #[arg(long)]
-        trust: PathBuf,
-        /// The origin's base URL (https://…).
-        #[arg(long)]
-        origin: String,
-        /// The channel agents follow.
-        #[arg(long, default_value = "stable")]
-        channel: String,
-        /// An extra CA certificate (PEM) agents trust for the origin.
-        #[arg(long)]
-        origin_ca: Option<PathBuf>,
-        /// The shoal-agent binary to ship (shoal-agent.exe for msi); default: the one
-        /// beside this program.
-        #[arg(long)]
-        agent: Option<PathBuf>,
-        /// Peer port; default derived from --name (7402-9398).
-        #[arg(long, default_value_t = 0)]
-        peer_port: u16,
-        /// Status API port on 127.0.0.1; default the peer port + 1.
-        #[arg(long, default_value_t = 0)]
-        api_port: u16,
-        /// Directory to write the package to.
-        #[arg(long, default_value = ".")]
-        out: PathBuf,
-    },
+    AgentPackage(crate::package::PackageArgs),
     /// Replace the root or release keys by publishing the next trust document.
     #[command(after_help = EXIT_CODES)]
     RotateKey {
@@ -235,15 +194,6 @@ enum Command {
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=36500))]
         manifest_expires_days: u64,
     },
-}
-
-/// Package formats `agent-package` builds.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum PackageFormat {
-    /// A Debian package (.deb) with a systemd service.
-    Deb,
-    /// A Windows Installer package (.msi) with a Windows service (needs wixl).
-    Msi,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -410,58 +360,7 @@ fn run(cmd: Command) -> Result<()> {
                 );
             }
         }
-        Command::AgentPackage {
-            format,
-            name,
-            version,
-            maintainer,
-            summary,
-            trust,
-            origin,
-            channel,
-            origin_ca,
-            agent,
-            peer_port,
-            api_port,
-            out,
-        } => {
-            let exe = match format {
-                PackageFormat::Deb => "shoal-agent",
-                PackageFormat::Msi => "shoal-agent.exe",
-            };
-            let agent = match agent {
-                Some(a) => a,
-                None => std::env::current_exe()
-                    .ok()
-                    .and_then(|p| p.parent().map(|d| d.join(exe)))
-                    .unwrap_or_else(|| PathBuf::from(exe)),
-            };
-            let o = crate::package::PackageOptions {
-                name,
-                version,
-                maintainer,
-                summary,
-                trust,
-                origin,
-                channel,
-                origin_ca,
-                agent,
-                peer_port,
-                api_port,
-                out,
-            };
-            let built = match format {
-                PackageFormat::Deb => crate::package::deb::build(&o)?,
-                PackageFormat::Msi => crate::package::msi::build(&o)?,
-            };
-            println!("wrote {}", built.display());
-            println!(
-                "service {n}: peers on port {p}, status on http://127.0.0.1:{a}/",
-                n = o.name,
-                p = o.peer_port(),
-                a = o.api_port()
-            );
-        }
+        Command::AgentPackage(args) => crate::package::run(args)?,
         Command::Stats {
             url,
             ca,

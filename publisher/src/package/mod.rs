@@ -27,6 +27,100 @@ use crate::error::{Error, Result};
 /// The agent's sample config: every key, its comment and its default.
 pub const SAMPLE_CONFIG: &str = include_str!("../../../packaging/agent.toml");
 
+/// The flags of `shoal-publisher agent-package`.
+#[derive(clap::Args, Debug)]
+pub struct PackageArgs {
+    /// Package format.
+    #[arg(long, value_enum, default_value_t = Format::Deb)]
+    pub format: Format,
+    /// Package, service and command name, e.g. acme-updates.
+    #[arg(long)]
+    pub name: String,
+    /// Package version, e.g. 1.0.0 (raise it for each package you ship).
+    #[arg(long)]
+    pub version: String,
+    /// Maintainer, e.g. 'Acme Ops <ops@acme.example>'.
+    #[arg(long)]
+    pub maintainer: String,
+    /// One line saying what it keeps up to date, e.g. 'Acme driver updates'.
+    #[arg(long)]
+    pub summary: String,
+    /// The trust document agents start from (keys/trust/N.json).
+    #[arg(long)]
+    pub trust: PathBuf,
+    /// The origin's base URL (https://…).
+    #[arg(long)]
+    pub origin: String,
+    /// The channel agents follow.
+    #[arg(long, default_value = "stable")]
+    pub channel: String,
+    /// An extra CA certificate (PEM) agents trust for the origin.
+    #[arg(long)]
+    pub origin_ca: Option<PathBuf>,
+    /// The shoal-agent binary to ship (shoal-agent.exe for msi); default: the one
+    /// beside this program.
+    #[arg(long)]
+    pub agent: Option<PathBuf>,
+    /// Peer port; default derived from --name (7402-9398).
+    #[arg(long, default_value_t = 0)]
+    pub peer_port: u16,
+    /// Status API port on 127.0.0.1; default the peer port + 1.
+    #[arg(long, default_value_t = 0)]
+    pub api_port: u16,
+    /// Directory to write the package to.
+    #[arg(long, default_value = ".")]
+    pub out: PathBuf,
+}
+
+/// Package formats `agent-package` builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// A Debian package (.deb) with a systemd service.
+    Deb,
+    /// A Windows Installer package (.msi) with a Windows service (needs wixl).
+    Msi,
+}
+
+/// `shoal-publisher agent-package`: builds the package and says where it is.
+pub fn run(a: PackageArgs) -> Result<()> {
+    let exe = match a.format {
+        Format::Deb => "shoal-agent",
+        Format::Msi => "shoal-agent.exe",
+    };
+    let agent = a.agent.unwrap_or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join(exe)))
+            .unwrap_or_else(|| PathBuf::from(exe))
+    });
+    let o = PackageOptions {
+        name: a.name,
+        version: a.version,
+        maintainer: a.maintainer,
+        summary: a.summary,
+        trust: a.trust,
+        origin: a.origin,
+        channel: a.channel,
+        origin_ca: a.origin_ca,
+        agent,
+        peer_port: a.peer_port,
+        api_port: a.api_port,
+        out: a.out,
+    };
+    let built = match a.format {
+        Format::Deb => deb::build(&o)?,
+        Format::Msi => msi::build(&o)?,
+    };
+    println!("wrote {}", built.display());
+    println!(
+        "service {n}: peers on port {p}, status on http://127.0.0.1:{api}/",
+        n = o.name,
+        p = o.peer_port(),
+        api = o.api_port()
+    );
+    Ok(())
+}
+
 /// What a vendor's agent package carries.
 #[derive(Debug, Clone)]
 pub struct PackageOptions {
