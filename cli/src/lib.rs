@@ -66,6 +66,14 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// `s` as a Prometheus label value (text format 0.0.4): backslash, quote and newline
+/// escaped.
+pub fn prometheus_label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// `1.5 GiB`, `12.0 MiB`, `512 B`.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -21,7 +21,7 @@ impl Family<'_> {
         if !labels.is_empty() {
             let parts: Vec<String> = labels
                 .iter()
-                .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+                .map(|(k, v)| format!("{k}=\"{}\"", shoal_cli::prometheus_label(v)))
                 .collect();
             let _ = write!(self.out, "{{{}}}", parts.join(","));
         }
@@ -200,13 +200,6 @@ pub fn render(st: &AgentStatus, swarm: &SwarmView) -> String {
         f.sample(&[("release", &r.release)], r.complete_agents);
     }
     out
-}
-
-/// Escapes a label value.
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

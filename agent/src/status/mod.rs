@@ -339,7 +339,13 @@ pub fn share(a: u64, b: u64) -> f64 {
 mod tests {
     use super::*;
 
-    fn snapshot(release: &str, held: u32, peers: u64, origin: u64) -> TransferSnapshot {
+    /// A snapshot of 10 pieces and 1,000 bytes (the swarm view's tests use it too).
+    pub(in crate::status) fn snapshot(
+        release: &str,
+        held: u32,
+        peers: u64,
+        origin: u64,
+    ) -> TransferSnapshot {
         TransferSnapshot {
             release: release.into(),
             version: 1,

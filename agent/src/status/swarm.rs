@@ -237,19 +237,7 @@ fn disambiguate(agents: &mut [SwarmAgent]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn snapshot(release: &str, held: u32, peers: u64, origin: u64) -> TransferSnapshot {
-        TransferSnapshot {
-            release: release.into(),
-            version: 1,
-            bytes: 1000,
-            pieces_held: held,
-            piece_count: 10,
-            bytes_from_peers: peers,
-            bytes_from_origin: origin,
-            ..TransferSnapshot::default()
-        }
-    }
+    use crate::status::tests::snapshot;
 
     fn report(peer: &str, name: &str, held: u32, peers: u64, origin: u64) -> PeerReport {
         PeerReport {

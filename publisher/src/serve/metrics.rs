@@ -159,7 +159,7 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "shoal_origin_file_sent_bytes_total{{path=\"{}\"}} {n}",
-                escape(path)
+                shoal_cli::prometheus_label(path)
             );
         }
         let _ = writeln!(
@@ -172,8 +172,8 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "shoal_origin_release_sent_bytes_total{{channel=\"{}\",release=\"{}\"}} {n}",
-                escape(&r.channel),
-                escape(&r.release)
+                shoal_cli::prometheus_label(&r.channel),
+                shoal_cli::prometheus_label(&r.release)
             );
         }
         let _ = writeln!(
@@ -186,8 +186,8 @@ impl Metrics {
                 let _ = writeln!(
                     out,
                     "shoal_origin_release_size_bytes{{channel=\"{}\",release=\"{}\"}} {size}",
-                    escape(&r.channel),
-                    escape(&r.release)
+                    shoal_cli::prometheus_label(&r.channel),
+                    shoal_cli::prometheus_label(&r.release)
                 );
             }
         }
@@ -224,13 +224,6 @@ impl Metrics {
         );
         out
     }
-}
-
-/// Escapes a Prometheus label value.
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
