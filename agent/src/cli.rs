@@ -81,7 +81,7 @@ enum Command {
         /// other agents where there are enough; auto: slow on Wi-Fi or under 100 Mbit/s.
         #[arg(long, value_enum, default_value_t = Link::Auto)]
         link: Link,
-        /// Extra CA certificate (PEM) for the origin.
+        /// CA certificate (PEM) for the origin: when given, the only one trusted for it.
         #[arg(long)]
         ca: Option<PathBuf>,
         /// Accept a plain-HTTP origin (tests only: no transport security).

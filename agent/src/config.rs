@@ -86,7 +86,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Peers to dial, for networks without multicast.
     pub peers: Vec<SocketAddr>,
-    /// Extra CA certificate (PEM) for the origin; empty for none.
+    /// CA certificate (PEM) for the origin, the only one trusted for it when set (a private
+    /// origin); empty for the system's roots.
     pub origin_ca: PathBuf,
     /// Accept a plain-HTTP origin (tests only).
     pub danger_allow_http: bool,

@@ -42,13 +42,17 @@ impl OriginClient {
                     "--ca takes a PEM file",
                 )
             })?;
-            for c in certs {
-                b = b.add_root_certificate(c);
-            }
+            // The vendor's own CA is the only one trusted for its origin: a private CA
+            // needs no system roots beside it (and Windows' store is not consulted).
+            b = b.tls_certs_only(certs);
         }
-        let client = b
-            .build()
-            .map_err(|e| Error::new(exit::IO, format!("building the HTTPS client: {e}"), ""))?;
+        let client = b.build().map_err(|e| {
+            Error::new(
+                exit::IO,
+                format!("building the HTTPS client: {}", crate::error::chain(&e)),
+                "",
+            )
+        })?;
         Ok(OriginClient {
             base: base.trim_end_matches('/').to_owned(),
             client,
