@@ -4,7 +4,7 @@
 # (started on install, stopped and removed on uninstall), the upgrade code, the files.
 # Where the Windows target, the mingw cross compiler or wixl cannot be installed, it
 # says so plainly and exits 0 (skipped). Installing the MSI under Wine is not done here.
-#   bash packaging/msi-check.sh
+#   bash packaging/msi-check.sh   (shares packaging/windows-build.sh with wine-check.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 skip() {
@@ -13,18 +13,7 @@ skip() {
   echo "  apt install gcc-mingw-w64-x86-64 wixl msitools; bash packaging/msi-check.sh"
   exit 0
 }
-rustup target list --installed 2>/dev/null | grep -q '^x86_64-pc-windows-gnu$' \
-  || rustup target add x86_64-pc-windows-gnu \
-  || skip "the Windows target (x86_64-pc-windows-gnu) cannot be installed here"
-command -v x86_64-w64-mingw32-gcc >/dev/null || skip "no mingw cross compiler (gcc-mingw-w64-x86-64)"
-command -v wixl >/dev/null || skip "no wixl"
-command -v msiinfo >/dev/null || skip "no msiinfo (msitools)"
-
-cargo build -q --target x86_64-pc-windows-gnu -p shoal-agent
-cargo build -q -p shoal-publisher
-target_dir="${CARGO_TARGET_DIR:-target}"
-exe="$target_dir/x86_64-pc-windows-gnu/debug/shoal-agent.exe"
-P="$target_dir/debug/shoal-publisher"
+source packaging/windows-build.sh
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$P" keygen --keys "$work/keys" --product acme > /dev/null

@@ -18,16 +18,7 @@ skip() {
 wine=/usr/lib/wine/wine64
 wineserver=/usr/lib/wine/wineserver64
 [ -x "$wine" ] && [ -x "$wineserver" ] || skip "no wine64"
-command -v x86_64-w64-mingw32-gcc >/dev/null || skip "no mingw cross compiler"
-command -v wixl >/dev/null && command -v msibuild >/dev/null || skip "no wixl/msitools"
-rustup target list --installed 2>/dev/null | grep -q '^x86_64-pc-windows-gnu$' \
-  || rustup target add x86_64-pc-windows-gnu || skip "the Windows target cannot be installed here"
-
-cargo build -q --target x86_64-pc-windows-gnu -p shoal-agent
-cargo build -q -p shoal-publisher
-target_dir="${CARGO_TARGET_DIR:-target}"
-exe="$target_dir/x86_64-pc-windows-gnu/debug/shoal-agent.exe"
-P="$target_dir/debug/shoal-publisher"
+source packaging/windows-build.sh
 
 work=$(mktemp -d)
 ns="shoalwine$$"
@@ -80,14 +71,20 @@ for _ in $(seq 120); do [ -f "$dir/releases/1.0/driver.bin" ] && break; sleep 0.
 [ -f "$dir/releases/1.0/driver.bin" ] || fail "no release delivered; log: $(tail -5 "$dir/logs/agent.log" 2>/dev/null)"
 cmp -s "$dir/releases/1.0/driver.bin" "$work/driver.bin" || fail "the delivered release differs"
 in_ns "$wine" sc query acme-updates | grep -q 'RUNNING' || fail "the service is not running"
-status=$(in_ns curl -s http://127.0.0.1:7461/api/v1/status 2>/dev/null || true)
-[ -n "$status" ] || status=$(in_ns curl -s "http://127.0.0.1:$(grep -o '127.0.0.1:[0-9]*' "$dir/agent.toml" | tail -1 | cut -d: -f2)/api/v1/status")
+# The package's [api] listen (the last 127.0.0.1 address in its config).
+api=$(grep -o '127\.0\.0\.1:[0-9]*' "$dir/agent.toml" | tail -1)
+status=$(in_ns curl -s "http://$api/api/v1/status" || true)
 grep -q '"complete":true' <<<"$status" || fail "the status API does not say complete: $status"
 
 # Uninstall: the service and the program go; the config stays (permanent).
 in_ns "$wine" msiexec /x "$msi" /qn || fail "msiexec /x failed"
-sleep 2
+# The service stops first; the program goes once it has (up to 30 s).
+for _ in $(seq 60); do
+  in_ns "$wine" sc query acme-updates 2>/dev/null | grep -q 'STATE' || [ -e "$dir/shoal-agent.exe" ] || break
+  sleep 0.5
+done
 if in_ns "$wine" sc query acme-updates 2>/dev/null | grep -q 'STATE'; then fail "the service is still registered"; fi
 [ ! -e "$dir/shoal-agent.exe" ] || fail "the program is still there"
+pgrep -f 'acme-updates.shoal-agent.exe service' >/dev/null && fail "the agent still runs"
 [ -e "$dir/agent.toml" ] || fail "the config went with the uninstall"
 echo "wine check passed: installed, service RUNNING, release fetched and delivered byte for byte, uninstalled, service gone, config kept"
