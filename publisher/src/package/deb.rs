@@ -32,15 +32,7 @@ pub fn layout(n: &str) -> super::Layout {
 pub fn build(o: &PackageOptions) -> Result<PathBuf> {
     o.validate()?;
     let arch = super::check_executable(&o.agent, false)?;
-    std::fs::create_dir_all(&o.out)
-        .map_err(|e| Error::other(format!("creating {}: {e}", o.out.display()), ""))?;
-    let stage = o
-        .out
-        .join(format!(".{}-{}-staging", o.name, std::process::id()));
-    let _ = std::fs::remove_dir_all(&stage);
-    let result = stage_and_build(o, &arch, &stage);
-    let _ = std::fs::remove_dir_all(&stage);
-    result
+    super::with_staging(o, "deb", |stage| stage_and_build(o, &arch, stage))
 }
 
 fn stage_and_build(o: &PackageOptions, arch: &str, stage: &Path) -> Result<PathBuf> {
@@ -126,26 +118,13 @@ fn stage_and_build(o: &PackageOptions, arch: &str, stage: &Path) -> Result<PathB
     )?;
     put("DEBIAN/preinst", preinst(n).as_bytes(), 0o755)?;
     let deb = o.out.join(format!("{n}_{}_{arch}.deb", o.version));
-    let out = Command::new("dpkg-deb")
-        .args(["--root-owner-group", "-Zxz", "--build"])
-        .arg(stage)
-        .arg(&deb)
-        .output()
-        .map_err(|e| {
-            Error::other(
-                format!("running dpkg-deb: {e}"),
-                "build Debian packages on a Debian or Ubuntu machine (package dpkg)",
-            )
-        })?;
-    if !out.status.success() {
-        return Err(Error::other(
-            format!(
-                "dpkg-deb failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-            "",
-        ));
-    }
+    super::run_tool(
+        Command::new("dpkg-deb")
+            .args(["--root-owner-group", "-Zxz", "--build"])
+            .arg(stage)
+            .arg(&deb),
+        "build Debian packages on a Debian or Ubuntu machine (package dpkg)",
+    )?;
     Ok(deb)
 }
 

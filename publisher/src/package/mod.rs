@@ -413,6 +413,43 @@ pub fn check_executable(path: &Path, windows: bool) -> Result<String> {
     ))
 }
 
+/// Runs `build` in a fresh staging directory `<out>/.<name>-<pid>-<tag>` (the output
+/// directory is created), and removes the staging directory afterwards, whatever happened.
+pub(crate) fn with_staging<T>(
+    o: &PackageOptions,
+    tag: &str,
+    build: impl FnOnce(&Path) -> Result<T>,
+) -> Result<T> {
+    std::fs::create_dir_all(&o.out)
+        .map_err(|e| Error::other(format!("creating {}: {e}", o.out.display()), ""))?;
+    let stage = o
+        .out
+        .join(format!(".{}-{}-{tag}", o.name, std::process::id()));
+    let _ = std::fs::remove_dir_all(&stage);
+    let result = build(&stage);
+    let _ = std::fs::remove_dir_all(&stage);
+    result
+}
+
+/// Runs a packaging tool; an error names it and says how to get it (`install`), or
+/// quotes what it printed when it failed.
+pub(crate) fn run_tool(cmd: &mut std::process::Command, install: &str) -> Result<()> {
+    let tool = cmd.get_program().to_string_lossy().into_owned();
+    let out = cmd
+        .output()
+        .map_err(|e| Error::other(format!("running {tool}: {e}"), install))?;
+    if !out.status.success() {
+        return Err(Error::other(
+            format!(
+                "{tool} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            "",
+        ));
+    }
+    Ok(())
+}
+
 fn read(p: &Path) -> Result<Vec<u8>> {
     std::fs::read(p).map_err(|e| Error::other(format!("reading {}: {e}", p.display()), ""))
 }

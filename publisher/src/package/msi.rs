@@ -56,15 +56,7 @@ pub fn build(o: &PackageOptions) -> Result<PathBuf> {
         ));
     }
     let version = msi_version(&o.version)?;
-    std::fs::create_dir_all(&o.out)
-        .map_err(|e| Error::other(format!("creating {}: {e}", o.out.display()), ""))?;
-    let stage = o
-        .out
-        .join(format!(".{}-{}-msi", o.name, std::process::id()));
-    let _ = std::fs::remove_dir_all(&stage);
-    let result = stage_and_build(o, &version, &stage);
-    let _ = std::fs::remove_dir_all(&stage);
-    result
+    super::with_staging(o, "msi", |stage| stage_and_build(o, &version, stage))
 }
 
 /// An MSI's ProductVersion from `v`: up to three numbers (major and minor up to 255,
@@ -128,50 +120,27 @@ fn stage_and_build(o: &PackageOptions, version: &str, stage: &Path) -> Result<Pa
     .map_err(|e| Error::other(format!("writing {}: {e}", wxs.display()), ""))?;
     let msi = o.out.join(format!("{n}-{}-x64.msi", o.version));
     let msi = std::path::absolute(&msi).unwrap_or(msi);
-    let out = Command::new("wixl")
-        .current_dir(stage)
-        .args(["-a", "x64", "-o"])
-        .arg(&msi)
-        .arg("product.wxs")
-        .output()
-        .map_err(|e| {
-            Error::other(
-                format!("running wixl: {e}"),
-                "install Debian's wixl package (apt install wixl msitools)",
-            )
-        })?;
-    if !out.status.success() {
-        return Err(Error::other(
-            format!(
-                "wixl failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-            "",
-        ));
-    }
+    super::run_tool(
+        Command::new("wixl")
+            .current_dir(stage)
+            .args(["-a", "x64", "-o"])
+            .arg(&msi)
+            .arg("product.wxs"),
+        "install Debian's wixl package (apt install wixl msitools)",
+    )?;
     // wixl has no `Permanent`: mark the config's component permanent (16) in the table
     // itself, with 64-bit (256), so an upgrade or uninstall leaves the config alone.
-    let out = Command::new("msibuild")
-        .arg(&msi)
-        .arg("-q")
-        .arg("UPDATE `Component` SET `Attributes` = 272 WHERE `Component` = 'Config'")
-        .output()
-        .map_err(|e| {
-            Error::other(
-                format!("running msibuild: {e}"),
-                "install Debian's msitools package (apt install msitools)",
-            )
-        })?;
-    if !out.status.success() {
+    let marked = super::run_tool(
+        Command::new("msibuild")
+            .arg(&msi)
+            .arg("-q")
+            .arg("UPDATE `Component` SET `Attributes` = 272 WHERE `Component` = 'Config'"),
+        "install Debian's msitools package (apt install msitools)",
+    );
+    if marked.is_err() {
         let _ = std::fs::remove_file(&msi);
-        return Err(Error::other(
-            format!(
-                "msibuild failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-            "",
-        ));
     }
+    marked?;
     Ok(msi)
 }
 
