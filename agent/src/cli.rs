@@ -74,9 +74,14 @@ enum Command {
         /// Use only this interface for mDNS (repeatable); default all.
         #[arg(long = "interface")]
         interfaces: Vec<String>,
-        /// mDNS group tag: agents meet only agents with the same tag.
+        /// mDNS group: agents meet only agents of the same vendor and group (the group
+        /// is never sent in clear).
         #[arg(long, default_value = "default")]
         group: String,
+        /// A private swarm's key file (`shoal-agent swarm-key new` writes one): peers
+        /// must hold the key, and everything between them is encrypted.
+        #[arg(long)]
+        swarm_key: Option<PathBuf>,
         /// This machine's link next to its neighbours': slow leaves origin fetches to
         /// other agents where there are enough; auto: slow on Wi-Fi or under 100 Mbit/s.
         #[arg(long, value_enum, default_value_t = Link::Auto)]
@@ -98,6 +103,9 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Create or inspect a private swarm's key (`[private] key_file` in the config).
+    #[command(subcommand, name = "swarm-key")]
+    SwarmKey(SwarmKeyCommand),
     /// Run as a Windows service (Windows starts this; the vendor's .msi registers it).
     #[command(after_help = EXIT_CODES)]
     Service {
@@ -121,6 +129,24 @@ enum Command {
     Swarm {
         #[command(flatten)]
         api: ApiArgs,
+    },
+}
+
+/// `shoal-agent swarm-key …`.
+#[derive(Subcommand, Debug)]
+enum SwarmKeyCommand {
+    /// Create a new random swarm key: written to a new file readable only by its owner,
+    /// or printed. Give the same key to every agent of the organisation.
+    New {
+        /// The file to create (it must not exist); default: print the key.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print the fingerprints of the keys in a key file (they name a key without
+    /// revealing it; the agent logs the same).
+    Fingerprint {
+        /// The key file.
+        file: PathBuf,
     },
 }
 
@@ -211,6 +237,17 @@ async fn dispatch(cmd: Command) -> Result<(), Error> {
         Command::Service { name, config } => {
             crate::service::run(crate::service::ServiceArgs { name, config })
         }
+        Command::SwarmKey(SwarmKeyCommand::New { out }) => {
+            crate::secure::new_key_file(out.as_deref())
+        }
+        Command::SwarmKey(SwarmKeyCommand::Fingerprint { file }) => {
+            let keys = crate::secure::SwarmKeys::load(&file)?;
+            for (i, f) in keys.fingerprints().iter().enumerate() {
+                let role = if i == 0 { "used" } else { "accepted" };
+                println!("{f}  {role}");
+            }
+            Ok(())
+        }
         Command::Status { api } => show(crate::show::View::Status, api).await,
         Command::Swarm { api } => show(crate::show::View::Swarm, api).await,
         Command::Fetch {
@@ -224,6 +261,7 @@ async fn dispatch(cmd: Command) -> Result<(), Error> {
             no_mdns,
             interfaces,
             group,
+            swarm_key,
             link,
             ca,
             danger_allow_http,
@@ -238,6 +276,11 @@ async fn dispatch(cmd: Command) -> Result<(), Error> {
                     "",
                 ));
             }
+            let private = swarm_key
+                .as_deref()
+                .map(crate::secure::SwarmKeys::load)
+                .transpose()?;
+            let product = crate::release::anchor_product(&trust)?;
             let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
                 Error::new(
                     exit::IO,
@@ -266,7 +309,8 @@ async fn dispatch(cmd: Command) -> Result<(), Error> {
                 out,
                 ca,
                 danger_allow_http,
-                discovery: (!no_mdns).then_some(DiscoveryConfig { interfaces, group }),
+                discovery: (!no_mdns)
+                    .then(|| DiscoveryConfig::new(interfaces, &product, &group, private.as_ref())),
                 transfer: TransferOptions {
                     swarm: SwarmConfig {
                         origin_grace: Duration::from_secs_f64(origin_grace),
@@ -279,6 +323,7 @@ async fn dispatch(cmd: Command) -> Result<(), Error> {
                     overlay: shoal_protocol::swarm::PeerSetConfig::default(),
                     me: crate::transfer::new_peer_id(link.light)?,
                     identity: crate::transfer::Identity::this_host(),
+                    private,
                 },
             };
             let (stop_tx, stop_rx) = watch::channel(false);

@@ -33,6 +33,17 @@ impl Default for MdnsConfig {
     }
 }
 
+/// A private swarm (PROTOCOL.md §6.8): with a key file, peers prove they hold the
+/// organisation's swarm key before anything else is said, and every byte between them is
+/// encrypted; discovery then reveals nothing to hosts without the key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrivateConfig {
+    /// The swarm key file (`shoal-agent swarm-key new` writes one; not readable by other
+    /// users); empty for a public swarm.
+    pub key_file: PathBuf,
+}
+
 /// The local status API, `/metrics` and the dashboard.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -110,6 +121,8 @@ pub struct Config {
     pub name: String,
     /// The status API and dashboard.
     pub api: ApiConfig,
+    /// Private swarm mode.
+    pub private: PrivateConfig,
 }
 
 impl Default for Config {
@@ -132,6 +145,7 @@ impl Default for Config {
             mdns: MdnsConfig::default(),
             name: String::new(),
             api: ApiConfig::default(),
+            private: PrivateConfig::default(),
         }
     }
 }
@@ -189,6 +203,7 @@ impl Config {
                     &mut c.state_dir,
                     &mut c.releases_dir,
                     &mut c.origin_ca,
+                    &mut c.private.key_file,
                 ] {
                     if !path.as_os_str().is_empty() && path.is_relative() {
                         *path = base.join(&*path);
@@ -288,6 +303,8 @@ mod tests {
             "enabled",
             "interfaces",
             "group",
+            "[private]",
+            "key_file",
         ] {
             assert!(sample.contains(&format!("\n{key}")), "sample lacks {key}");
         }

@@ -32,6 +32,7 @@ use crate::discovery::DiscoveryConfig;
 use crate::error::{Error, Result, exit};
 use crate::origin::OriginClient;
 use crate::release::{Release, from_parts, load_indexes};
+use crate::secure::SwarmKeys;
 use crate::status::{Money, StatusHub};
 use crate::store::Store;
 use crate::transfer::{self, GossipEvent, Identity, Transfer, TransferOptions, WRITE_TIMEOUT};
@@ -69,10 +70,21 @@ struct Daemon {
     light: Option<bool>,
     /// What the status API shows.
     hub: Arc<StatusHub>,
+    /// The private swarm's keys, if the config names a key file.
+    private: Option<SwarmKeys>,
 }
 
 /// Runs until `shutdown` turns true.
 pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    // A key file that cannot be used stops the agent: falling back to a public swarm
+    // would tell the LAN what the organisation meant to keep private.
+    let private = if cfg.private.key_file.as_os_str().is_empty() {
+        None
+    } else {
+        let keys = SwarmKeys::load(&cfg.private.key_file)?;
+        tracing::info!(keys = ?keys.fingerprints(), "private swarm");
+        Some(keys)
+    };
     std::fs::create_dir_all(&cfg.state_dir).map_err(|e| Error::io(cfg.state_dir.display(), e))?;
     std::fs::create_dir_all(&cfg.releases_dir)
         .map_err(|e| Error::io(cfg.releases_dir.display(), e))?;
@@ -113,6 +125,7 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<()>
         seeding: None,
         delivered: Vec::new(),
         gossip_tx,
+        private,
     };
     let mut failures: u32 = 0;
     let poll = Duration::from_secs(d.cfg.poll_interval_secs);
@@ -224,6 +237,7 @@ impl Daemon {
                 name: self.hub.name().to_owned(),
                 started: self.hub.started(),
             },
+            private: self.private.clone(),
         }
     }
 
@@ -386,10 +400,12 @@ impl Daemon {
             })?;
         let me = transfer::new_peer_id(self.slow_link())?;
         let discovered = if self.cfg.mdns.enabled {
-            let cfg = DiscoveryConfig {
-                interfaces: self.cfg.mdns.interfaces.clone(),
-                group: self.cfg.mdns.group.clone(),
-            };
+            let cfg = DiscoveryConfig::new(
+                self.cfg.mdns.interfaces.clone(),
+                release.trust.body().product.as_str(),
+                &self.cfg.mdns.group,
+                self.private.as_ref(),
+            );
             let port = listener
                 .local_addr()
                 .map_err(|e| Error::io("listener", e))?

@@ -1,13 +1,13 @@
 //! LAN discovery over mDNS/DNS-SD: service `_shoal._tcp.local.`.
 //!
-//! Each agent registers an instance named after its peer id and group
-//! (`shoal-<32 hex digits>-<8 hex digits>`: the id is random and fresh per start, the same
-//! id its `Hello` carries; the second part is a hash of the group, see [`group_tag`]), its
-//! peer port, and a TXT record with only `v` (protocol version) and `g` (an opaque group
-//! tag, so unrelated Shoal deployments on one LAN can keep apart). Nothing in it reveals
-//! which releases the host holds: the handshake's proof does that job, and only for peers
-//! that know the release.
-//!
+//! Each agent registers an instance named `shoal-<peer id>-<tag>` (PROTOCOL.md §6.6): the
+//! peer id is random and fresh per start, the same id its `Hello` carries; the tag is a
+//! MAC of the id under the agent's discovery key
+//! ([`shoal_protocol::discovery::DiscoveryKey`]), derived from the vendor's product and
+//! the group, or in a private swarm from the swarm key, the product and the group. Agents that share
+//! the key recognise each other; to anyone else a name is random. The TXT record holds
+//! only `v=1`. Nothing in an announcement names the vendor, the group or a release.
+
 //! Reports: an instance of our group is a [`Found::Member`] as soon as its name is seen
 //! (the PTR record alone), and a [`Found::Peer`] with an address to dial once resolved
 //! (SRV, TXT and address records, with the same version and group); one that goes away
@@ -26,7 +26,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use mdns_sd::{IfKind, ServiceDaemon, ServiceEvent, ServiceInfo};
-use shoal_protocol::digest::hex_encode;
+use shoal_protocol::discovery::{DiscoveryKey, parse_name};
 use shoal_protocol::wire::PeerId;
 use tokio::sync::mpsc;
 
@@ -42,16 +42,30 @@ const TXT_VERSION: &str = "1";
 pub struct DiscoveryConfig {
     /// Interfaces to use; empty means all.
     pub interfaces: Vec<String>,
-    /// Opaque group tag; agents only meet agents with the same tag.
-    pub group: String,
+    /// The keys announcements are recognised under; the first tags our own. Agents meet
+    /// only agents that share one.
+    pub keys: Vec<DiscoveryKey>,
 }
 
-impl Default for DiscoveryConfig {
-    fn default() -> Self {
-        DiscoveryConfig {
-            interfaces: Vec::new(),
-            group: "default".into(),
-        }
+impl DiscoveryConfig {
+    /// The settings of an agent of `product` in `group`: in a private swarm (`private`)
+    /// its keys are derived from the swarm keys (the first tags our announcement), else
+    /// from the product.
+    pub fn new(
+        interfaces: Vec<String>,
+        product: &str,
+        group: &str,
+        private: Option<&crate::secure::SwarmKeys>,
+    ) -> Self {
+        let keys = match private {
+            Some(keys) => keys
+                .all()
+                .iter()
+                .map(|k| k.discovery(product, group))
+                .collect(),
+            None => vec![DiscoveryKey::public(product, group)],
+        };
+        DiscoveryConfig { interfaces, keys }
     }
 }
 
@@ -66,43 +80,18 @@ pub enum Found {
         id: PeerId,
         /// Where to dial it.
         addr: SocketAddr,
+        /// Which of our keys recognised it (a private swarm dials with that key).
+        key: usize,
     },
     /// The agent with this id withdrew its announcement (or it expired).
     Gone(PeerId),
 }
 
-/// The short tag of a group in instance names: the first 4 bytes of
-/// `SHA-256("SHOAL-GROUP-V1\0" || group)`, hex.
-pub fn group_tag(group: &str) -> String {
-    let d = shoal_protocol::Digest::of_parts(&[b"SHOAL-GROUP-V1\0", group.as_bytes()]);
-    hex_encode(&d.0[..4])
-}
-
-/// The instance name that announces `id` in `group`.
-fn instance_name(id: &PeerId, group: &str) -> String {
-    format!("shoal-{}-{}", hex_encode(&id.0), group_tag(group))
-}
-
-/// The peer id and group tag in an instance's full name
-/// (`shoal-<32 hex>-<8 hex>._shoal._tcp.local.`), if it has that form.
-pub fn parse_name(fullname: &str) -> Option<(PeerId, &str)> {
-    let label = fullname.strip_prefix("shoal-")?.split('.').next()?;
-    let (hex, tag) = label.split_once('-')?;
-    // Lowercase only: one agent has one name (a variant spelling of a real agent's id
-    // must not redirect or withdraw it).
-    let is_hex = |s: &str, n: usize| {
-        s.len() == n
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    };
-    if !is_hex(hex, 32) || !is_hex(tag, 8) {
-        return None;
-    }
-    let mut id = [0u8; 16];
-    for (i, b) in id.iter_mut().enumerate() {
-        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some((PeerId(id), tag))
+/// Which of `keys` recognises the instance `fullname`, and the peer id it announces.
+pub fn recognise(keys: &[DiscoveryKey], fullname: &str) -> Option<(PeerId, usize)> {
+    let (id, tag) = parse_name(fullname)?;
+    let key = keys.iter().position(|k| k.recognises(&id, &tag))?;
+    Some((id, key))
 }
 
 /// A running announcement and browse; stops when dropped.
@@ -147,28 +136,26 @@ impl Discovery {
                 .collect();
             daemon.enable_interface(names).map_err(mdns_error)?;
         }
-        let name = instance_name(me, &cfg.group);
+        let Some(own_key) = cfg.keys.first() else {
+            return Err(mdns_error("no discovery key"));
+        };
+        let name = own_key.instance_name(me);
         let info = ServiceInfo::new(
             SERVICE,
             &name,
             &format!("{name}.local."),
             "",
             port,
-            &[("v", TXT_VERSION), ("g", cfg.group.as_str())][..],
+            &[("v", TXT_VERSION)][..],
         )
         .map_err(mdns_error)?
         .enable_addr_auto();
         let own = info.get_fullname().to_owned();
         daemon.register(info).map_err(mdns_error)?;
         let events = daemon.browse(SERVICE).map_err(mdns_error)?;
-        let group = cfg.group.clone();
-        let tag = group_tag(&group);
-        // The id in a name of our group (not our own).
-        let ours = move |name: &str| {
-            parse_name(name)
-                .filter(|(_, t)| *t == tag && name != own)
-                .map(|(id, _)| id)
-        };
+        let keys = cfg.keys.clone();
+        // The id in a name we recognise (not our own), and under which key.
+        let ours = move |name: &str| recognise(&keys, name).filter(|_| name != own);
         tokio::spawn(async move {
             while let Ok(event) = events.recv_async().await {
                 // A full queue drops the report: only a flood of announcements fills
@@ -180,21 +167,19 @@ impl Discovery {
                 let s = match event {
                     ServiceEvent::ServiceResolved(s) => s,
                     ServiceEvent::ServiceFound(_, name) => match ours(&name) {
-                        Some(id) if report(Found::Member(id)).is_err() => return,
+                        Some((id, _)) if report(Found::Member(id)).is_err() => return,
                         _ => continue,
                     },
                     ServiceEvent::ServiceRemoved(_, name) => match ours(&name) {
-                        Some(id) if report(Found::Gone(id)).is_err() => return,
+                        Some((id, _)) if report(Found::Gone(id)).is_err() => return,
                         _ => continue,
                     },
                     _ => continue,
                 };
-                let Some(id) = ours(s.get_fullname()) else {
+                let Some((id, key)) = ours(s.get_fullname()) else {
                     continue;
                 };
-                if s.get_property_val_str("v") != Some(TXT_VERSION)
-                    || s.get_property_val_str("g") != Some(group.as_str())
-                {
+                if s.get_property_val_str("v") != Some(TXT_VERSION) {
                     continue;
                 }
                 for ip in s.get_addresses() {
@@ -209,6 +194,7 @@ impl Discovery {
                     let peer = Found::Peer {
                         id,
                         addr: SocketAddr::new(ip, s.get_port()),
+                        key,
                     };
                     if report(peer).is_err() {
                         return;
@@ -223,23 +209,39 @@ impl Discovery {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shoal_protocol::discovery::SwarmKey;
 
     #[test]
-    fn the_instance_name_carries_the_peer_id_and_group_tag() {
+    fn names_are_recognised_under_the_key_that_tags_them() {
         let id = PeerId(*b"0123456789abcdef");
-        let full = format!("{}.{SERVICE}", instance_name(&id, "default"));
-        let tag = group_tag("default");
-        assert_eq!(parse_name(&full), Some((id, tag.as_str())));
-        assert_ne!(group_tag("default"), group_tag("acme"));
-        for bad in [
-            "shoal-0011223344556677._shoal._tcp.local.",
-            "shoal-00112233445566778899aabbccddeeff._shoal._tcp.local.",
-            "shoal-zz112233445566778899aabbccddeeff-00000000._shoal._tcp.local.",
-            "shoal-+0112233445566778899aabbccddeeff-00000000._shoal._tcp.local.",
-            "shoal-00112233445566778899AABBCCDDEEFF-00000000._shoal._tcp.local.",
-            "printer._ipp._tcp.local.",
-        ] {
-            assert_eq!(parse_name(bad), None, "{bad}");
-        }
+        let full = |k: &DiscoveryKey| format!("{}.{SERVICE}", k.instance_name(&id));
+        let public = DiscoveryConfig::new(vec![], "acme-driver", "default", None);
+        assert_eq!(
+            recognise(&public.keys, &full(&public.keys[0])),
+            Some((id, 0))
+        );
+        // Another vendor's agents are not ours.
+        let other = DiscoveryConfig::new(vec![], "other-driver", "default", None);
+        assert_eq!(recognise(&public.keys, &full(&other.keys[0])), None);
+        // Mid-rotation, an agent holding [new, old] recognises both, and says which.
+        let (old, new) = (SwarmKey::from_bytes([1; 32]), SwarmKey::from_bytes([2; 32]));
+        let both = crate::secure::SwarmKeys::new(vec![new.clone(), old.clone()]).unwrap();
+        let private = DiscoveryConfig::new(vec![], "acme-driver", "default", Some(&both));
+        assert_eq!(
+            recognise(
+                &private.keys,
+                &full(&old.discovery("acme-driver", "default"))
+            ),
+            Some((id, 1))
+        );
+        assert_eq!(
+            recognise(
+                &private.keys,
+                &full(&new.discovery("acme-driver", "default"))
+            ),
+            Some((id, 0))
+        );
+        assert_eq!(recognise(&private.keys, &full(&public.keys[0])), None);
+        assert_eq!(recognise(&private.keys, "printer._ipp._tcp.local."), None);
     }
 }

@@ -11,6 +11,7 @@
 //! | [`store`] | the content-addressed piece store on disk |
 //! | [`transfer`] | one release's swarm runtime: connections, dialers, discovery, the node |
 //! | [`discovery`] | mDNS announcement and browsing |
+//! | [`secure`] | private swarms: swarm keys, the Noise handshake and encrypted records |
 //! | [`link`] | whether this machine's link is slow (a light peer id) |
 //! | [`delivery`] | handing a complete release to the host, once per release content |
 //! | [`fetch`] | `shoal-agent fetch`: one download |
@@ -33,6 +34,7 @@ pub mod link;
 pub mod logfile;
 pub mod origin;
 pub mod release;
+pub mod secure;
 pub mod service;
 pub mod show;
 pub mod space;

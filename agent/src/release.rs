@@ -83,6 +83,20 @@ pub async fn load_current(
     load_manifest(origin, &anchor, &channel, shoal_cli::unix_now()).await
 }
 
+/// The product named by the trust anchor at `trust` (checked as an anchor): agents of one
+/// product recognise each other in discovery.
+pub fn anchor_product(trust: &Path) -> Result<String> {
+    let anchor = std::fs::read(trust).map_err(|e| Error::io(trust.display(), e))?;
+    let trust = VerifiedTrust::anchor(&anchor).map_err(|e| {
+        Error::new(
+            exit::UNTRUSTED,
+            format!("the trust document given with --trust (or `trust`) is not valid: {e}"),
+            "use the trust document the vendor ships with the agent package",
+        )
+    })?;
+    Ok(trust.body().product.to_string())
+}
+
 /// Walks the trust chain from `anchor` on the origin and fetches and verifies the
 /// channel's current manifest: the cheap part of a poll (a few KiB), enough to decide
 /// whether anything changed before any index is fetched.

@@ -30,10 +30,7 @@ fn announcer_host(host: usize, began: Instant) -> Vec<Seen> {
         .build()
         .expect("runtime");
     rt.block_on(async move {
-        let cfg = DiscoveryConfig {
-            interfaces: vec!["eth0".into()],
-            group: "default".into(),
-        };
+        let cfg = DiscoveryConfig::new(vec!["eth0".into()], "acme", "default", None);
         let mut running = Vec::new();
         for k in 0..PER_HOST {
             let mut id = [0u8; 16];

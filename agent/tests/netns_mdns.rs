@@ -205,10 +205,7 @@ fn run_liar(
             .await
             .expect("liar listens");
         let (found, _ignored) = tokio::sync::mpsc::channel(16);
-        let cfg = DiscoveryConfig {
-            interfaces: vec!["eth0".into()],
-            group: "default".into(),
-        };
+        let cfg = DiscoveryConfig::new(vec!["eth0".into()], "acme", "default", None);
         let _announce =
             Discovery::start(&cfg, 7400, &shoal_protocol::wire::PeerId([0x11; 16]), found)
                 .expect("liar announces");

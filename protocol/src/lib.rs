@@ -15,14 +15,16 @@
 //! | [`chunk`], [`index`] | content-defined chunking and the piece index format |
 //! | [`layout`] | where each file of a release lives on an origin |
 //! | [`wire`] | frames, peer messages, the handshake state machine |
+//! | [`discovery`] | discovery tags in announced names, swarm keys and what derives from them |
 //!
 //! Goals: an independent implementation can interoperate from `docs/PROTOCOL.md` alone;
 //! nothing that arrives from a peer, a mirror or the origin can panic or over-allocate.
-//! Non-goals: confidentiality of release content on the LAN (releases are public
-//! downloads; a capability bit is reserved for private swarms).
+//! Private swarms' encrypted transport (Noise, §6.8) is carried out by the agent, which
+//! draws the handshake's ephemeral keys; the keys it derives from come from [`discovery`].
 
 pub mod chunk;
 pub mod digest;
+pub mod discovery;
 pub mod envelope;
 pub mod error;
 pub mod index;

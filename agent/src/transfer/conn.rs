@@ -1,4 +1,6 @@
-//! One TCP connection to a LAN peer: the handshake, then frames in both directions.
+//! One TCP connection to a LAN peer: in a private swarm the Noise handshake first
+//! ([`crate::secure`]: every byte after it goes through records), then the Shoal
+//! handshake, then frames in both directions.
 //!
 //! The task owns the socket; the node owns policy, and the handshake's rules live in
 //! `shoal_protocol::wire::Handshake`. After the handshake the task hands the node a
@@ -36,6 +38,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use super::disk::Disk;
 use super::gossip::{self, GossipOffer};
 use super::{ConnId, NodeInput};
+use crate::secure::{self, Opener, Refusal, Sealer, SwarmKeys};
 
 /// How long a peer has to complete the handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -87,6 +90,20 @@ pub struct ConnContext {
     pub joined: Arc<std::sync::Mutex<std::collections::HashSet<PeerId>>>,
     /// Banned addresses and inbound connections per address.
     pub gate: Arc<super::gate::Gate>,
+    /// A private swarm's keys: every connection starts with their Noise handshake.
+    pub private: Option<SwarmKeys>,
+}
+
+/// How a connection ended, for the dialler's and the acceptor's backoff.
+#[derive(Debug)]
+pub enum Ended {
+    /// The Shoal handshake was reached (whatever happened after).
+    Spoke,
+    /// The peer proved it is not of our private swarm (another key, none, or a forged
+    /// handshake).
+    Stranger,
+    /// The connection failed or ended before that could be told.
+    Failed,
 }
 
 /// What a message queued for the node costs of the input budget: its bulk bytes, at
@@ -103,10 +120,14 @@ pub fn charge(msg: &Message) -> u32 {
 
 /// The reading half of a connection: whole frames, decoded with one read buffer for the
 /// connection's lifetime, never buffering past one legal frame.
+/// In a private swarm, records are opened first: the decoder then holds at most one
+/// frame plus one record's plaintext.
 pub(super) struct Reader {
     rd: OwnedReadHalf,
     dec: FrameDecoder,
     buf: Vec<u8>,
+    opener: Option<Opener>,
+    plain: Vec<u8>,
 }
 
 impl Reader {
@@ -115,6 +136,8 @@ impl Reader {
             rd,
             dec: FrameDecoder::for_handshake(),
             buf: vec![0u8; 64 * 1024],
+            opener: None,
+            plain: Vec::new(),
         }
     }
 
@@ -123,12 +146,44 @@ impl Reader {
             if let Some(m) = self.dec.next_message().map_err(invalid)? {
                 return Ok(m);
             }
-            let want = self.dec.wanted().map_err(invalid)?.min(self.buf.len());
+            // The frame header's checks run on what is buffered, before reading more.
+            let want = self.dec.wanted().map_err(invalid)?;
+            let want = match &self.opener {
+                Some(op) => op.wanted(),
+                None => want,
+            }
+            .min(self.buf.len());
             let n = self.rd.read(&mut self.buf[..want]).await?;
             if n == 0 {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
-            self.dec.push(&self.buf[..n]);
+            match &mut self.opener {
+                None => self.dec.push(&self.buf[..n]),
+                Some(op) => {
+                    self.plain.clear();
+                    let opened = op.push(&self.buf[..n], &mut self.plain);
+                    if opened
+                        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?
+                    {
+                        self.dec.push(&self.plain);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The writing half of a connection: bytes as they are, or sealed into records.
+pub(super) struct Writer {
+    wr: OwnedWriteHalf,
+    sealer: Option<Sealer>,
+}
+
+impl Writer {
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match &mut self.sealer {
+            None => self.wr.write_all(bytes).await,
+            Some(sealer) => self.wr.write_all(sealer.seal(bytes)).await,
         }
     }
 }
@@ -140,7 +195,7 @@ fn invalid(e: impl std::fmt::Display) -> std::io::Error {
 /// Writes `bytes`, or fails once `limit` has passed: a peer that does not drain its
 /// socket is not waited for.
 pub(super) async fn write_within(
-    wr: &mut OwnedWriteHalf,
+    wr: &mut Writer,
     bytes: &[u8],
     limit: Duration,
 ) -> std::io::Result<()> {
@@ -153,17 +208,42 @@ pub(super) async fn write_within(
     }
 }
 
+/// Runs the Noise handshake of a private swarm (with the key at `key` of ours, as the
+/// initiator) and switches both halves to records.
+async fn seal(
+    rd: &mut Reader,
+    wr: &mut Writer,
+    keys: &SwarmKeys,
+    role: Role,
+    key: usize,
+) -> Result<(), Refusal> {
+    let channel = match role {
+        Role::Initiator => {
+            let key = keys.all().get(key).unwrap_or(keys.primary());
+            secure::initiate(&mut rd.rd, &mut wr.wr, key).await?
+        }
+        Role::Responder => secure::respond(&mut rd.rd, &mut wr.wr, keys).await?.0,
+    };
+    rd.opener = Some(channel.opener);
+    wr.sealer = Some(channel.sealer);
+    Ok(())
+}
+
 async fn handshake(
     rd: &mut Reader,
-    wr: &mut OwnedWriteHalf,
+    wr: &mut Writer,
     ctx: &ConnContext,
     role: Role,
 ) -> std::io::Result<Joined> {
     let mut nonce = [0u8; 32];
     getrandom::fill(&mut nonce).map_err(invalid)?;
+    let mut capabilities = Capabilities::SEED | Capabilities::STATS | Capabilities::MANIFEST_GOSSIP;
+    if ctx.private.is_some() {
+        capabilities |= Capabilities::ENCRYPTED_TRANSPORT;
+    }
     let hello = Hello {
         version: PROTOCOL_VERSION,
-        capabilities: Capabilities::SEED | Capabilities::STATS | Capabilities::MANIFEST_GOSSIP,
+        capabilities,
         peer_id: ctx.me,
         nonce,
     };
@@ -186,31 +266,80 @@ async fn handshake(
     }
 }
 
-/// Runs one connection until either side ends it.
-pub async fn run(stream: TcpStream, role: Role, ctx: Arc<ConnContext>, conn: ConnId) {
+/// What the handshakes gave.
+enum Shaken {
+    Joined(Joined),
+    Refused(Refusal),
+    Failed(std::io::Error),
+}
+
+/// Both handshakes: Noise first in a private swarm, then Shoal's.
+async fn shake(
+    rd: &mut Reader,
+    wr: &mut Writer,
+    ctx: &ConnContext,
+    role: Role,
+    key: usize,
+) -> Shaken {
+    if let Some(keys) = &ctx.private
+        && let Err(refusal) = seal(rd, wr, keys, role, key).await
+    {
+        return Shaken::Refused(refusal);
+    }
+    match handshake(rd, wr, ctx, role).await {
+        Ok(joined) => Shaken::Joined(joined),
+        // In a private swarm the responder learns here that the initiator is live: its
+        // first record does not open after a replayed first message.
+        Err(e) if e.get_ref().is_some_and(|e| e.is::<secure::BadRecord>()) => {
+            Shaken::Refused(Refusal::NotOurKey)
+        }
+        Err(e) => Shaken::Failed(e),
+    }
+}
+
+/// Runs one connection until either side ends it. As the initiator of a private
+/// swarm's connection, `key` picks which of our keys to use (the one the peer's
+/// announcement was recognised under).
+pub async fn run(
+    stream: TcpStream,
+    role: Role,
+    ctx: Arc<ConnContext>,
+    conn: ConnId,
+    key: usize,
+) -> Ended {
     let _ = stream.set_nodelay(true);
     let addr = stream.peer_addr().ok();
-    let (rd, mut wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
     let mut rd = Reader::new(rd);
-    let shake = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut rd, &mut wr, &ctx, role));
-    let (peer, capabilities) = match shake.await {
-        Ok(Ok(Joined::Current { peer, capabilities })) => (peer, capabilities),
-        Ok(Ok(Joined::Older { piece_count, .. })) => {
+    let mut wr = Writer { wr, sealer: None };
+    let shook = tokio::time::timeout(HANDSHAKE_TIMEOUT, shake(&mut rd, &mut wr, &ctx, role, key));
+    let (peer, capabilities) = match shook.await {
+        Ok(Shaken::Joined(Joined::Current { peer, capabilities })) => (peer, capabilities),
+        Ok(Shaken::Joined(Joined::Older { piece_count, .. })) => {
             if let Some(offer) = &ctx.gossip {
                 let r =
                     gossip::offer_newer(&mut rd, &mut wr, offer, piece_count, ctx.write_timeout)
                         .await;
                 tracing::debug!(?addr, ?r, "handed a newer manifest to a peer");
             }
-            return;
+            return Ended::Spoke;
         }
-        Ok(Err(e)) => {
+        Ok(Shaken::Refused(refusal)) => {
+            let stranger = refusal.is_stranger();
+            if stranger {
+                tracing::info!(?addr, ?role, "private swarm: refused a peer: {refusal}");
+                return Ended::Stranger;
+            }
+            tracing::debug!(?addr, "private handshake failed: {refusal}");
+            return Ended::Failed;
+        }
+        Ok(Shaken::Failed(e)) => {
             tracing::debug!(?addr, error = %e, "handshake failed");
-            return;
+            return Ended::Failed;
         }
         Err(_) => {
             tracing::debug!(?addr, "handshake timed out");
-            return;
+            return Ended::Failed;
         }
     };
     let (tx, mut rx) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
@@ -226,7 +355,7 @@ pub async fn run(stream: TcpStream, role: Role, ctx: Arc<ConnContext>, conn: Con
         capabilities,
     };
     if ctx.node.send(joined).await.is_err() {
-        return;
+        return Ended::Spoke;
     }
     // Blocks taken off the queue whose write has not been confirmed to the node.
     let mut unconfirmed = 0u16;
@@ -278,11 +407,12 @@ pub async fn run(stream: TcpStream, role: Role, ctx: Arc<ConnContext>, conn: Con
             unsent: unconfirmed,
         })
         .await;
+    Ended::Spoke
 }
 
 /// Sends queued items until the node drops the queue or a write fails or stalls.
 async fn write_queue(
-    wr: &mut OwnedWriteHalf,
+    wr: &mut Writer,
     rx: &mut mpsc::Receiver<Outbound>,
     ctx: &ConnContext,
     conn: ConnId,

@@ -39,6 +39,10 @@ pub const NAMES_SETTLE: Duration = Duration::from_millis(300);
 /// The longest wait for names to settle before dialling.
 pub const NAMES_WAIT: Duration = Duration::from_secs(2);
 
+/// How long a configured peer that proved it is not of our private swarm waits before
+/// it is dialled again (its key may be rolled out later).
+pub const STRANGER_BACKOFF: Duration = Duration::from_secs(300);
+
 /// How long a connect may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -93,8 +97,14 @@ impl Connector {
                 continue;
             };
             let (ctx, id) = (self.ctx.clone(), self.next_id());
+            let gate = self.ctx.gate.clone();
             peers.spawn(async move {
-                conn::run(stream, Role::Responder, ctx, id).await;
+                if let conn::Ended::Stranger = conn::run(stream, Role::Responder, ctx, id, 0).await
+                {
+                    // Not of our private swarm: its next connections are refused at
+                    // once for a while, before any handshake work.
+                    gate.suspend(from.ip());
+                }
                 drop(admitted);
                 drop(permit);
             });
@@ -117,9 +127,11 @@ impl Connector {
         // the wanted set and come back while its old dialler still finishes).
         let mut dialing: HashMap<PeerId, (u64, watch::Sender<bool>)> = HashMap::new();
         let mut serial = 0u64;
+        // Which of our swarm keys recognised each resolved member (private swarms).
+        let mut keys: HashMap<PeerId, usize> = HashMap::new();
         let mut tasks = JoinSet::new();
         for addr in peers {
-            let dialer = self.clone().keep_dialing(addr, false, None);
+            let dialer = self.clone().keep_dialing(addr, false, None, 0);
             tasks.spawn(async move { (dialer.await, None) });
         }
         // Members are dialled once their names have settled (see `NAMES_SETTLE`).
@@ -136,7 +148,8 @@ impl Connector {
                             continue;
                         }
                         Some(Found::Member(id)) => lan.learn(id, None).then_some((id, true)),
-                        Some(Found::Peer { id, addr }) => {
+                        Some(Found::Peer { id, addr, key }) => {
+                            keys.insert(id, key);
                             if lan.addr(&id).is_some_and(|old| old != addr)
                                 && let Some((_, flag)) = dialing.remove(&id)
                             {
@@ -146,7 +159,10 @@ impl Connector {
                             }
                             lan.learn(id, Some(addr)).then_some((id, true))
                         }
-                        Some(Found::Gone(id)) => lan.forget(&id).then_some((id, false)),
+                        Some(Found::Gone(id)) => {
+                            keys.remove(&id);
+                            lan.forget(&id).then_some((id, false))
+                        }
                     };
                     if let Some((peer, present)) = change {
                         if present && !settled {
@@ -194,7 +210,10 @@ impl Connector {
                 serial += 1;
                 let n = serial;
                 dialing.insert(id, (n, flag));
-                let dialer = self.clone().keep_dialing(addr, true, Some((id, wanted)));
+                let key = keys.get(&id).copied().unwrap_or(0);
+                let dialer = self
+                    .clone()
+                    .keep_dialing(addr, true, Some((id, wanted)), key);
                 tasks.spawn(async move { (dialer.await, Some((id, n))) });
             }
         }
@@ -208,12 +227,15 @@ impl Connector {
     /// quick (peers start at about the same time, and meeting them before the origin
     /// grace ends is what splits the origin work); after that a connection that keeps
     /// ending quickly backs off to a minute, and with `give_up` the address is dropped
-    /// after [`GIVE_UP_AFTER`] such attempts. One that lasted resets it all.
+    /// after [`GIVE_UP_AFTER`] such attempts. One that lasted resets it all. A peer that
+    /// proves it is not of our private swarm is given up at once (with `give_up`) or
+    /// dialled again only after [`STRANGER_BACKOFF`]. `key` picks our swarm key.
     async fn keep_dialing(
         self,
         addr: SocketAddr,
         give_up: bool,
         member: Option<(PeerId, watch::Receiver<bool>)>,
+        key: usize,
     ) -> bool {
         let mut stop = self.stop.clone();
         let mut redial = Redial::default();
@@ -245,17 +267,33 @@ impl Connector {
                     _ = stop.changed() => break,
                 }
             };
+            let mut stranger = false;
             if let Ok(Ok(stream)) =
                 tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await
             {
-                let run = conn::run(stream, Role::Initiator, self.ctx.clone(), self.next_id());
+                let run = conn::run(
+                    stream,
+                    Role::Initiator,
+                    self.ctx.clone(),
+                    self.next_id(),
+                    key,
+                );
                 tokio::select! {
-                    () = run => {}
+                    ended = run => stranger = matches!(ended, conn::Ended::Stranger),
                     _ = stop.changed() => break,
                 }
             }
             drop(permit);
-            let Some(delay) = redial.after(began.elapsed(), give_up) else {
+            let delay = if stranger {
+                if give_up {
+                    tracing::debug!(%addr, "giving up on a peer that is not of our swarm");
+                    return true;
+                }
+                Some(STRANGER_BACKOFF)
+            } else {
+                redial.after(began.elapsed(), give_up)
+            };
+            let Some(delay) = delay else {
                 tracing::debug!(%addr, "giving up on a peer that keeps failing");
                 return true;
             };

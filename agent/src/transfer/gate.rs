@@ -1,5 +1,6 @@
-//! Who may hold a connection, by address: addresses banned for the transfer, and at
-//! most [`MAX_PER_ADDRESS`] inbound connections from one address at a time.
+//! Who may hold a connection, by address: addresses banned for the transfer, addresses
+//! suspended for a while (they proved they are not of our private swarm), and at most
+//! [`MAX_PER_ADDRESS`] inbound connections from one address at a time.
 //!
 //! A ban in the core covers a peer id, which a peer picks itself; the gate bans the
 //! address it connected from too (PROTOCOL.md §6.5), so a liar that comes back with a
@@ -15,17 +16,26 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// Inbound connections from one address at once, at most: an agent needs one (two
 /// while a duplicate is retired); a few more cover a restart whose old connections
 /// have not closed yet.
 pub const MAX_PER_ADDRESS: usize = 4;
 
+/// How long an address that failed our private swarm's handshake is refused.
+pub const SUSPENSION: Duration = Duration::from_secs(60);
+
+/// Addresses suspended at once, at most (beyond it, expired ones are dropped; if none
+/// has expired, the new one is not recorded: it only costs that host handshakes).
+pub const MAX_SUSPENDED: usize = 4096;
+
 /// The transfer's address rules (see the module docs).
 #[derive(Debug, Default)]
 pub struct Gate {
     banned: Mutex<HashSet<IpAddr>>,
     inbound: Mutex<HashMap<IpAddr, usize>>,
+    suspended: Mutex<HashMap<IpAddr, Instant>>,
 }
 
 /// An admitted inbound connection's place in its address's count; dropping it frees
@@ -85,8 +95,44 @@ impl Gate {
         })
     }
 
-    /// Admits an inbound connection from `ip`, unless the address is banned or already
-    /// holds [`MAX_PER_ADDRESS`] connections.
+    /// Refuses `ip`'s connections for [`SUSPENSION`] from now.
+    pub fn suspend(&self, ip: IpAddr) {
+        let Some(ip) = subject(ip) else {
+            return;
+        };
+        let now = Instant::now();
+        let mut suspended = self
+            .suspended
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if suspended.len() >= MAX_SUSPENDED {
+            suspended.retain(|_, until| *until > now);
+        }
+        if suspended.len() < MAX_SUSPENDED {
+            suspended.insert(ip, now + SUSPENSION);
+        }
+    }
+
+    /// Whether `ip` is suspended now.
+    pub fn is_suspended(&self, ip: IpAddr) -> bool {
+        subject(ip).is_some_and(|ip| {
+            let mut suspended = self
+                .suspended
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match suspended.get(&ip) {
+                Some(until) if *until > Instant::now() => true,
+                Some(_) => {
+                    suspended.remove(&ip);
+                    false
+                }
+                None => false,
+            }
+        })
+    }
+
+    /// Admits an inbound connection from `ip`, unless the address is banned, suspended,
+    /// or already holds [`MAX_PER_ADDRESS`] connections.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admitted> {
         let Some(ip) = subject(ip) else {
             return Some(Admitted {
@@ -94,7 +140,7 @@ impl Gate {
                 ip: None,
             });
         };
-        if self.is_banned(ip) {
+        if self.is_banned(ip) || self.is_suspended(ip) {
             return None;
         }
         let mut inbound = self.inbound.lock().unwrap_or_else(PoisonError::into_inner);
@@ -133,6 +179,21 @@ mod tests {
         );
         drop(held);
         assert!(gate.admit(ip("198.18.0.7")).is_some(), "places freed");
+    }
+
+    #[test]
+    fn a_suspended_address_is_refused_for_a_while() {
+        let gate = Arc::new(Gate::default());
+        gate.suspend(ip("198.18.0.9"));
+        assert!(gate.admit(ip("::ffff:198.18.0.9")).is_none());
+        assert!(gate.admit(ip("198.18.0.10")).is_some());
+        gate.suspend(ip("127.0.0.1"));
+        assert!(gate.admit(ip("127.0.0.1")).is_some(), "loopback is exempt");
+        // Bounded: past the cap, nothing new is recorded while nothing has expired.
+        for i in 0..MAX_SUSPENDED as u32 + 10 {
+            gate.suspend(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)));
+        }
+        assert_eq!(gate.suspended.lock().unwrap().len(), MAX_SUSPENDED);
     }
 
     #[test]

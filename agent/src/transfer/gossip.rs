@@ -11,9 +11,8 @@ use std::time::Duration;
 
 use shoal_protocol::limits::MAX_BLOCK_LEN;
 use shoal_protocol::wire::Message;
-use tokio::net::tcp::OwnedWriteHalf;
 
-use super::conn::{Reader, write_within};
+use super::conn::{Reader, Writer, write_within};
 
 /// How long a gossip session waits for the peer's next request.
 const GOSSIP_IDLE: Duration = Duration::from_secs(30);
@@ -45,7 +44,7 @@ impl GossipOffer {
 /// does not read holds at most one answer.
 pub(super) async fn offer_newer(
     rd: &mut Reader,
-    wr: &mut OwnedWriteHalf,
+    wr: &mut Writer,
     offer: &GossipOffer,
     piece_count: u32,
     write_timeout: Duration,

@@ -188,6 +188,8 @@ pub struct TransferOptions {
     pub me: PeerId,
     /// The name and start time our `Stats` tell peers.
     pub identity: Identity,
+    /// A private swarm's keys (PROTOCOL.md §6.8); `None` for a public swarm.
+    pub private: Option<crate::secure::SwarmKeys>,
 }
 
 /// A running mDNS announcement and the agents it finds.
@@ -302,6 +304,7 @@ pub async fn start(
             input_budget: Arc::new(Semaphore::new(INPUT_BYTES)),
             joined: joined.clone(),
             gate: gate.clone(),
+            private: o.private.clone(),
         }),
         slots: Arc::new(Semaphore::new(o.overlay.max_peers)),
         ids: Arc::new(AtomicU64::new(0)),

@@ -144,6 +144,7 @@ impl Vendor {
                     name: name.to_owned(),
                     started: std::time::Instant::now(),
                 },
+                private: None,
             },
         }
     }

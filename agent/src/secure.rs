@@ -1,0 +1,559 @@
+//! Private swarms' secure channel (PROTOCOL.md §6.8): the organisation's swarm keys, the
+//! Noise handshake that proves both ends hold one of them before a byte of the peer
+//! protocol is said, and the records that then encrypt and authenticate every byte.
+//!
+//! The handshake is `Noise_NNpsk0_25519_ChaChaPoly_SHA256` (the `snow` crate): two
+//! messages of 48 bytes each, the pre-shared key derived from the swarm key. A responder
+//! that holds several keys (a rotation) tries each on the first message; an initiator uses
+//! the key under which discovery recognised the peer, or its first key. The responder
+//! learns that the initiator is live (not a replay of a recorded first message) when the
+//! first record decrypts, which the connection requires before anything else.
+//!
+//! Bounds: nothing is allocated for a peer before its first message proved the key
+//! (two fixed 50-byte buffers); a record is at most 65,537 bytes and a connection
+//! buffers at most one.
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use shoal_protocol::discovery::SwarmKey;
+use snow::StatelessTransportState;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::error::{Error, Result, exit};
+
+/// The Noise protocol name (PROTOCOL.md §6.8).
+pub const NOISE_PARAMS: &str = "Noise_NNpsk0_25519_ChaChaPoly_SHA256";
+/// The prologue both sides mix in: binds the handshake to this protocol.
+pub const PROLOGUE: &[u8] = b"SHOAL-PRIVATE-V1";
+/// Bytes of each handshake message: an ephemeral key (32) and an empty payload's tag (16).
+pub const HANDSHAKE_MSG_LEN: usize = 48;
+/// Bytes of a record's authentication tag.
+pub const TAG_LEN: usize = 16;
+/// Ciphertext bytes of a record at most (a Noise message).
+pub const MAX_RECORD: usize = 65_535;
+/// Plaintext bytes of a record at most.
+pub const MAX_RECORD_PLAIN: usize = MAX_RECORD - TAG_LEN;
+/// Keys one agent accepts at most (a key and the other key of a rotation, with room).
+pub const MAX_KEYS: usize = 4;
+
+/// The swarm keys an agent holds: the first is the one it announces and dials with; all
+/// are accepted (PROTOCOL.md §6.8, key rotation).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SwarmKeys(Arc<Vec<SwarmKey>>);
+
+impl fmt::Debug for SwarmKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.iter()).finish()
+    }
+}
+
+impl SwarmKeys {
+    /// Keys in order of preference; at least one, at most [`MAX_KEYS`], none twice.
+    pub fn new(keys: Vec<SwarmKey>) -> Option<SwarmKeys> {
+        let distinct = keys.iter().enumerate().all(|(i, k)| !keys[..i].contains(k));
+        (!keys.is_empty() && keys.len() <= MAX_KEYS && distinct).then(|| SwarmKeys(Arc::new(keys)))
+    }
+
+    /// Every key, the preferred one first.
+    pub fn all(&self) -> &[SwarmKey] {
+        &self.0
+    }
+
+    /// The key to announce and dial with.
+    pub fn primary(&self) -> &SwarmKey {
+        &self.0[0]
+    }
+
+    /// The keys' fingerprints, for logs and status.
+    pub fn fingerprints(&self) -> Vec<String> {
+        self.0.iter().map(SwarmKey::fingerprint).collect()
+    }
+
+    /// Reads a key file: one key per line (`shoal-swarm-key-1:` and 64 hex digits), the
+    /// preferred first; blank lines and lines starting with `#` are ignored. On Unix the
+    /// file must not be readable by other users.
+    pub fn load(path: &Path) -> Result<SwarmKeys> {
+        let fix = "create one with `shoal-agent swarm-key new --out FILE` and set \
+                   `[swarm] key_file` (or pass --swarm-key FILE)";
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::new(
+                exit::USAGE,
+                format!("cannot read the swarm key file {}: {e}", path.display()),
+                fix,
+            )
+        })?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path)
+                .map(|m| m.permissions().mode())
+                .unwrap_or(0);
+            if mode & 0o007 != 0 {
+                return Err(Error::new(
+                    exit::USAGE,
+                    format!(
+                        "the swarm key file {} is readable by every user (mode {:o})",
+                        path.display(),
+                        mode & 0o777
+                    ),
+                    format!("restrict it: chmod 600 {}", path.display()),
+                ));
+            }
+        }
+        let mut keys = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let key = SwarmKey::parse(line).ok_or_else(|| {
+                Error::new(
+                    exit::USAGE,
+                    format!(
+                        "line {} of the swarm key file {} is not a swarm key",
+                        n + 1,
+                        path.display()
+                    ),
+                    "each line holds one key as `shoal-swarm-key-1:` and 64 lower-case hex \
+                     digits, as `shoal-agent swarm-key new` writes it",
+                )
+            })?;
+            keys.push(key);
+        }
+        SwarmKeys::new(keys).ok_or_else(|| {
+            Error::new(
+                exit::USAGE,
+                format!(
+                    "the swarm key file {} must hold 1 to {MAX_KEYS} distinct keys",
+                    path.display()
+                ),
+                fix,
+            )
+        })
+    }
+}
+
+/// `shoal-agent swarm-key new`: a fresh random key, written to `out` (created, never
+/// overwritten, readable by its owner only) or printed.
+pub fn new_key_file(out: Option<&Path>) -> Result<()> {
+    let key = SwarmKey::from_bytes(crate::transfer::random_bytes()?);
+    let text = format!(
+        "# A Shoal swarm key (fingerprint {}). Secret: every agent of the swarm holds it.\n{}\n",
+        key.fingerprint(),
+        key.to_text()
+    );
+    let Some(path) = out else {
+        print!("{text}");
+        return Ok(());
+    };
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut file = opts.open(path).map_err(|e| {
+        Error::new(
+            exit::IO,
+            format!("cannot create {}: {e}", path.display()),
+            "pick a path that does not exist yet (a key file is never overwritten)",
+        )
+    })?;
+    std::io::Write::write_all(&mut file, text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io(path.display(), e))?;
+    eprintln!(
+        "wrote a new swarm key (fingerprint {}) to {}",
+        key.fingerprint(),
+        path.display()
+    );
+    Ok(())
+}
+
+/// Why a private handshake did not complete.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The peer spoke the public protocol (its first bytes are a plaintext frame).
+    Plaintext,
+    /// The peer proved no key we hold: another organisation, an old key, or a forged or
+    /// replayed handshake.
+    NotOurKey,
+    /// A handshake message of the wrong size.
+    Malformed(u16),
+    /// The connection failed or closed.
+    Io(io::Error),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Plaintext => f.write_str(
+                "the peer speaks the public protocol (it has no swarm key); \
+                 give every agent of the swarm the same key file",
+            ),
+            Refusal::NotOurKey => f.write_str(
+                "the peer holds none of our swarm keys (another organisation, a key \
+                 rotated out, or a replayed or forged handshake)",
+            ),
+            Refusal::Malformed(len) => write!(
+                f,
+                "a handshake message of {len} bytes (expected {HANDSHAKE_MSG_LEN}): not a \
+                 Shoal private-swarm peer"
+            ),
+            Refusal::Io(e) => write!(f, "the connection ended during the handshake: {e}"),
+        }
+    }
+}
+
+impl Refusal {
+    /// Whether the peer showed it is not a member of our swarm (as opposed to a
+    /// connection that merely ended).
+    pub fn is_stranger(&self) -> bool {
+        !matches!(self, Refusal::Io(_))
+    }
+}
+
+impl From<io::Error> for Refusal {
+    fn from(e: io::Error) -> Self {
+        Refusal::Io(e)
+    }
+}
+
+/// A completed handshake: the two halves of the record layer.
+pub struct Channel {
+    /// Encrypts what we send.
+    pub sealer: Sealer,
+    /// Decrypts what we receive.
+    pub opener: Opener,
+}
+
+fn builder(psk: &[u8; 32]) -> snow::Builder<'_> {
+    let params = NOISE_PARAMS.parse().expect("a valid Noise protocol name");
+    snow::Builder::new(params)
+        .psk(0, psk)
+        .and_then(|b| b.prologue(PROLOGUE))
+        .expect("psk and prologue fit the pattern")
+}
+
+fn channel(hs: snow::HandshakeState) -> std::result::Result<Channel, Refusal> {
+    let state = Arc::new(
+        hs.into_stateless_transport_mode()
+            .map_err(|_| Refusal::NotOurKey)?,
+    );
+    Ok(Channel {
+        sealer: Sealer {
+            state: state.clone(),
+            nonce: 0,
+            out: Vec::new(),
+        },
+        opener: Opener {
+            state,
+            nonce: 0,
+            buf: Vec::new(),
+        },
+    })
+}
+
+async fn read_message<R: AsyncRead + Unpin>(
+    rd: &mut R,
+) -> std::result::Result<[u8; HANDSHAKE_MSG_LEN], Refusal> {
+    let mut head = [0u8; 2];
+    rd.read_exact(&mut head).await?;
+    let len = u16::from_be_bytes(head);
+    if len == 0 {
+        // A public frame's u32 length starts with two zero bytes (frames are < 16 MiB).
+        return Err(Refusal::Plaintext);
+    }
+    if usize::from(len) != HANDSHAKE_MSG_LEN {
+        return Err(Refusal::Malformed(len));
+    }
+    let mut msg = [0u8; HANDSHAKE_MSG_LEN];
+    rd.read_exact(&mut msg).await?;
+    Ok(msg)
+}
+
+fn framed(
+    hs: &mut snow::HandshakeState,
+) -> std::result::Result<[u8; 2 + HANDSHAKE_MSG_LEN], Refusal> {
+    let mut out = [0u8; 2 + HANDSHAKE_MSG_LEN];
+    out[..2].copy_from_slice(&(HANDSHAKE_MSG_LEN as u16).to_be_bytes());
+    let n = hs
+        .write_message(&[], &mut out[2..])
+        .map_err(|e| Refusal::Io(io::Error::other(e.to_string())))?;
+    debug_assert_eq!(n, HANDSHAKE_MSG_LEN);
+    Ok(out)
+}
+
+/// Runs the initiator's side with `key`.
+pub async fn initiate<R, W>(
+    rd: &mut R,
+    wr: &mut W,
+    key: &SwarmKey,
+) -> std::result::Result<Channel, Refusal>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let psk = key.psk();
+    let mut hs = builder(&psk)
+        .build_initiator()
+        .map_err(|e| Refusal::Io(io::Error::other(e.to_string())))?;
+    wr.write_all(&framed(&mut hs)?).await?;
+    let reply = read_message(rd).await?;
+    hs.read_message(&reply, &mut [])
+        .map_err(|_| Refusal::NotOurKey)?;
+    channel(hs)
+}
+
+/// Runs the responder's side with any of `keys`; returns the channel and which key the
+/// initiator used.
+pub async fn respond<R, W>(
+    rd: &mut R,
+    wr: &mut W,
+    keys: &SwarmKeys,
+) -> std::result::Result<(Channel, usize), Refusal>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let first = read_message(rd).await?;
+    for (i, key) in keys.all().iter().enumerate() {
+        let psk = key.psk();
+        let mut hs = builder(&psk)
+            .build_responder()
+            .map_err(|e| Refusal::Io(io::Error::other(e.to_string())))?;
+        if hs.read_message(&first, &mut []).is_ok() {
+            wr.write_all(&framed(&mut hs)?).await?;
+            return Ok((channel(hs)?, i));
+        }
+    }
+    Err(Refusal::NotOurKey)
+}
+
+/// Encrypts outgoing bytes into records (`u16` length, ciphertext).
+pub struct Sealer {
+    state: Arc<StatelessTransportState>,
+    nonce: u64,
+    out: Vec<u8>,
+}
+
+impl Sealer {
+    /// The records that carry `plain` (any length; empty gives none).
+    pub fn seal(&mut self, plain: &[u8]) -> &[u8] {
+        self.out.clear();
+        for chunk in plain.chunks(MAX_RECORD_PLAIN) {
+            let at = self.out.len();
+            let len = chunk.len() + TAG_LEN;
+            self.out.extend_from_slice(&(len as u16).to_be_bytes());
+            self.out.resize(at + 2 + len, 0);
+            let n = self
+                .state
+                .write_message(self.nonce, chunk, &mut self.out[at + 2..])
+                .expect("a record fits its buffer");
+            debug_assert_eq!(n, len);
+            self.nonce += 1;
+        }
+        &self.out
+    }
+}
+
+/// Decrypts incoming records; buffers at most one.
+pub struct Opener {
+    state: Arc<StatelessTransportState>,
+    nonce: u64,
+    buf: Vec<u8>,
+}
+
+/// A record that does not authenticate, or has an impossible length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadRecord;
+
+impl fmt::Display for BadRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a record failed authentication (not from the peer that did the handshake)")
+    }
+}
+
+impl std::error::Error for BadRecord {}
+
+impl Opener {
+    /// Bytes to read before the next record is complete (read no more than this).
+    pub fn wanted(&self) -> usize {
+        match self.buf.get(..2) {
+            None => 2 - self.buf.len(),
+            Some(h) => 2 + usize::from(u16::from_be_bytes([h[0], h[1]])) - self.buf.len(),
+        }
+    }
+
+    /// Takes bytes read from the socket (at most [`Opener::wanted`]); when they complete a
+    /// record, appends its plaintext to `plain` and returns true.
+    pub fn push(
+        &mut self,
+        bytes: &[u8],
+        plain: &mut Vec<u8>,
+    ) -> std::result::Result<bool, BadRecord> {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() < 2 {
+            return Ok(false);
+        }
+        let len = usize::from(u16::from_be_bytes([self.buf[0], self.buf[1]]));
+        if len <= TAG_LEN {
+            return Err(BadRecord);
+        }
+        if self.buf.len() < 2 + len {
+            return Ok(false);
+        }
+        if self.buf.len() > 2 + len {
+            return Err(BadRecord);
+        }
+        let at = plain.len();
+        plain.resize(at + len - TAG_LEN, 0);
+        let n = self
+            .state
+            .read_message(self.nonce, &self.buf[2..], &mut plain[at..])
+            .map_err(|_| BadRecord)?;
+        plain.truncate(at + n);
+        self.nonce += 1;
+        self.buf.clear();
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(b: u8) -> SwarmKey {
+        SwarmKey::from_bytes([b; 32])
+    }
+
+    fn keys(k: &[u8]) -> SwarmKeys {
+        SwarmKeys::new(k.iter().map(|b| key(*b)).collect()).unwrap()
+    }
+
+    /// Runs both sides over an in-memory pipe.
+    async fn shake(
+        initiator: SwarmKey,
+        responder: SwarmKeys,
+    ) -> (
+        std::result::Result<Channel, Refusal>,
+        std::result::Result<(Channel, usize), Refusal>,
+    ) {
+        let (a, b) = tokio::io::duplex(1024);
+        let (mut ar, mut aw) = tokio::io::split(a);
+        let (mut br, mut bw) = tokio::io::split(b);
+        // Each side drops its end when done, so the other sees the close.
+        tokio::join!(
+            async move { initiate(&mut ar, &mut aw, &initiator).await },
+            async move { respond(&mut br, &mut bw, &responder).await }
+        )
+    }
+
+    fn roundtrip(from: &mut Sealer, to: &mut Opener, plain: &[u8]) -> Vec<u8> {
+        let sealed = from.seal(plain).to_vec();
+        let mut out = Vec::new();
+        let mut rest = &sealed[..];
+        while !rest.is_empty() {
+            let n = to.wanted().min(rest.len()).min(1000);
+            to.push(&rest[..n], &mut out).expect("authentic");
+            rest = &rest[n..];
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn same_key_talks_both_ways_in_bounded_records() {
+        let (i, r) = shake(key(1), keys(&[1])).await;
+        let (mut i, (mut r, used)) = (i.unwrap(), r.unwrap());
+        assert_eq!(used, 0);
+        let big: Vec<u8> = (0..300_000u32).map(|x| x as u8).collect();
+        assert_eq!(roundtrip(&mut i.sealer, &mut r.opener, &big), big);
+        assert_eq!(roundtrip(&mut r.sealer, &mut i.opener, b"hello"), b"hello");
+        assert!(i.sealer.seal(&big).len() <= big.len() + 5 * (2 + TAG_LEN));
+        // A flipped byte, a replayed record, a truncated length: refused.
+        let mut sealed = i.sealer.seal(b"abc").to_vec();
+        sealed[4] ^= 1;
+        assert_eq!(r.opener.push(&sealed, &mut Vec::new()), Err(BadRecord));
+    }
+
+    #[tokio::test]
+    async fn a_replayed_record_does_not_authenticate() {
+        let (i, r) = shake(key(1), keys(&[1])).await;
+        let (mut i, (mut r, _)) = (i.unwrap(), r.unwrap());
+        let first = i.sealer.seal(b"one").to_vec();
+        assert!(r.opener.push(&first, &mut Vec::new()).unwrap());
+        assert_eq!(r.opener.push(&first, &mut Vec::new()), Err(BadRecord));
+    }
+
+    #[tokio::test]
+    async fn another_key_is_refused_and_a_rotation_accepts_both() {
+        let (i, r) = shake(key(1), keys(&[2])).await;
+        assert!(matches!(r, Err(Refusal::NotOurKey)), "{:?}", r.err());
+        assert!(i.is_err());
+        // Mid-rotation: a responder holding [new, old] accepts either.
+        let (i, r) = shake(key(1), keys(&[2, 1])).await;
+        assert!(i.is_ok());
+        assert_eq!(r.unwrap().1, 1);
+        let (i, r) = shake(key(2), keys(&[2, 1])).await;
+        assert!(i.is_ok());
+        assert_eq!(r.unwrap().1, 0);
+    }
+
+    #[tokio::test]
+    async fn plaintext_truncated_and_oversized_first_messages_are_refused() {
+        let respond_to = |bytes: Vec<u8>| async move {
+            let (mut a, b) = tokio::io::duplex(4096);
+            let (mut br, mut bw) = tokio::io::split(b);
+            a.write_all(&bytes).await.unwrap();
+            drop(a);
+            respond(&mut br, &mut bw, &keys(&[1])).await.err().unwrap()
+        };
+        // A public agent's Hello frame.
+        let hello = [0, 0, 0, 59, 1, b'S', b'H', b'O', b'L'].to_vec();
+        assert!(matches!(respond_to(hello).await, Refusal::Plaintext));
+        assert!(matches!(
+            respond_to(vec![0xff, 0xff, 1, 2]).await,
+            Refusal::Malformed(0xffff)
+        ));
+        let mut cut = vec![0, HANDSHAKE_MSG_LEN as u8];
+        cut.extend_from_slice(&[7; 20]);
+        assert!(matches!(respond_to(cut).await, Refusal::Io(_)));
+        let mut random = vec![0, HANDSHAKE_MSG_LEN as u8];
+        random.extend_from_slice(&[7; HANDSHAKE_MSG_LEN]);
+        assert!(matches!(respond_to(random).await, Refusal::NotOurKey));
+    }
+
+    #[tokio::test]
+    async fn a_replayed_first_message_gets_no_usable_channel() {
+        // Record an honest initiator's first message, then replay it: the responder
+        // answers, but the replayer cannot produce a first record.
+        let (a, b) = tokio::io::duplex(4096);
+        let (mut ar, mut aw) = tokio::io::split(a);
+        let (mut br, bw) = tokio::io::split(b);
+        let honest = tokio::spawn(async move {
+            let _ = initiate(&mut ar, &mut aw, &key(1)).await;
+        });
+        let first = read_message(&mut br).await.unwrap();
+        drop((br, bw));
+        honest.abort();
+        let (mut c, d) = tokio::io::duplex(4096);
+        let (mut dr, mut dw) = tokio::io::split(d);
+        let mut replay = vec![0, HANDSHAKE_MSG_LEN as u8];
+        replay.extend_from_slice(&first);
+        c.write_all(&replay).await.unwrap();
+        let (mut ch, _) = respond(&mut dr, &mut dw, &keys(&[1])).await.unwrap();
+        // Whatever the replayer sends next does not open.
+        let mut junk = vec![0, 40];
+        junk.extend_from_slice(&[9; 40]);
+        assert_eq!(ch.opener.push(&junk, &mut Vec::new()), Err(BadRecord));
+    }
+
+    #[test]
+    fn key_sets_are_bounded_and_distinct() {
+        assert!(SwarmKeys::new(vec![]).is_none());
+        assert!(SwarmKeys::new(vec![key(1), key(1)]).is_none());
+        assert!(SwarmKeys::new((0..=MAX_KEYS as u8).map(key).collect()).is_none());
+        assert!(!format!("{:?}", keys(&[1])).contains("0101"));
+    }
+}
