@@ -53,12 +53,22 @@ impl Vendor {
 
     /// Like [`Vendor::start`], serving on `listener` (reached as `ip`).
     pub async fn start_with(tag: &str, ip: &str, listener: std::net::TcpListener) -> Vendor {
+        Self::start_product(tag, ip, listener, "acme").await
+    }
+
+    /// Like [`Vendor::start_with`], for a vendor whose trust names `product`.
+    pub async fn start_product(
+        tag: &str,
+        ip: &str,
+        listener: std::net::TcpListener,
+        product: &str,
+    ) -> Vendor {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = TempDir::new(tag);
         let (keys, repo) = (dir.join("keys"), dir.join("repo"));
         keygen(&KeygenOptions {
             keys: keys.clone(),
-            product: "acme".into(),
+            product: product.into(),
             root_keys: 1,
             root_threshold: 1,
             expires_in: 86400,
