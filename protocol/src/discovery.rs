@@ -173,6 +173,30 @@ mod tests {
         }
     }
 
+    /// PROTOCOL.md §7 (checked against an independent HMAC implementation).
+    #[test]
+    fn golden_vectors() {
+        let id = PeerId([0x11; 16]);
+        assert_eq!(
+            DiscoveryKey::public("acme", "default").instance_name(&id),
+            "shoal-11111111111111111111111111111111-3ed20d01d0dfbf57"
+        );
+        let k = SwarmKey::from_bytes([0x42; 32]);
+        assert_eq!(
+            k.to_text(),
+            "shoal-swarm-key-1:4242424242424242424242424242424242424242424242424242424242424242"
+        );
+        assert_eq!(
+            hex_encode(&k.psk()),
+            "93fea050385f0ca4c815c29e05c44a30301c2fdc8202a0ee7524bf460dec6b32"
+        );
+        assert_eq!(k.fingerprint(), "f5c1acb4");
+        assert_eq!(
+            k.discovery("acme", "default").instance_name(&id),
+            "shoal-11111111111111111111111111111111-27167767c72397bc"
+        );
+    }
+
     #[test]
     fn swarm_keys_round_trip_and_never_print() {
         let key = SwarmKey::from_bytes([0xab; 32]);
