@@ -7,10 +7,17 @@
 #  2. idle memory: a `shoal-agent run` daemon that has delivered the release and is
 #     waiting for the next poll; its RSS after it settles.
 #   bench/p2p-loopback.sh [SIZE_MIB=512] [RUNS=3]
+#   SHOAL_PRIVATE=1 bench/p2p-loopback.sh …   the same in a private swarm (both agents
+#                                             hold a swarm key: Noise and encrypted records)
 set -euo pipefail
 size_mib=${1:-512}
 runs=${2:-3}
 SIZE_MIB=$size_mib . "$(dirname "$0")/loopback-origin.sh"
+if [ -n "${SHOAL_PRIVATE:-}" ]; then
+  "$A" swarm-key new --out "$work/swarm.key" 2> /dev/null
+  common+=(--swarm-key "$work/swarm.key")
+  echo "private swarm"
+fi
 
 # A: fetches once from the origin, then seeds.
 port=$(free_port)
@@ -53,6 +60,9 @@ poll_interval_secs = 3600
 [mdns]
 enabled = false
 EOF
+if [ -n "${SHOAL_PRIVATE:-}" ]; then
+  printf '[private]\nkey_file = "%s"\n' "$work/swarm.key" >> "$work/agent.toml"
+fi
 "$A" run --config "$work/agent.toml" > "$work/d.log" 2>&1 &
 dpid=$!
 pids+=($dpid)

@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 use crate::error::{Error, Result, exit};
 
 /// The DNS-SD service type.
-pub const SERVICE: &str = "_shoal._tcp.local.";
+pub use shoal_protocol::discovery::SERVICE;
 /// The TXT protocol version this agent speaks.
 const TXT_VERSION: &str = "1";
 

@@ -9,9 +9,10 @@
 //! learns that the initiator is live (not a replay of a recorded first message) when the
 //! first record decrypts, which the connection requires before anything else.
 //!
-//! Bounds: nothing is allocated for a peer before its first message proved the key
-//! (two fixed 50-byte buffers); a record is at most 65,537 bytes and a connection
-//! buffers at most one.
+//! Bounds: before message 1 proved the key, a connection holds two 50-byte arrays; a
+//! replayed message 1 gets message 2 and our `Hello` record, and the peer's first record
+//! may then be [`FIRST_RECORD_MAX`] bytes, not more. After that a record is at most
+//! 65,537 bytes, and a connection buffers at most one in each direction.
 
 use std::fmt;
 use std::io;
@@ -36,6 +37,9 @@ pub const TAG_LEN: usize = 16;
 pub const MAX_RECORD: usize = 65_535;
 /// Plaintext bytes of a record at most.
 pub const MAX_RECORD_PLAIN: usize = MAX_RECORD - TAG_LEN;
+/// Bytes of each side's first record at most: it carries exactly its `Hello` frame (63
+/// bytes) and a tag, so a replayed message 1 cannot make us buffer a full record.
+pub const FIRST_RECORD_MAX: usize = 63 + TAG_LEN;
 /// Keys one agent accepts at most (a key and the other key of a rotation, with room).
 pub const MAX_KEYS: usize = 4;
 
@@ -77,7 +81,7 @@ impl SwarmKeys {
     /// file must not be readable by other users.
     pub fn load(path: &Path) -> Result<SwarmKeys> {
         let fix = "create one with `shoal-agent swarm-key new --out FILE` and set \
-                   `[swarm] key_file` (or pass --swarm-key FILE)";
+                   `[private] key_file` (or pass --swarm-key FILE)";
         let text = std::fs::read_to_string(path).map_err(|e| {
             Error::new(
                 exit::USAGE,
@@ -262,7 +266,8 @@ async fn read_message<R: AsyncRead + Unpin>(
     rd.read_exact(&mut head).await?;
     let len = u16::from_be_bytes(head);
     if len == 0 {
-        // A public frame's u32 length starts with two zero bytes (frames are < 16 MiB).
+        // A public peer's first frame (its Hello, 59 bytes long) has a u32 length whose
+        // first two bytes are zero.
         return Err(Refusal::Plaintext);
     }
     if usize::from(len) != HANDSHAKE_MSG_LEN {
@@ -331,7 +336,8 @@ where
     Err(Refusal::NotOurKey)
 }
 
-/// Encrypts outgoing bytes into records (`u16` length, ciphertext).
+/// Encrypts outgoing bytes into records (`u16` length, ciphertext), one at a time, so a
+/// connection holds at most one sealed record.
 pub struct Sealer {
     state: Arc<StatelessTransportState>,
     nonce: u64,
@@ -339,21 +345,20 @@ pub struct Sealer {
 }
 
 impl Sealer {
-    /// The records that carry `plain` (any length; empty gives none).
+    /// The record that carries `plain` (1 ..= [`MAX_RECORD_PLAIN`] bytes; callers split
+    /// longer writes with `chunks(MAX_RECORD_PLAIN)`).
     pub fn seal(&mut self, plain: &[u8]) -> &[u8] {
+        debug_assert!(!plain.is_empty() && plain.len() <= MAX_RECORD_PLAIN);
+        let len = plain.len() + TAG_LEN;
         self.out.clear();
-        for chunk in plain.chunks(MAX_RECORD_PLAIN) {
-            let at = self.out.len();
-            let len = chunk.len() + TAG_LEN;
-            self.out.extend_from_slice(&(len as u16).to_be_bytes());
-            self.out.resize(at + 2 + len, 0);
-            let n = self
-                .state
-                .write_message(self.nonce, chunk, &mut self.out[at + 2..])
-                .expect("a record fits its buffer");
-            debug_assert_eq!(n, len);
-            self.nonce += 1;
-        }
+        self.out.extend_from_slice(&(len as u16).to_be_bytes());
+        self.out.resize(2 + len, 0);
+        let n = self
+            .state
+            .write_message(self.nonce, plain, &mut self.out[2..])
+            .expect("a record fits its buffer");
+        debug_assert_eq!(n, len);
+        self.nonce += 1;
         &self.out
     }
 }
@@ -361,6 +366,7 @@ impl Sealer {
 /// Decrypts incoming records; buffers at most one.
 pub struct Opener {
     state: Arc<StatelessTransportState>,
+    /// Records opened so far (the next one's nonce).
     nonce: u64,
     buf: Vec<u8>,
 }
@@ -378,6 +384,11 @@ impl fmt::Display for BadRecord {
 impl std::error::Error for BadRecord {}
 
 impl Opener {
+    /// Whether a record has opened: the peer holds the key and is live.
+    pub fn opened_any(&self) -> bool {
+        self.nonce > 0
+    }
+
     /// Bytes to read before the next record is complete (read no more than this).
     pub fn wanted(&self) -> usize {
         match self.buf.get(..2) {
@@ -398,7 +409,7 @@ impl Opener {
             return Ok(false);
         }
         let len = usize::from(u16::from_be_bytes([self.buf[0], self.buf[1]]));
-        if len <= TAG_LEN {
+        if len <= TAG_LEN || (self.nonce == 0 && len > FIRST_RECORD_MAX) {
             return Err(BadRecord);
         }
         if self.buf.len() < 2 + len {
@@ -450,8 +461,15 @@ mod tests {
         )
     }
 
+    fn seal_all(from: &mut Sealer, plain: &[u8]) -> Vec<u8> {
+        plain
+            .chunks(MAX_RECORD_PLAIN)
+            .flat_map(|c| from.seal(c).to_vec())
+            .collect()
+    }
+
     fn roundtrip(from: &mut Sealer, to: &mut Opener, plain: &[u8]) -> Vec<u8> {
-        let sealed = from.seal(plain).to_vec();
+        let sealed = seal_all(from, plain);
         let mut out = Vec::new();
         let mut rest = &sealed[..];
         while !rest.is_empty() {
@@ -467,23 +485,31 @@ mod tests {
         let (i, r) = shake(key(1), keys(&[1])).await;
         let (mut i, (mut r, used)) = (i.unwrap(), r.unwrap());
         assert_eq!(used, 0);
+        // The first record is a Hello's size at most.
+        let hello = [7u8; 63];
+        assert_eq!(roundtrip(&mut i.sealer, &mut r.opener, &hello), hello);
+        assert_eq!(roundtrip(&mut r.sealer, &mut i.opener, b"hello"), b"hello");
         let big: Vec<u8> = (0..300_000u32).map(|x| x as u8).collect();
         assert_eq!(roundtrip(&mut i.sealer, &mut r.opener, &big), big);
-        assert_eq!(roundtrip(&mut r.sealer, &mut i.opener, b"hello"), b"hello");
-        assert!(i.sealer.seal(&big).len() <= big.len() + 5 * (2 + TAG_LEN));
-        // A flipped byte, a replayed record, a truncated length: refused.
+        assert!(seal_all(&mut i.sealer, &big).len() <= big.len() + 5 * (2 + TAG_LEN));
+        // A flipped byte: refused.
         let mut sealed = i.sealer.seal(b"abc").to_vec();
         sealed[4] ^= 1;
         assert_eq!(r.opener.push(&sealed, &mut Vec::new()), Err(BadRecord));
     }
 
     #[tokio::test]
-    async fn a_replayed_record_does_not_authenticate() {
+    async fn a_replayed_or_oversized_first_record_does_not_authenticate() {
         let (i, r) = shake(key(1), keys(&[1])).await;
         let (mut i, (mut r, _)) = (i.unwrap(), r.unwrap());
         let first = i.sealer.seal(b"one").to_vec();
         assert!(r.opener.push(&first, &mut Vec::new()).unwrap());
         assert_eq!(r.opener.push(&first, &mut Vec::new()), Err(BadRecord));
+        // A first record larger than a Hello is refused from its length alone.
+        let (i, r) = shake(key(1), keys(&[1])).await;
+        let (mut i, (mut r, _)) = (i.unwrap(), r.unwrap());
+        let big = i.sealer.seal(&[1u8; 64]).to_vec();
+        assert_eq!(r.opener.push(&big[..2], &mut Vec::new()), Err(BadRecord));
     }
 
     #[tokio::test]

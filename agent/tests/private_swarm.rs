@@ -103,7 +103,7 @@ async fn stranger_reads(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn members_share_and_strangers_get_nothing_and_wait_for_nothing() {
+async fn members_share_and_strangers_get_nothing() {
     let v = Vendor::start("private-swarm").await;
     let src = v.dir.join("image.bin");
     random_file(&src, LEN, 7);

@@ -57,11 +57,19 @@ impl DiscoveryKey {
     }
 }
 
+/// The DNS-SD service instances are announced under.
+pub const SERVICE: &str = "_shoal._tcp.local.";
+
 /// The peer id and tag in an instance's label or full name
-/// (`shoal-<32 hex>-<16 hex>[._shoal._tcp.local.]`), if it has exactly that form
-/// (lower-case hex only, so one agent has one name).
+/// (`shoal-<32 hex>-<16 hex>`, alone or followed by `.` and [`SERVICE`]), if it has
+/// exactly that form (lower-case hex only, so one agent has one name).
 pub fn parse_name(fullname: &str) -> Option<(PeerId, [u8; TAG_LEN])> {
-    let label = fullname.strip_prefix("shoal-")?.split('.').next()?;
+    let name = fullname.strip_prefix("shoal-")?;
+    let label = match name.split_once('.') {
+        None => name,
+        Some((label, SERVICE)) => label,
+        Some(_) => return None,
+    };
     let (id_hex, tag_hex) = label.split_once('-')?;
     let mut id = [0u8; 16];
     hex_decode_into(id_hex, &mut id)?;
@@ -161,6 +169,10 @@ mod tests {
         );
         // The name says nothing in clear.
         assert!(!name.contains("acme") && !name.contains("default"));
+        let (variant, udp) = (
+            format!("{name}.x._shoal._tcp.local."),
+            format!("{name}._shoal._udp.local."),
+        );
         for bad in [
             "shoal-0011223344556677._shoal._tcp.local.",
             "shoal-00112233445566778899aabbccddeeff._shoal._tcp.local.",
@@ -168,6 +180,9 @@ mod tests {
             "shoal-zz112233445566778899aabbccddeeff-0000000000000000._shoal._tcp.local.",
             "shoal-00112233445566778899AABBCCDDEEFF-0000000000000000._shoal._tcp.local.",
             "printer._ipp._tcp.local.",
+            // A member's label under another name: not the same instance.
+            variant.as_str(),
+            udp.as_str(),
         ] {
             assert_eq!(parse_name(bad), None, "{bad}");
         }

@@ -48,6 +48,9 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// bounds a connection's queue to a few hundred KiB.
 pub const OUTBOUND_QUEUE: usize = 1024;
 
+/// A connection's read buffer at most (the first reads of a handshake need a few bytes).
+const READ_BUF: usize = 64 * 1024;
+
 /// Bytes gathered into one socket write at most (plus one block).
 const WRITE_BATCH: usize = 256 * 1024;
 
@@ -135,7 +138,8 @@ impl Reader {
         Reader {
             rd,
             dec: FrameDecoder::for_handshake(),
-            buf: vec![0u8; 64 * 1024],
+            // Grown as frames need it (to READ_BUF): a handshake costs a few bytes.
+            buf: Vec::new(),
             opener: None,
             plain: Vec::new(),
         }
@@ -152,7 +156,10 @@ impl Reader {
                 Some(op) => op.wanted(),
                 None => want,
             }
-            .min(self.buf.len());
+            .min(READ_BUF);
+            if self.buf.len() < want {
+                self.buf.resize(want, 0);
+            }
             let n = self.rd.read(&mut self.buf[..want]).await?;
             if n == 0 {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
@@ -183,7 +190,12 @@ impl Writer {
     async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         match &mut self.sealer {
             None => self.wr.write_all(bytes).await,
-            Some(sealer) => self.wr.write_all(sealer.seal(bytes)).await,
+            Some(sealer) => {
+                for chunk in bytes.chunks(secure::MAX_RECORD_PLAIN) {
+                    self.wr.write_all(sealer.seal(chunk)).await?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -336,6 +348,16 @@ pub async fn run(
         Ok(Shaken::Failed(e)) => {
             tracing::debug!(?addr, error = %e, "handshake failed");
             return Ended::Failed;
+        }
+        // A private swarm's peer that sent no authentic record in time proved nothing
+        // (silent, stalled, or a replayed message 1): backed off like a refused one.
+        Err(_) if ctx.private.is_some() && !rd.opener.as_ref().is_some_and(|o| o.opened_any()) => {
+            tracing::info!(
+                ?addr,
+                ?role,
+                "private swarm: a peer did not finish the handshake"
+            );
+            return Ended::Stranger;
         }
         Err(_) => {
             tracing::debug!(?addr, "handshake timed out");

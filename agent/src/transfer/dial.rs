@@ -101,9 +101,9 @@ impl Connector {
             peers.spawn(async move {
                 if let conn::Ended::Stranger = conn::run(stream, Role::Responder, ctx, id, 0).await
                 {
-                    // Not of our private swarm: its next connections are refused at
-                    // once for a while, before any handshake work.
-                    gate.suspend(from.ip());
+                    // Not of our private swarm: at the second strike its connections
+                    // are refused at once for a while, before any handshake work.
+                    gate.strike(from.ip());
                 }
                 drop(admitted);
                 drop(permit);
@@ -148,6 +148,11 @@ impl Connector {
                             continue;
                         }
                         Some(Found::Member(id)) => lan.learn(id, None).then_some((id, true)),
+                        // An address that proved a stranger does not take over a
+                        // member's name (a host re-announcing a member's name as its
+                        // own would otherwise redirect the dials to that member).
+                        Some(Found::Peer { addr, .. })
+                            if self.ctx.gate.is_suspended(addr.ip()) => continue,
                         Some(Found::Peer { id, addr, key }) => {
                             keys.insert(id, key);
                             if lan.addr(&id).is_some_and(|old| old != addr)
@@ -228,8 +233,9 @@ impl Connector {
     /// grace ends is what splits the origin work); after that a connection that keeps
     /// ending quickly backs off to a minute, and with `give_up` the address is dropped
     /// after [`GIVE_UP_AFTER`] such attempts. One that lasted resets it all. A peer that
-    /// proves it is not of our private swarm is given up at once (with `give_up`) or
-    /// dialled again only after [`STRANGER_BACKOFF`]. `key` picks our swarm key.
+    /// proves it is not of our private swarm under every key we hold (tried in turn from
+    /// `key`, the one discovery recognised it under) is given up at once (with
+    /// `give_up`) or dialled again only after [`STRANGER_BACKOFF`].
     async fn keep_dialing(
         self,
         addr: SocketAddr,
@@ -239,6 +245,10 @@ impl Connector {
     ) -> bool {
         let mut stop = self.stop.clone();
         let mut redial = Redial::default();
+        // Our swarm keys, and how many of them this peer refused in a row.
+        let keys = self.ctx.private.as_ref().map_or(1, |k| k.all().len());
+        let mut key = key.min(keys - 1);
+        let mut tried = 0;
         while !*stop.borrow() && member.as_ref().is_none_or(|(_, w)| *w.borrow()) {
             let joined = member.as_ref().is_some_and(|(id, _)| {
                 self.ctx
@@ -285,12 +295,23 @@ impl Connector {
             }
             drop(permit);
             let delay = if stranger {
-                if give_up {
-                    tracing::debug!(%addr, "giving up on a peer that is not of our swarm");
-                    return true;
+                // During a key rotation the peer may hold another of our keys: try each
+                // once before calling it a stranger.
+                tried += 1;
+                if tried < keys {
+                    key = (key + 1) % keys;
+                    Some(Duration::from_millis(200))
+                } else {
+                    tried = 0;
+                    self.ctx.gate.strike(addr.ip());
+                    if give_up {
+                        tracing::debug!(%addr, "giving up on a peer that is not of our swarm");
+                        return true;
+                    }
+                    Some(STRANGER_BACKOFF)
                 }
-                Some(STRANGER_BACKOFF)
             } else {
+                tried = 0;
                 redial.after(began.elapsed(), give_up)
             };
             let Some(delay) = delay else {

@@ -1,5 +1,6 @@
 //! Who may hold a connection, by address: addresses banned for the transfer, addresses
-//! suspended for a while (they proved they are not of our private swarm), and at most
+//! suspended for a while (twice in a row they proved they are not of our private swarm:
+//! once may be a peer trying its keys one by one during a rotation), and at most
 //! [`MAX_PER_ADDRESS`] inbound connections from one address at a time.
 //!
 //! A ban in the core covers a peer id, which a peer picks itself; the gate bans the
@@ -23,8 +24,12 @@ use std::time::{Duration, Instant};
 /// have not closed yet.
 pub const MAX_PER_ADDRESS: usize = 4;
 
-/// How long an address that failed our private swarm's handshake is refused.
+/// How long an address that failed our private swarm's handshake [`STRIKES`] times is
+/// refused (and how long a strike counts).
 pub const SUSPENSION: Duration = Duration::from_secs(60);
+
+/// Failed private handshakes from one address within [`SUSPENSION`] that suspend it.
+pub const STRIKES: u8 = 2;
 
 /// Addresses suspended at once, at most (beyond it, expired ones are dropped; if none
 /// has expired, the new one is not recorded: it only costs that host handshakes).
@@ -35,7 +40,8 @@ pub const MAX_SUSPENDED: usize = 4096;
 pub struct Gate {
     banned: Mutex<HashSet<IpAddr>>,
     inbound: Mutex<HashMap<IpAddr, usize>>,
-    suspended: Mutex<HashMap<IpAddr, Instant>>,
+    /// Per address: strikes and until when they count (suspended at [`STRIKES`]).
+    suspended: Mutex<HashMap<IpAddr, (u8, Instant)>>,
 }
 
 /// An admitted inbound connection's place in its address's count; dropping it frees
@@ -95,10 +101,11 @@ impl Gate {
         })
     }
 
-    /// Refuses `ip`'s connections for [`SUSPENSION`] from now.
-    pub fn suspend(&self, ip: IpAddr) {
+    /// `ip` failed our private handshake: at [`STRIKES`] strikes within [`SUSPENSION`]
+    /// its connections are refused for [`SUSPENSION`]. Returns whether it is suspended.
+    pub fn strike(&self, ip: IpAddr) -> bool {
         let Some(ip) = subject(ip) else {
-            return;
+            return false;
         };
         let now = Instant::now();
         let mut suspended = self
@@ -106,11 +113,18 @@ impl Gate {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if suspended.len() >= MAX_SUSPENDED {
-            suspended.retain(|_, until| *until > now);
+            suspended.retain(|_, (_, until)| *until > now);
         }
-        if suspended.len() < MAX_SUSPENDED {
-            suspended.insert(ip, now + SUSPENSION);
+        if !suspended.contains_key(&ip) && suspended.len() >= MAX_SUSPENDED {
+            return false;
         }
+        let entry = suspended.entry(ip).or_insert((0, now));
+        if entry.1 <= now {
+            entry.0 = 0;
+        }
+        entry.0 = entry.0.saturating_add(1);
+        entry.1 = now + SUSPENSION;
+        entry.0 >= STRIKES
     }
 
     /// Whether `ip` is suspended now.
@@ -121,7 +135,7 @@ impl Gate {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             match suspended.get(&ip) {
-                Some(until) if *until > Instant::now() => true,
+                Some((strikes, until)) if *until > Instant::now() => *strikes >= STRIKES,
                 Some(_) => {
                     suspended.remove(&ip);
                     false
@@ -182,16 +196,25 @@ mod tests {
     }
 
     #[test]
-    fn a_suspended_address_is_refused_for_a_while() {
+    fn an_address_that_fails_twice_is_refused_for_a_while() {
         let gate = Arc::new(Gate::default());
-        gate.suspend(ip("198.18.0.9"));
-        assert!(gate.admit(ip("::ffff:198.18.0.9")).is_none());
+        assert!(
+            !gate.strike(ip("198.18.0.9")),
+            "one strike: a rotation's first key"
+        );
+        assert!(gate.admit(ip("198.18.0.9")).is_some());
+        assert!(
+            gate.strike(ip("::ffff:198.18.0.9")),
+            "the same address, twice"
+        );
+        assert!(gate.admit(ip("198.18.0.9")).is_none());
         assert!(gate.admit(ip("198.18.0.10")).is_some());
-        gate.suspend(ip("127.0.0.1"));
+        gate.strike(ip("127.0.0.1"));
+        gate.strike(ip("127.0.0.1"));
         assert!(gate.admit(ip("127.0.0.1")).is_some(), "loopback is exempt");
         // Bounded: past the cap, nothing new is recorded while nothing has expired.
         for i in 0..MAX_SUSPENDED as u32 + 10 {
-            gate.suspend(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)));
+            gate.strike(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)));
         }
         assert_eq!(gate.suspended.lock().unwrap().len(), MAX_SUSPENDED);
     }

@@ -138,10 +138,14 @@ pub fn decode_frame(buf: &[u8]) -> Result<Option<(Message, usize)>, WireError> {
 /// Buffers bytes from a stream and yields whole messages.
 ///
 /// [`FrameDecoder::wanted`] says how many more bytes the current frame needs, so a reader
-/// never buffers past one legal frame.
+/// never buffers past one legal frame. Bytes pushed in larger pieces (a private swarm's
+/// records, §6.8) are decoded in place: decoding costs linear time in what was pushed,
+/// however many small frames a piece holds.
 #[derive(Debug, Default)]
 pub struct FrameDecoder {
     buf: Vec<u8>,
+    /// Where the undecoded bytes of `buf` start.
+    pos: usize,
     /// Only `Hello` and `Join` are legal (the handshake is under way).
     handshake: bool,
 }
@@ -159,6 +163,7 @@ impl FrameDecoder {
     pub fn for_handshake() -> Self {
         FrameDecoder {
             buf: Vec::new(),
+            pos: 0,
             handshake: true,
         }
     }
@@ -170,9 +175,10 @@ impl FrameDecoder {
 
     /// The current frame's length once its header is in and legal here.
     fn frame_len(&self) -> Result<Option<usize>, WireError> {
-        let len = frame_len(&self.buf)?;
+        let rest = &self.buf[self.pos..];
+        let len = frame_len(rest)?;
         if self.handshake
-            && let Some(&ty) = self.buf.get(FRAME_HEADER_LEN)
+            && let Some(&ty) = rest.get(FRAME_HEADER_LEN)
             && let Some(ty) = MessageType::from_u8(ty)
             && !matches!(ty, MessageType::Hello | MessageType::Join)
         {
@@ -183,15 +189,23 @@ impl FrameDecoder {
 
     /// Appends bytes received from the stream.
     pub fn push(&mut self, bytes: &[u8]) {
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
         self.buf.extend_from_slice(bytes);
     }
 
     /// The next whole message, if one is buffered.
     pub fn next_message(&mut self) -> Result<Option<Message>, WireError> {
         self.frame_len()?;
-        match decode_frame(&self.buf)? {
+        match decode_frame(&self.buf[self.pos..])? {
             Some((msg, used)) => {
-                self.buf.drain(..used);
+                self.pos += used;
+                if self.pos == self.buf.len() {
+                    self.buf.clear();
+                    self.pos = 0;
+                }
                 Ok(Some(msg))
             }
             None => Ok(None),
@@ -202,12 +216,12 @@ impl FrameDecoder {
     /// as soon as its header is known to be illegal.
     pub fn wanted(&self) -> Result<usize, WireError> {
         let need = self.frame_len()?.unwrap_or(FRAME_HEADER_LEN + 1);
-        Ok(need.saturating_sub(self.buf.len()).max(1))
+        Ok(need.saturating_sub(self.buffered()).max(1))
     }
 
     /// Bytes buffered and not yet decoded.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.pos
     }
 }
 

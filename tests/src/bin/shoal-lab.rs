@@ -26,7 +26,8 @@ struct Args {
     /// Each agent's link (u_i), Mbit/s.
     #[arg(long, default_value_t = 200)]
     host_mbit: u32,
-    /// Systems to run, in order (comma-separated): shoal, https, aria2-256k, aria2-1m.
+    /// Systems to run, in order (comma-separated): shoal, shoal-private, https, aria2-256k,
+    /// aria2-1m.
     #[arg(
         long,
         value_delimiter = ',',

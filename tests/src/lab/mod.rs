@@ -106,6 +106,9 @@ impl Bins {
 pub enum System {
     /// Shoal's agents, default settings, mDNS discovery.
     Shoal,
+    /// The same in a private swarm (every agent holds one swarm key: Noise, encrypted
+    /// records). Not in the default grid; ask for `shoal-private`.
+    ShoalPrivate,
     /// Every endpoint downloads from the origin with curl.
     Https,
     /// aria2 BitTorrent, local peer discovery, origin as web seed, this piece size.
@@ -128,6 +131,7 @@ impl System {
     pub fn name(&self) -> String {
         match self {
             System::Shoal => "shoal".into(),
+            System::ShoalPrivate => "shoal-private".into(),
             System::Https => "https".into(),
             System::Aria2 { piece_kib } if piece_kib % 1024 == 0 => {
                 format!("aria2-{}m", piece_kib / 1024)
@@ -140,6 +144,7 @@ impl System {
     pub fn parse(s: &str) -> Result<System, String> {
         System::ALL
             .into_iter()
+            .chain([System::ShoalPrivate])
             .find(|sys| sys.name() == s)
             .or_else(|| {
                 let kib = s.strip_prefix("aria2-")?;
@@ -153,7 +158,7 @@ impl System {
                 (piece_kib >= 16).then_some(System::Aria2 { piece_kib })
             })
             .ok_or_else(|| {
-                format!("unknown system {s:?}: use shoal, https, aria2-256k, aria2-1m (any aria2-<N>k|m)")
+                format!("unknown system {s:?}: use shoal, shoal-private, https, aria2-256k, aria2-1m (any aria2-<N>k|m)")
             })
     }
 }

@@ -101,6 +101,23 @@ impl Lab {
         self.work.join(rel).to_string_lossy().into_owned()
     }
 
+    /// The session's swarm key file (written on first use, readable by its owner only).
+    fn swarm_key(&self) -> Result<String, String> {
+        let path = self.work.join("swarm.key");
+        if !path.exists() {
+            let mut seed = [0u8; 32];
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut seed))
+                .map_err(|e| e.to_string())?;
+            let key = shoal_protocol::discovery::SwarmKey::from_bytes(seed);
+            std::fs::write(&path, format!("{}\n", key.to_text())).map_err(|e| e.to_string())?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(path.to_string_lossy().into_owned())
+    }
+
     fn publisher(&self, args: &[&str]) -> Result<(), String> {
         let out = Command::new(&self.bins.publisher)
             .args(args)
@@ -215,7 +232,7 @@ impl Lab {
     /// point at the previous release for a while.)
     fn prepare_previous(&mut self, system: System, dir: &Path) -> Result<(), String> {
         match system {
-            System::Shoal => {
+            System::Shoal | System::ShoalPrivate => {
                 if self.published > 1 {
                     return Err("in a delta session Shoal must run first (its agents fetch the previous release before the new one is published)".into());
                 }
@@ -333,7 +350,7 @@ impl Lab {
         let artifact = format!("{url}/artifacts/{}/{NAME}", self.current().sha);
         let out_s = out.to_str().ok_or("non-UTF-8 path")?;
         Ok(match system {
-            System::Shoal => {
+            System::Shoal | System::ShoalPrivate => {
                 let mut c = self.lan.command_in(i, &self.bins.agent);
                 c.args(["fetch", &url, "--trust", &self.path("keys/trust/1.json")])
                     .args(["--channel", "stable", "--out", out_s, "--listen"])
@@ -345,6 +362,9 @@ impl Lab {
                         "SHOAL_LOG",
                         std::env::var("SHOAL_LAB_AGENT_LOG").unwrap_or_else(|_| "info".into()),
                     );
+                if system == System::ShoalPrivate {
+                    c.args(["--swarm-key", &self.swarm_key()?]);
+                }
                 c
             }
             System::Https => {
@@ -440,7 +460,7 @@ impl Lab {
                 p.sample_memory();
                 let exited = p.poll();
                 finish[i] = match system {
-                    System::Shoal => outs[i]
+                    System::Shoal | System::ShoalPrivate => outs[i]
                         .join(NAME)
                         .exists()
                         .then(|| t0.elapsed().as_secs_f64()),
