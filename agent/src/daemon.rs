@@ -94,15 +94,23 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<()>
     } else {
         cfg.name.clone()
     };
-    let hub = Arc::new(StatusHub::new(
-        &name,
-        &cfg.channel,
-        &cfg.origin,
-        Money {
-            price_per_gb: cfg.api.price_per_gb,
-            currency: cfg.api.currency.clone(),
-        },
-    ));
+    let hub = Arc::new(
+        StatusHub::new(
+            &name,
+            &cfg.channel,
+            &cfg.origin,
+            Money {
+                price_per_gb: cfg.api.price_per_gb,
+                currency: cfg.api.currency.clone(),
+            },
+        )
+        .with_swarm_keys(
+            private
+                .as_ref()
+                .map(SwarmKeys::fingerprints)
+                .unwrap_or_default(),
+        ),
+    );
     if cfg.api.enabled {
         // Updates matter more than the view of them: without its port the agent runs on,
         // and tries the port again every 30 s (an address DHCP has not given yet, a port

@@ -173,6 +173,16 @@ pub fn status_text(st: &AgentStatus) -> String {
             "channel".into(),
             format!("{} from {}", st.channel, st.origin),
         ],
+        vec![
+            "swarm".into(),
+            match st.swarm_keys.split_first() {
+                None => "public".into(),
+                Some((used, [])) => format!("private (key {used})"),
+                Some((used, others)) => {
+                    format!("private (key {used}; also accepts {})", others.join(", "))
+                }
+            },
+        ],
     ];
     match &st.current {
         Some(c) => {
@@ -382,4 +392,33 @@ pub fn swarm_text(v: &SwarmView) -> String {
          it is connected to and those it met in the last 10 minutes)"
     );
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{Money, StatusHub};
+
+    fn hub() -> StatusHub {
+        let money = Money {
+            price_per_gb: 0.05,
+            currency: "USD".into(),
+        };
+        StatusHub::new("desk-7", "stable", "https://u.example", money)
+    }
+
+    #[test]
+    fn status_says_whether_the_swarm_is_private_and_under_which_key() {
+        let public = status_text(&hub().status());
+        assert!(
+            public.contains("swarm") && public.contains("public"),
+            "{public}"
+        );
+        let private = hub().with_swarm_keys(vec!["f5c1acb4".into(), "0badcafe".into()]);
+        let text = status_text(&private.status());
+        assert!(
+            text.contains("private (key f5c1acb4; also accepts 0badcafe)"),
+            "{text}"
+        );
+    }
 }

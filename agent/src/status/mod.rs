@@ -34,6 +34,7 @@ pub struct StatusHub {
     channel: String,
     origin: String,
     money: Money,
+    swarm_keys: Vec<String>,
     facts: Mutex<Facts>,
 }
 
@@ -167,6 +168,10 @@ pub struct AgentStatus {
     pub totals: Totals,
     /// Share of received bytes that came from peers, 0 to 1.
     pub peer_share: f64,
+    /// In a private swarm, the fingerprints of its swarm keys (the one in use first);
+    /// empty in a public swarm.
+    #[serde(default)]
+    pub swarm_keys: Vec<String>,
 }
 
 impl StatusHub {
@@ -179,8 +184,16 @@ impl StatusHub {
             channel: channel.to_owned(),
             origin: origin.to_owned(),
             money,
+            swarm_keys: Vec::new(),
             facts: Mutex::new(Facts::default()),
         }
+    }
+
+    /// The hub of an agent in a private swarm, with its keys' fingerprints (the one in
+    /// use first).
+    pub fn with_swarm_keys(mut self, fingerprints: Vec<String>) -> Self {
+        self.swarm_keys = fingerprints;
+        self
     }
 
     /// When the agent started.
@@ -290,6 +303,7 @@ impl StatusHub {
             releases_delivered: f.delivered,
             peer_share: share(totals.bytes_from_peers, totals.bytes_from_origin),
             totals,
+            swarm_keys: self.swarm_keys.clone(),
         }
     }
 
