@@ -361,6 +361,18 @@ async fn a_private_swarm_is_invisible_and_vendors_keep_apart() {
         }
     }
     assert!(s.txt.iter().all(|t| t == "v=1"), "TXT records: {:?}", s.txt);
+    // Vendor B's agents never reached a private agent's handshake (they do not
+    // recognise A's names): no A agent logged a refusal of a B address.
+    for h in A {
+        let log = std::fs::read_to_string(a.dir.join(&format!("agent{h}.log"))).unwrap();
+        for b in B {
+            assert!(
+                !log.lines()
+                    .any(|l| l.contains("refused a peer") && l.contains(&ips[b])),
+                "vendor B's agent {b} dialled private agent {h}: {log}"
+            );
+        }
+    }
     let log = std::fs::read_to_string(a.dir.join("agent2.log")).unwrap();
     assert!(
         log.contains("refused a peer") && log.contains(&ips[SPY]),
