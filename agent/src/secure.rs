@@ -99,7 +99,7 @@ impl SwarmKeys {
                 return Err(Error::new(
                     exit::USAGE,
                     format!(
-                        "the swarm key file {} is readable by every user (mode {:o})",
+                        "the swarm key file {} gives other users access (mode {:o})",
                         path.display(),
                         mode & 0o777
                     ),
@@ -197,8 +197,8 @@ impl fmt::Display for Refusal {
                  give every agent of the swarm the same key file",
             ),
             Refusal::NotOurKey => f.write_str(
-                "the peer holds none of our swarm keys (another organisation, a key \
-                 rotated out, or a replayed or forged handshake)",
+                "the peer holds none of our swarm keys, or not the one we used (another \
+                 organisation, a key rotated out, or a replayed or forged handshake)",
             ),
             Refusal::Malformed(len) => write!(
                 f,
@@ -333,7 +333,23 @@ where
             return Ok((channel(hs)?, i));
         }
     }
+    // A decoy message 2 (a fresh ephemeral key and 16 random bytes, as a real one looks
+    // to anyone without the key): an initiator holding another key of ours learns that
+    // this key is refused and tries its next, instead of taking the close for a full
+    // listener.
+    let _ = wr.write_all(&decoy()).await;
     Err(Refusal::NotOurKey)
+}
+
+fn decoy() -> [u8; 2 + HANDSHAKE_MSG_LEN] {
+    let mut out = [0u8; 2 + HANDSHAKE_MSG_LEN];
+    out[..2].copy_from_slice(&(HANDSHAKE_MSG_LEN as u16).to_be_bytes());
+    let params = NOISE_PARAMS.parse().expect("a valid Noise protocol name");
+    if let Ok(pair) = snow::Builder::new(params).generate_keypair() {
+        out[2..34].copy_from_slice(&pair.public);
+    }
+    let _ = getrandom::fill(&mut out[34..]);
+    out
 }
 
 /// Encrypts outgoing bytes into records (`u16` length, ciphertext), one at a time, so a
@@ -516,7 +532,9 @@ mod tests {
     async fn another_key_is_refused_and_a_rotation_accepts_both() {
         let (i, r) = shake(key(1), keys(&[2])).await;
         assert!(matches!(r, Err(Refusal::NotOurKey)), "{:?}", r.err());
-        assert!(i.is_err());
+        // The initiator is told by a decoy message 2, not by a bare close (which a full
+        // listener gives too), so it can try its next key.
+        assert!(matches!(i, Err(Refusal::NotOurKey)), "{:?}", i.err());
         // Mid-rotation: a responder holding [new, old] accepts either.
         let (i, r) = shake(key(1), keys(&[2, 1])).await;
         assert!(i.is_ok());

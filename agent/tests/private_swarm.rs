@@ -42,6 +42,7 @@ async fn swarm(
     v: &Vendor,
     tag: &str,
     keys: &[&[u8]],
+    only_first_dials: bool,
     probe: impl AsyncFnOnce(&[SocketAddr]),
 ) -> Vec<FetchReport> {
     let mut listeners = Vec::new();
@@ -58,7 +59,7 @@ async fn swarm(
         let others = addrs
             .iter()
             .enumerate()
-            .filter(|(j, _)| *j != i)
+            .filter(|(j, _)| *j != i && (i == 0 || !only_first_dials))
             .map(|(_, a)| *a);
         let mut o = v.agent(&format!("{tag}{i}"), others.collect());
         o.transfer.swarm.origin_grace = Duration::from_millis(1500);
@@ -110,17 +111,25 @@ async fn members_share_and_strangers_get_nothing() {
     v.release("1.0", std::slice::from_ref(&src));
     // Three members (key 1), an agent of another organisation (key 2), a public agent.
     let keys: [&[u8]; 5] = [&[1], &[1], &[1], &[2], &[]];
-    let reports = swarm(&v, "a", &keys, async |addrs| {
-        // A public agent's Hello, random bytes shaped as a first handshake message, and
-        // a replay of nothing: the member answers none of them with a single byte.
+    let reports = swarm(&v, "a", &keys, false, async |addrs| {
+        // A public agent's Hello and garbage get nothing back; random bytes shaped as a
+        // first handshake message get a decoy second message (a fresh key and random
+        // bytes, as any second message looks without the key), then the close.
         let mut hello = vec![0, 0, 0, 59, 1];
         hello.extend_from_slice(b"SHOL");
         hello.extend_from_slice(&[0u8; 54]);
         assert_eq!(stranger_reads(addrs[0], &hello).await, b"");
+        assert_eq!(stranger_reads(addrs[0], &[0xff; 4096]).await, b"");
         let mut forged = vec![0, 48];
         forged.extend_from_slice(&[0x5a; 48]);
-        assert_eq!(stranger_reads(addrs[0], &forged).await, b"");
-        assert_eq!(stranger_reads(addrs[0], &[0xff; 4096]).await, b"");
+        let decoy = stranger_reads(addrs[0], &forged).await;
+        assert_eq!(decoy.len(), 50, "{decoy:?}");
+        assert_eq!(decoy[..2], [0, 48]);
+        assert_ne!(
+            stranger_reads(addrs[0], &forged).await,
+            decoy,
+            "fresh each time"
+        );
     })
     .await;
     v.stop();
@@ -159,7 +168,7 @@ async fn a_key_rotation_keeps_the_swarm_whole() {
     // Old key 1, new key 3: one agent not yet moved ([old, new]), one moved ([new, old]),
     // one done ([new]). Every pair shares a key one side uses and the other accepts.
     let keys: [&[u8]; 3] = [&[1, 3], &[3, 1], &[3]];
-    let reports = swarm(&v, "r", &keys, async |_| {}).await;
+    let reports = swarm(&v, "r", &keys, false, async |_| {}).await;
     v.stop();
     let want = read(&src);
     let mut from_origin = 0;
@@ -173,4 +182,21 @@ async fn a_key_rotation_keeps_the_swarm_whole() {
         from_origin as f64 <= 1.1 * LEN as f64,
         "origin: {from_origin}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialler_refused_under_one_key_tries_its_next() {
+    let v = Vendor::start("private-fallback").await;
+    let src = v.dir.join("image.bin");
+    random_file(&src, LEN, 9);
+    v.release("1.0", std::slice::from_ref(&src));
+    // Only agent 0 dials, with its first key (1) first; agents 1 and 2 hold only key 3.
+    // They get pieces from a peer only if agent 0 moves on to its second key.
+    let keys: [&[u8]; 3] = [&[1, 3], &[3], &[3]];
+    let reports = swarm(&v, "f", &keys, true, async |_| {}).await;
+    v.stop();
+    for (i, r) in reports.iter().enumerate() {
+        let c = r.progress.counters;
+        assert!(c.from_peers > 0, "agent {i} got nothing from peers: {c:?}");
+    }
 }

@@ -129,6 +129,8 @@ impl Connector {
         let mut serial = 0u64;
         // Which of our swarm keys recognised each resolved member (private swarms).
         let mut keys: HashMap<PeerId, usize> = HashMap::new();
+        // Addresses that refused every key of ours, and when (at most MAX_MEMBERS).
+        let mut strangers: HashMap<SocketAddr, tokio::time::Instant> = HashMap::new();
         let mut tasks = JoinSet::new();
         for addr in peers {
             let dialer = self.clone().keep_dialing(addr, false, None, 0);
@@ -148,11 +150,15 @@ impl Connector {
                             continue;
                         }
                         Some(Found::Member(id)) => lan.learn(id, None).then_some((id, true)),
-                        // An address that proved a stranger does not take over a
-                        // member's name (a host re-announcing a member's name as its
-                        // own would otherwise redirect the dials to that member).
+                        // An address that proved a stranger lately does not take over
+                        // a member's name (a host re-announcing a member's name as its
+                        // own would otherwise redirect the dials to that member again
+                        // and again). By socket address: a name pointed at another
+                        // port of a member's host must not cut off the member itself.
                         Some(Found::Peer { addr, .. })
-                            if self.ctx.gate.is_suspended(addr.ip()) => continue,
+                            if strangers
+                                .get(&addr)
+                                .is_some_and(|t| t.elapsed() < STRANGER_BACKOFF) => continue,
                         Some(Found::Peer { id, addr, key }) => {
                             keys.insert(id, key);
                             if lan.addr(&id).is_some_and(|old| old != addr)
@@ -183,11 +189,19 @@ impl Connector {
                 Some(ended) = tasks.join_next() => {
                     // Still the current dialler of a wanted member: it gave up, and
                     // is dialled again only if discovery resolves it anew.
-                    if let Ok((gave_up, Some((id, n)))) = ended
+                    if let Ok((ended, Some((id, n, addr)))) = ended
                         && dialing.get(&id).is_some_and(|(current, _)| *current == n)
                     {
-                        if gave_up {
+                        if ended != Dialled::Stopped {
                             lan.gave_up(&id);
+                        }
+                        if ended == Dialled::Stranger {
+                            if strangers.len() >= MAX_MEMBERS {
+                                strangers.retain(|_, t| t.elapsed() < STRANGER_BACKOFF);
+                            }
+                            if strangers.len() < MAX_MEMBERS {
+                                strangers.insert(addr, tokio::time::Instant::now());
+                            }
                         }
                         dialing.remove(&id);
                     }
@@ -219,7 +233,7 @@ impl Connector {
                 let dialer = self
                     .clone()
                     .keep_dialing(addr, true, Some((id, wanted)), key);
-                tasks.spawn(async move { (dialer.await, Some((id, n))) });
+                tasks.spawn(async move { (dialer.await, Some((id, n, addr))) });
             }
         }
         tasks.shutdown().await;
@@ -242,7 +256,7 @@ impl Connector {
         give_up: bool,
         member: Option<(PeerId, watch::Receiver<bool>)>,
         key: usize,
-    ) -> bool {
+    ) -> Dialled {
         let mut stop = self.stop.clone();
         let mut redial = Redial::default();
         // Our swarm keys, and how many of them this peer refused in a row.
@@ -267,7 +281,7 @@ impl Connector {
             }
             if self.ctx.gate.is_banned(addr.ip()) {
                 tracing::debug!(%addr, "not dialling a banned address");
-                return true;
+                return Dialled::GaveUp;
             }
             let began = tokio::time::Instant::now();
             let Ok(permit) = self.slots.clone().try_acquire_owned() else {
@@ -303,10 +317,9 @@ impl Connector {
                     Some(Duration::from_millis(200))
                 } else {
                     tried = 0;
-                    self.ctx.gate.strike(addr.ip());
+                    tracing::info!(%addr, "private swarm: a peer refused every key of ours");
                     if give_up {
-                        tracing::debug!(%addr, "giving up on a peer that is not of our swarm");
-                        return true;
+                        return Dialled::Stranger;
                     }
                     Some(STRANGER_BACKOFF)
                 }
@@ -316,15 +329,26 @@ impl Connector {
             };
             let Some(delay) = delay else {
                 tracing::debug!(%addr, "giving up on a peer that keeps failing");
-                return true;
+                return Dialled::GaveUp;
             };
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 _ = stop.changed() => break,
             }
         }
-        false
+        Dialled::Stopped
     }
+}
+
+/// Why a dialler ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialled {
+    /// Stopped (the transfer ends, or its member is no longer wanted).
+    Stopped,
+    /// Its connections kept failing, or the address is banned.
+    GaveUp,
+    /// The peer refused every key of our private swarm.
+    Stranger,
 }
 
 /// The agents discovery reports, by peer id, and which of them to dial: the overlay rule

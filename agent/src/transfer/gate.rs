@@ -1,6 +1,7 @@
 //! Who may hold a connection, by address: addresses banned for the transfer, addresses
-//! suspended for a while (twice in a row they proved they are not of our private swarm:
-//! once may be a peer trying its keys one by one during a rotation), and at most
+//! suspended for a while (they failed our private swarm's handshake [`STRIKES`] times
+//! in a minute: fewer may be a peer trying its keys one by one during a rotation), and
+//! at most
 //! [`MAX_PER_ADDRESS`] inbound connections from one address at a time.
 //!
 //! A ban in the core covers a peer id, which a peer picks itself; the gate bans the
@@ -28,8 +29,10 @@ pub const MAX_PER_ADDRESS: usize = 4;
 /// refused (and how long a strike counts).
 pub const SUSPENSION: Duration = Duration::from_secs(60);
 
-/// Failed private handshakes from one address within [`SUSPENSION`] that suspend it.
-pub const STRIKES: u8 = 2;
+/// Failed private handshakes from one address within [`SUSPENSION`] that suspend it: an
+/// honest peer mid-rotation tries each of its keys (at most
+/// [`crate::secure::MAX_KEYS`]) once, and must not be suspended before its last.
+pub const STRIKES: u8 = crate::secure::MAX_KEYS as u8;
 
 /// Addresses suspended at once, at most (beyond it, expired ones are dropped; if none
 /// has expired, the new one is not recorded: it only costs that host handshakes).
@@ -196,21 +199,21 @@ mod tests {
     }
 
     #[test]
-    fn an_address_that_fails_twice_is_refused_for_a_while() {
+    fn an_address_that_keeps_failing_is_refused_for_a_while() {
         let gate = Arc::new(Gate::default());
-        assert!(
-            !gate.strike(ip("198.18.0.9")),
-            "one strike: a rotation's first key"
-        );
+        for _ in 1..STRIKES {
+            assert!(!gate.strike(ip("198.18.0.9")), "a rotation's other keys");
+        }
         assert!(gate.admit(ip("198.18.0.9")).is_some());
         assert!(
             gate.strike(ip("::ffff:198.18.0.9")),
-            "the same address, twice"
+            "the same address, once more"
         );
         assert!(gate.admit(ip("198.18.0.9")).is_none());
         assert!(gate.admit(ip("198.18.0.10")).is_some());
-        gate.strike(ip("127.0.0.1"));
-        gate.strike(ip("127.0.0.1"));
+        for _ in 0..STRIKES {
+            gate.strike(ip("127.0.0.1"));
+        }
         assert!(gate.admit(ip("127.0.0.1")).is_some(), "loopback is exempt");
         // Bounded: past the cap, nothing new is recorded while nothing has expired.
         for i in 0..MAX_SUSPENDED as u32 + 10 {
