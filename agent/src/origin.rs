@@ -113,7 +113,10 @@ impl OriginClient {
         };
         let failed = |e: reqwest::Error| {
             let text = chain(&e);
-            let note = if text.contains("certificate") {
+            let note = if text.contains("redirect") {
+                "the origin redirects in a loop or too often: check the origin URL, and the \
+                 redirect rules of any proxy or CDN in front of it"
+            } else if text.contains("certificate") {
                 "the origin's TLS certificate was refused for the reason above: if the \
                  origin uses a private CA, give it with --ca (or `origin_ca`); otherwise fix \
                  the certificate (expired, wrong host name, or a CA used as a server \
@@ -142,9 +145,13 @@ impl OriginClient {
         let mut out = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(failed)? {
             if out.len() + chunk.len() > max {
-                return Err(unavailable(format!(
-                    "GET {url}: more than the {max} bytes expected"
-                )));
+                return Err(Error::new(
+                    exit::UNAVAILABLE,
+                    format!("GET {url}: more than the {max} bytes expected"),
+                    "the origin (or a proxy in front of it) sends more than this file can \
+                     be: it serves something else at this path, or is hostile; nothing \
+                     was kept. Tell the vendor",
+                ));
             }
             out.extend_from_slice(&chunk);
         }

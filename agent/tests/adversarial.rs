@@ -1,5 +1,6 @@
 //! A lying peer is banned and the agent still ends with correct bytes; a dead origin does
-//! not stop a LAN that holds the pieces; an unreachable origin is a clear error.
+//! not stop a LAN that holds the pieces; an unreachable, endless or looping origin is a
+//! clear error.
 
 mod common;
 
@@ -119,5 +120,104 @@ async fn a_refused_origin_certificate_names_the_reason_and_the_fix() {
     assert_eq!(e.code, exit::UNAVAILABLE, "{text}");
     assert!(text.contains("certificate"), "no reason given: {text}");
     assert!(text.contains("--ca"), "no fix given: {text}");
+    v.stop();
+}
+
+/// A hostile origin on plain HTTP (the agent allows it only for tests): `channels/…`
+/// answers with `respond`, every other path with 404. Counts the bytes it wrote.
+async fn hostile_origin(
+    respond: fn(&str) -> Vec<u8>,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let sent = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = sent.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut head = vec![0u8; 4096];
+                let n = s.read(&mut head).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&head[..n]).into_owned();
+                let path = request.split(' ').nth(1).unwrap_or("/").to_owned();
+                if !path.starts_with("/channels/") {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    return;
+                }
+                let head = respond(&path);
+                if s.write_all(&head).await.is_err() {
+                    return;
+                }
+                counter.fetch_add(head.len(), Ordering::Relaxed);
+                if !head.starts_with(b"HTTP/1.1 200") {
+                    return;
+                }
+                // A body with no end, in bounded steps: at most 256 MiB, 60 s.
+                let chunk = vec![b'{'; 64 * 1024];
+                let until = tokio::time::Instant::now() + Duration::from_secs(60);
+                for _ in 0..4096 {
+                    if tokio::time::Instant::now() > until || s.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                    counter.fetch_add(chunk.len(), Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    (url, sent)
+}
+
+/// Issue 10: an origin that streams a manifest without end is cut off at the manifest
+/// size limit, with a clear error; one that redirects in a loop is a clear error too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_or_looping_origin_is_a_clear_error() {
+    let v = Vendor::start("hostile-origin").await;
+    let (url, sent) =
+        hostile_origin(|_| b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n".to_vec())
+            .await;
+    let mut o = v.agent("endless", vec![]);
+    o.origin = url;
+    o.danger_allow_http = true;
+    let began = std::time::Instant::now();
+    let e = fetch_alone(o).await.unwrap_err();
+    let text = e.to_string();
+    assert_eq!(e.code, exit::UNAVAILABLE, "{text}");
+    eprintln!("endless: {text}");
+    assert!(
+        text.contains("more than the") && text.contains("Tell the vendor"),
+        "{text}"
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        began.elapsed()
+    );
+    // Three attempts, each cut off soon after the limit (socket buffers aside).
+    let limit = shoal_protocol::limits::MAX_MANIFEST_LEN;
+    let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        sent < 3 * (limit + (8 << 20)),
+        "the origin sent {sent} bytes"
+    );
+
+    let (url, _) = hostile_origin(|path| {
+        format!("HTTP/1.1 302 Found\r\nlocation: {path}\r\ncontent-length: 0\r\n\r\n").into_bytes()
+    })
+    .await;
+    let mut o = v.agent("looping", vec![]);
+    o.origin = url;
+    o.danger_allow_http = true;
+    let e = fetch_alone(o).await.unwrap_err();
+    let text = e.to_string();
+    assert_eq!(e.code, exit::UNAVAILABLE, "{text}");
+    eprintln!("looping: {text}");
+    assert!(
+        text.contains("too many redirects") && text.contains("redirect rules"),
+        "{text}"
+    );
     v.stop();
 }
