@@ -31,6 +31,8 @@ impl OriginClient {
             ));
         }
         let mut b = reqwest::Client::builder()
+            // A redirect may not leave HTTPS (what is fetched would show on the wire).
+            .https_only(!danger_allow_http)
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(120));
         if let Some(ca) = extra_ca {
@@ -113,7 +115,7 @@ impl OriginClient {
         };
         let failed = |e: reqwest::Error| {
             let text = chain(&e);
-            let note = if text.contains("redirect") {
+            let note = if e.is_redirect() {
                 "the origin redirects in a loop or too often: check the origin URL, and the \
                  redirect rules of any proxy or CDN in front of it"
             } else if text.contains("certificate") {

@@ -144,7 +144,9 @@ async fn hostile_origin(
                 let path = request.split(' ').nth(1).unwrap_or("/").to_owned();
                 if !path.starts_with("/channels/") {
                     let _ = s
-                        .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+                        .write_all(
+                            b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
                         .await;
                     return;
                 }
@@ -176,9 +178,10 @@ async fn hostile_origin(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endless_or_looping_origin_is_a_clear_error() {
     let v = Vendor::start("hostile-origin").await;
-    let (url, sent) =
-        hostile_origin(|_| b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n".to_vec())
-            .await;
+    let (url, sent) = hostile_origin(|_| {
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n".to_vec()
+    })
+    .await;
     let mut o = v.agent("endless", vec![]);
     o.origin = url;
     o.danger_allow_http = true;
@@ -205,7 +208,9 @@ async fn an_endless_or_looping_origin_is_a_clear_error() {
     );
 
     let (url, _) = hostile_origin(|path| {
-        format!("HTTP/1.1 302 Found\r\nlocation: {path}\r\ncontent-length: 0\r\n\r\n").into_bytes()
+        format!(
+            "HTTP/1.1 302 Found\r\nlocation: {path}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        ).into_bytes()
     })
     .await;
     let mut o = v.agent("looping", vec![]);

@@ -34,6 +34,7 @@ return {
   fromPeers: q('from-peers').dataset.bytes, fromOrigin: q('from-origin').dataset.bytes,
   held: q('progress').dataset.held, count: q('progress').dataset.count,
   release: q('release').textContent,
+  where: q('where').textContent,
   peers: document.querySelectorAll('#peers tbody tr').length,
 };"#;
 
@@ -98,6 +99,10 @@ async fn the_dashboard_updates_live_and_shows_what_the_api_says() {
         "the page never showed the finished swarm: {page:#}\nAPI: {swarm:#}"
     );
     assert_eq!(page["marker"], true, "the page was reloaded");
+    assert!(
+        page["where"].as_str().unwrap().contains("public swarm"),
+        "{page:#}"
+    );
     assert!(page["updates"].as_u64().unwrap() >= 2, "{page:#}");
     assert!(
         page["live"].as_str().unwrap().starts_with("live"),

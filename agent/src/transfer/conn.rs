@@ -349,9 +349,14 @@ pub async fn run(
             tracing::debug!(?addr, error = %e, "handshake failed");
             return Ended::Failed;
         }
-        // A private swarm's peer that sent no authentic record in time proved nothing
-        // (silent, stalled, or a replayed message 1): backed off like a refused one.
-        Err(_) if ctx.private.is_some() && !rd.opener.as_ref().is_some_and(|o| o.opened_any()) => {
+        // A private swarm's peer that dialled us and sent no authentic record in time
+        // proved nothing (silent, stalled, or a replayed message 1): backed off like a
+        // refused one. (A peer we dialled that is slow to answer is merely slow.)
+        Err(_)
+            if role == Role::Responder
+                && ctx.private.is_some()
+                && !rd.opener.as_ref().is_some_and(|o| o.opened_any()) =>
+        {
             tracing::info!(
                 ?addr,
                 ?role,

@@ -101,7 +101,7 @@ impl Connector {
             peers.spawn(async move {
                 if let conn::Ended::Stranger = conn::run(stream, Role::Responder, ctx, id, 0).await
                 {
-                    // Not of our private swarm: at the second strike its connections
+                    // Not of our private swarm: after a few strikes its connections
                     // are refused at once for a while, before any handshake work.
                     gate.strike(from.ip());
                 }
@@ -131,6 +131,8 @@ impl Connector {
         let mut keys: HashMap<PeerId, usize> = HashMap::new();
         // Addresses that refused every key of ours, and when (at most MAX_MEMBERS).
         let mut strangers: HashMap<SocketAddr, tokio::time::Instant> = HashMap::new();
+        // A member's address before discovery last moved it (for going back).
+        let mut previous: HashMap<PeerId, SocketAddr> = HashMap::new();
         let mut tasks = JoinSet::new();
         for addr in peers {
             let dialer = self.clone().keep_dialing(addr, false, None, 0);
@@ -151,27 +153,36 @@ impl Connector {
                         }
                         Some(Found::Member(id)) => lan.learn(id, None).then_some((id, true)),
                         // An address that proved a stranger lately does not take over
-                        // a member's name (a host re-announcing a member's name as its
-                        // own would otherwise redirect the dials to that member again
-                        // and again). By socket address: a name pointed at another
-                        // port of a member's host must not cut off the member itself.
+                        // a member's name again (a host re-announcing a member's name
+                        // as its own).
                         Some(Found::Peer { addr, .. })
                             if strangers
                                 .get(&addr)
                                 .is_some_and(|t| t.elapsed() < STRANGER_BACKOFF) => continue,
                         Some(Found::Peer { id, addr, key }) => {
-                            keys.insert(id, key);
-                            if lan.addr(&id).is_some_and(|old| old != addr)
+                            let old = lan.addr(&id).filter(|old| *old != addr);
+                            if old.is_some()
                                 && let Some((_, flag)) = dialing.remove(&id)
                             {
-                                // Restarted elsewhere: its dialler stops, a new one
-                                // dials the new address.
+                                // Restarted elsewhere: its dialler stops (after the
+                                // connection it holds, if any), a new one dials the new
+                                // address.
                                 let _ = flag.send(false);
                             }
-                            lan.learn(id, Some(addr)).then_some((id, true))
+                            let new = lan.learn(id, Some(addr));
+                            // Bounded by the members (a public swarm's names can be
+                            // made up by anyone who knows the product).
+                            if lan.contains(&id) {
+                                keys.insert(id, key);
+                                if let Some(old) = old {
+                                    previous.insert(id, old);
+                                }
+                            }
+                            new.then_some((id, true))
                         }
                         Some(Found::Gone(id)) => {
                             keys.remove(&id);
+                            previous.remove(&id);
                             lan.forget(&id).then_some((id, false))
                         }
                     };
@@ -192,7 +203,16 @@ impl Connector {
                     if let Ok((ended, Some((id, n, addr)))) = ended
                         && dialing.get(&id).is_some_and(|(current, _)| *current == n)
                     {
-                        if ended != Dialled::Stopped {
+                        // A member whose new address proved a stranger goes back to
+                        // the address it had (someone re-announced its name from
+                        // elsewhere); a member with none is given up.
+                        let back = (ended == Dialled::Stranger)
+                            .then(|| previous.remove(&id))
+                            .flatten()
+                            .filter(|old| *old != addr);
+                        if let Some(old) = back {
+                            lan.learn(id, Some(old));
+                        } else if ended != Dialled::Stopped {
                             lan.gave_up(&id);
                         }
                         if ended == Dialled::Stranger {
@@ -397,6 +417,11 @@ impl Overlay {
         }
         self.members.insert(id, (link_score(&self.me, &id), addr));
         true
+    }
+
+    /// Whether `id` is a member.
+    pub fn contains(&self, id: &PeerId) -> bool {
+        self.members.contains_key(id)
     }
 
     /// Discovery no longer sees `id`: whether it was a member.

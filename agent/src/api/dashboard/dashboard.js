@@ -99,7 +99,9 @@ function drawSwarm(s) {
 }
 
 function drawStatus(st) {
-  $("where").textContent = st.name + " · channel " + st.channel + " · " + st.origin + " · shoal-agent " + st.agent_version;
+  const keys = st.swarm_keys || [];
+  const swarm = keys.length ? "private swarm (key " + keys[0] + ")" : "public swarm";
+  $("where").textContent = st.name + " · channel " + st.channel + " · " + st.origin + " · " + swarm + " · shoal-agent " + st.agent_version;
   const c = st.current;
   if (!c) {
     for (const id of ["release", "progress", "from-peers", "from-origin", "uploaded", "fetches"]) {
