@@ -1,6 +1,7 @@
-//! Private swarms' secure channel (PROTOCOL.md §6.8): the organisation's swarm keys, the
-//! Noise handshake that proves both ends hold one of them before a byte of the peer
-//! protocol is said, and the records that then encrypt and authenticate every byte.
+//! Private swarms' secure channel (PROTOCOL.md §6.8): the organisation's swarm keys
+//! ([`keys`]: key files), the Noise handshake that proves both ends hold one of them
+//! before a byte of the peer protocol is said, and the records that then encrypt and
+//! authenticate every byte.
 //!
 //! The handshake is `Noise_NNpsk0_25519_ChaChaPoly_SHA256` (the `snow` crate): two
 //! messages of 48 bytes each, the pre-shared key derived from the swarm key. A responder
@@ -16,14 +17,15 @@
 
 use std::fmt;
 use std::io;
-use std::path::Path;
 use std::sync::Arc;
 
 use shoal_protocol::discovery::SwarmKey;
 use snow::StatelessTransportState;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::error::{Error, Result, exit};
+pub mod keys;
+
+pub use keys::{MAX_KEYS, SwarmKeys, new_key_file};
 
 /// The Noise protocol name (PROTOCOL.md §6.8).
 pub const NOISE_PARAMS: &str = "Noise_NNpsk0_25519_ChaChaPoly_SHA256";
@@ -40,140 +42,6 @@ pub const MAX_RECORD_PLAIN: usize = MAX_RECORD - TAG_LEN;
 /// Bytes of each side's first record at most: it carries exactly its `Hello` frame (63
 /// bytes) and a tag, so a replayed message 1 cannot make us buffer a full record.
 pub const FIRST_RECORD_MAX: usize = 63 + TAG_LEN;
-/// Keys one agent accepts at most (a key and the other key of a rotation, with room).
-pub const MAX_KEYS: usize = 4;
-
-/// The swarm keys an agent holds: the first is the one it announces and dials with; all
-/// are accepted (PROTOCOL.md §6.8, key rotation).
-#[derive(Clone, PartialEq, Eq)]
-pub struct SwarmKeys(Arc<Vec<SwarmKey>>);
-
-impl fmt::Debug for SwarmKeys {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.0.iter()).finish()
-    }
-}
-
-impl SwarmKeys {
-    /// Keys in order of preference; at least one, at most [`MAX_KEYS`], none twice.
-    pub fn new(keys: Vec<SwarmKey>) -> Option<SwarmKeys> {
-        let distinct = keys.iter().enumerate().all(|(i, k)| !keys[..i].contains(k));
-        (!keys.is_empty() && keys.len() <= MAX_KEYS && distinct).then(|| SwarmKeys(Arc::new(keys)))
-    }
-
-    /// Every key, the preferred one first.
-    pub fn all(&self) -> &[SwarmKey] {
-        &self.0
-    }
-
-    /// The key to announce and dial with.
-    pub fn primary(&self) -> &SwarmKey {
-        &self.0[0]
-    }
-
-    /// The keys' fingerprints, for logs and status.
-    pub fn fingerprints(&self) -> Vec<String> {
-        self.0.iter().map(SwarmKey::fingerprint).collect()
-    }
-
-    /// Reads a key file: one key per line (`shoal-swarm-key-1:` and 64 hex digits), the
-    /// preferred first; blank lines and lines starting with `#` are ignored. On Unix the
-    /// file must not be readable by other users.
-    pub fn load(path: &Path) -> Result<SwarmKeys> {
-        let fix = "create one with `shoal-agent swarm-key new --out FILE` and set \
-                   `[private] key_file` (or pass --swarm-key FILE)";
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::new(
-                exit::USAGE,
-                format!("cannot read the swarm key file {}: {e}", path.display()),
-                fix,
-            )
-        })?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(path)
-                .map(|m| m.permissions().mode())
-                .unwrap_or(0);
-            if mode & 0o007 != 0 {
-                return Err(Error::new(
-                    exit::USAGE,
-                    format!(
-                        "the swarm key file {} gives other users access (mode {:o})",
-                        path.display(),
-                        mode & 0o777
-                    ),
-                    format!("restrict it: chmod 600 {}", path.display()),
-                ));
-            }
-        }
-        let mut keys = Vec::new();
-        for (n, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let key = SwarmKey::parse(line).ok_or_else(|| {
-                Error::new(
-                    exit::USAGE,
-                    format!(
-                        "line {} of the swarm key file {} is not a swarm key",
-                        n + 1,
-                        path.display()
-                    ),
-                    "each line holds one key as `shoal-swarm-key-1:` and 64 lower-case hex \
-                     digits, as `shoal-agent swarm-key new` writes it",
-                )
-            })?;
-            keys.push(key);
-        }
-        SwarmKeys::new(keys).ok_or_else(|| {
-            Error::new(
-                exit::USAGE,
-                format!(
-                    "the swarm key file {} must hold 1 to {MAX_KEYS} distinct keys",
-                    path.display()
-                ),
-                fix,
-            )
-        })
-    }
-}
-
-/// `shoal-agent swarm-key new`: a fresh random key, written to `out` (created, never
-/// overwritten, readable by its owner only) or printed.
-pub fn new_key_file(out: Option<&Path>) -> Result<()> {
-    let key = SwarmKey::from_bytes(crate::transfer::random_bytes()?);
-    let text = format!(
-        "# A Shoal swarm key (fingerprint {}). Secret: every agent of the swarm holds it.\n{}\n",
-        key.fingerprint(),
-        key.to_text()
-    );
-    let Some(path) = out else {
-        print!("{text}");
-        return Ok(());
-    };
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut file = opts.open(path).map_err(|e| {
-        Error::new(
-            exit::IO,
-            format!("cannot create {}: {e}", path.display()),
-            "pick a path that does not exist yet (a key file is never overwritten)",
-        )
-    })?;
-    std::io::Write::write_all(&mut file, text.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| Error::io(path.display(), e))?;
-    eprintln!(
-        "wrote a new swarm key (fingerprint {}) to {}",
-        key.fingerprint(),
-        path.display()
-    );
-    Ok(())
-}
 
 /// Why a private handshake did not complete.
 #[derive(Debug)]
@@ -591,13 +459,5 @@ mod tests {
         let mut junk = vec![0, 40];
         junk.extend_from_slice(&[9; 40]);
         assert_eq!(ch.opener.push(&junk, &mut Vec::new()), Err(BadRecord));
-    }
-
-    #[test]
-    fn key_sets_are_bounded_and_distinct() {
-        assert!(SwarmKeys::new(vec![]).is_none());
-        assert!(SwarmKeys::new(vec![key(1), key(1)]).is_none());
-        assert!(SwarmKeys::new((0..=MAX_KEYS as u8).map(key).collect()).is_none());
-        assert!(!format!("{:?}", keys(&[1])).contains("0101"));
     }
 }
