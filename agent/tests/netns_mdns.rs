@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use common::liar::liar;
-use common::{Vendor, read};
+use common::{Vendor, peer_percent, read};
 use shoal_agent::discovery::{Discovery, DiscoveryConfig};
 use shoal_protocol::Digest;
 use shoal_tests::netns::{self, Lan};
@@ -153,15 +153,7 @@ async fn swarm_in_namespaces(setup: Setup) -> Outcome {
             read(&v.dir.join(&format!("agent{i}/update.bin"))) == want,
             "agent {i} bytes"
         );
-        let summary = std::fs::read_to_string(v.dir.join(&format!("agent{i}.out"))).unwrap();
-        eprintln!("agent {i}: {}", summary.lines().next().unwrap_or(""));
-        let pct: f64 = summary
-            .split("from peers (")
-            .nth(1)
-            .and_then(|s| s.split('%').next())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("agent {i} summary: {summary}"));
-        shares.push(pct);
+        shares.push(peer_percent(&v.dir.join(&format!("agent{i}.out")), i));
     }
     let origin_copies = origin_bytes as f64 / len as f64;
     eprintln!("origin sent {origin_copies:.2} F");

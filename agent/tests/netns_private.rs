@@ -24,7 +24,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Vendor, read};
+use common::{Vendor, peer_percent, read};
 use shoal_protocol::discovery::{DiscoveryKey, SwarmKey};
 use shoal_tests::netns::{self, Lan};
 use shoal_tests::random_file;
@@ -305,15 +305,8 @@ async fn a_private_swarm_is_invisible_and_vendors_keep_apart() {
             read(&v.dir.join(&format!("agent{h}/update.bin"))) == read(&v.dir.join("update.bin")),
             "agent {h} bytes"
         );
-        let summary = std::fs::read_to_string(v.dir.join(&format!("agent{h}.out"))).unwrap();
-        eprintln!("agent {h}: {}", summary.lines().next().unwrap_or(""));
-        let pct: f64 = summary
-            .split("from peers (")
-            .nth(1)
-            .and_then(|s| s.split('%').next())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("agent {h} summary: {summary}"));
-        assert!(pct > 10.0, "agent {h} got {pct}% from peers: {summary}");
+        let pct = peer_percent(&v.dir.join(&format!("agent{h}.out")), h);
+        assert!(pct > 10.0, "agent {h} got {pct}% from peers");
     }
     let (fa, fb) = (a_sent as f64 / LEN as f64, b_sent as f64 / LEN as f64);
     eprintln!("origin A {fa:.2} F, origin B {fb:.2} F");

@@ -213,6 +213,19 @@ pub async fn fetch_alone(o: FetchOptions) -> shoal_agent::error::Result<FetchRep
     }
 }
 
+/// The share of bytes from peers that agent `n`'s `fetch` summary at `path` states
+/// ("… from peers (67%) …"); prints the line.
+pub fn peer_percent(path: &Path, n: usize) -> f64 {
+    let summary = std::fs::read_to_string(path).unwrap();
+    eprintln!("agent {n}: {}", summary.lines().next().unwrap_or(""));
+    summary
+        .split("from peers (")
+        .nth(1)
+        .and_then(|s| s.split('%').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("agent {n} summary: {summary}"))
+}
+
 pub fn read(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap()
 }
