@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use shoal_protocol::swarm::{Bitfield, PieceSpec, Swarm, SwarmConfig, SwarmEvent};
+use shoal_protocol::swarm::{
+    Bitfield, NOISE_BURST, NOISE_REFILL, PieceSpec, Swarm, SwarmConfig, SwarmEvent, UNASKED_BLOCKS,
+};
+use shoal_protocol::wire::PieceNumber;
 use shoal_protocol::wire::{Message, PeerId, RejectReason};
 
 const PIECES: u32 = 16;
@@ -14,9 +17,14 @@ fn ms(n: u64) -> Duration {
 }
 
 fn core(cfg: SwarmConfig) -> Swarm {
+    core_of(cfg, 1024)
+}
+
+/// A core whose pieces are `length` bytes long.
+fn core_of(cfg: SwarmConfig, length: u32) -> Swarm {
     let pieces = vec![
         PieceSpec {
-            length: 1024,
+            length,
             digest: shoal_protocol::Digest::of(b"not fetched in these tests"),
         };
         PIECES as usize
@@ -84,9 +92,18 @@ fn claimants_taking_turns_do_not_restart_the_clock() {
 /// at the speed of the link).
 #[test]
 fn a_peer_that_rejects_every_request_is_snubbed() {
+    // Pieces of one block, and of four: a `Reject` abandons the piece, so the rest of
+    // its requests are refused with it and count (else a peer that rejects one block
+    // per piece is asked for every block of every piece first).
+    for blocks in [1, 4] {
+        rejects_every_request(blocks);
+    }
+}
+
+fn rejects_every_request(blocks: u32) {
     let cfg = SwarmConfig::default();
     let bound = 3 * usize::from(cfg.request_window);
-    let mut s = core(cfg);
+    let mut s = core_of(cfg.clone(), blocks * cfg.block_len);
     let liar = PeerId([0xc0; 16]);
     s.handle_joined(liar, ms(0));
     s.handle_message(liar, everything(), ms(0));
@@ -113,7 +130,7 @@ fn a_peer_that_rejects_every_request_is_snubbed() {
     }
     assert!(
         requests <= bound,
-        "{requests} requests to a peer that rejects them all"
+        "{requests} requests to a peer that rejects them all ({blocks}-block pieces)"
     );
 }
 
@@ -186,4 +203,75 @@ fn a_neighbour_that_serves_us_keeps_its_pieces_past_the_patience() {
         fetches, 0,
         "fetched from the origin what a serving peer holds"
     );
+}
+
+/// Whether the core dropped `peer` since the last look (its events are consumed).
+fn dropped(s: &mut Swarm, peer: PeerId) -> bool {
+    std::iter::from_fn(|| s.poll_event())
+        .any(|e| matches!(e, SwarmEvent::Disconnect { peer: p, .. } if p == peer))
+}
+
+fn joined(s: &mut Swarm, peer: PeerId) {
+    s.handle_joined(peer, ms(0));
+    let empty = Bitfield::new(PIECES);
+    s.handle_message(
+        peer,
+        Message::PieceMap {
+            piece_count: PIECES,
+            bits: empty.as_wire().to_vec(),
+        },
+        ms(0),
+    );
+    assert!(!dropped(s, peer));
+}
+
+/// Messages that carry nothing (`KeepAlive`, a repeated `Have`, an early `Stats`): a
+/// burst of `NOISE_BURST` passes, one more closes the peer; one a second (thirty times
+/// an honest peer's rate) passes for ever.
+#[test]
+fn a_flood_of_messages_that_carry_nothing_closes_the_peer() {
+    let noise = [Message::KeepAlive, Message::Have(PieceNumber(3))];
+    for (i, m) in noise.into_iter().enumerate() {
+        let mut s = core(SwarmConfig::default());
+        let (calm, loud) = (PeerId([0x30 + i as u8; 16]), PeerId([0x40 + i as u8; 16]));
+        joined(&mut s, calm);
+        joined(&mut s, loud);
+        // The first Have of a piece is news, not noise.
+        let extra = u32::from(matches!(m, Message::Have(_)));
+        for _ in 0..NOISE_BURST + extra {
+            s.handle_message(loud, m.clone(), ms(1));
+        }
+        assert!(
+            !dropped(&mut s, loud),
+            "{m:?}: the burst itself closed the peer"
+        );
+        s.handle_message(loud, m.clone(), ms(2));
+        assert!(dropped(&mut s, loud), "{m:?}: a flood was taken");
+        for sec in 0..300 {
+            s.handle_message(calm, m.clone(), NOISE_REFILL * sec);
+        }
+        assert!(!dropped(&mut s, calm), "{m:?}: a calm peer was closed");
+    }
+}
+
+/// Blocks nobody asked for: up to `UNASKED_BLOCKS` request windows of them in a row are
+/// what a `Cancel` or a timeout can cross; one more closes the peer.
+#[test]
+fn blocks_nobody_asked_for_close_the_peer() {
+    let cfg = SwarmConfig::default();
+    let allowed = u32::from(UNASKED_BLOCKS * cfg.request_window);
+    let mut s = core(cfg);
+    let peer = PeerId([0x50; 16]);
+    joined(&mut s, peer);
+    let block = Message::Piece {
+        piece: PieceNumber(2),
+        offset: 0,
+        data: vec![0; 1024],
+    };
+    for _ in 0..allowed {
+        s.handle_message(peer, block.clone(), ms(1));
+    }
+    assert!(!dropped(&mut s, peer), "crossing blocks closed the peer");
+    s.handle_message(peer, block, ms(1));
+    assert!(dropped(&mut s, peer), "a flood of unasked blocks was taken");
 }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod evil;
 pub mod fleet;
 pub mod liar;
 pub mod reader;

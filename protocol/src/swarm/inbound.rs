@@ -50,15 +50,18 @@ impl Swarm {
                         .get(&peer)
                         .is_some_and(|pe| pe.snubbed_until <= now)
                     && !self.held_back_by_claims(i, now);
-                if let Some(p) = self.peers.get_mut(&peer)
-                    && p.have.set(i)
-                {
-                    p.started.retain(|x| *x != i);
-                    self.availability[i as usize] += 1;
-                    self.note_claim(i, now);
-                    if new {
-                        self.note_new_piece(i, now);
-                    }
+                let Some(p) = self.peers.get_mut(&peer) else {
+                    return Ok(());
+                };
+                if !p.have.set(i) {
+                    // It announced this piece before: that says nothing.
+                    return self.noise(peer, now);
+                }
+                p.started.retain(|x| *x != i);
+                self.availability[i as usize] += 1;
+                self.note_claim(i, now);
+                if new {
+                    self.note_new_piece(i, now);
                 }
             }
             Message::Choke => {
@@ -114,9 +117,18 @@ impl Swarm {
                     p.outstanding.retain(|b| *b != block);
                     let ours = before != p.outstanding.len();
                     // Only refusals of what we still wait for, while it unchokes us (a
-                    // request that crossed its `Choke` is no refusal).
+                    // request that crossed its `Choke` is no refusal). The piece is
+                    // abandoned, so the other requests for it are refused too: they
+                    // count, or a peer that rejects one block per piece would be asked
+                    // for every block of every piece before it is snubbed.
                     if ours && !p.choked_us {
-                        p.refusals = p.refusals.saturating_add(1);
+                        let voided = p
+                            .outstanding
+                            .iter()
+                            .filter(|b| b.piece == block.piece)
+                            .count();
+                        let voided = u16::try_from(voided + 1).unwrap_or(u16::MAX);
+                        p.refusals = p.refusals.saturating_add(voided);
                         if p.refusals >= refusals {
                             p.snubbed_until = snub;
                             p.refusals = 0;
@@ -131,7 +143,7 @@ impl Swarm {
                     self.abandon(peer, block.piece.0, now);
                 }
             }
-            Message::KeepAlive => {}
+            Message::KeepAlive => return self.noise(peer, now),
             Message::ManifestOffer(bytes) => {
                 self.events
                     .push_back(SwarmEvent::ManifestOffered { peer, bytes });
@@ -161,9 +173,31 @@ impl Swarm {
                 });
             }
             Message::Stats(summary) => {
+                let last = self
+                    .peers
+                    .get_mut(&peer)
+                    .and_then(|p| p.last_stats.replace(now));
+                if last.is_some_and(|t| now < t + STATS_NOISE) {
+                    return self.noise(peer, now);
+                }
                 self.events
                     .push_back(SwarmEvent::PeerStats { peer, summary });
             }
+        }
+        Ok(())
+    }
+
+    /// `peer` sent a message that carries nothing new: it spends its allowance, and
+    /// breaks the protocol once that is gone ([`NOISE_BURST`]).
+    fn noise(&mut self, peer: PeerId, now: Duration) -> Result<(), PeerError> {
+        let spent = self
+            .peers
+            .get_mut(&peer)
+            .is_some_and(|p| !p.noise.spend(now));
+        if spent {
+            return Err(PeerError::Protocol(
+                "floods messages that carry nothing (KeepAlive, repeated Have, Stats)",
+            ));
         }
         Ok(())
     }
@@ -228,8 +262,17 @@ impl Swarm {
                 // downlink may not finish a piece within one turn of an uploader's slot.
                 pe.flaps = 0;
             }
+            if requested {
+                pe.unasked = 0;
+            } else {
+                pe.unasked = pe.unasked.saturating_add(1);
+            }
             requested
         });
+        let unasked = self.peers.get(&peer).map_or(0, |pe| pe.unasked);
+        if unasked > UNASKED_BLOCKS * self.cfg.request_window.max(1) {
+            return Err(PeerError::Protocol("sends blocks nobody asked for"));
+        }
         if requested {
             let more = self.peers.values().any(|pe| !pe.outstanding.is_empty());
             self.downlink.done(data.len() as u64, more, now);

@@ -114,8 +114,65 @@ struct Peer {
     refusals: u16,
     /// When it last gave us a piece that verified.
     gave_at: Option<Duration>,
+    /// Blocks it sent that nobody asked for since the last one we did ask for (a
+    /// `Cancel` or a timeout crosses at most a window of them; more is a flood).
+    unasked: u16,
+    /// What is left of its allowance for messages that carry nothing (see [`Noise`]).
+    noise: Noise,
+    /// When its last `Stats` arrived.
+    last_stats: Option<Duration>,
     last_recv: Duration,
     last_sent: Duration,
+}
+
+/// Messages that carry nothing new a peer may send at most: [`NOISE_BURST`] at once,
+/// then one per [`NOISE_REFILL`]. Noise is a `KeepAlive`, a `Have` of a piece the peer
+/// announced before, and a `Stats` sooner than 5 s after its last (PROTOCOL.md §6.3).
+/// An honest peer sends a `KeepAlive` after 30 s of silence, a `Have` once per piece
+/// and a `Stats` every 10 s, so it never comes near; a peer that floods them (an
+/// independent check's 10–30 s bursts delayed downloads until the idle close) is closed
+/// once it has spent the burst.
+pub const NOISE_BURST: u32 = 32;
+
+/// See [`NOISE_BURST`].
+pub const NOISE_REFILL: Duration = Duration::from_secs(1);
+
+/// A `Stats` sooner than this after the peer's last is noise (they are due every 10 s).
+pub const STATS_NOISE: Duration = Duration::from_secs(5);
+
+/// Blocks nobody asked for that a peer may send in a row, in request windows: a
+/// `Cancel`, a `Choke` or a block timeout crosses at most one window of blocks
+/// already on their way; more than this many is a flood and closes the connection.
+pub const UNASKED_BLOCKS: u16 = 4;
+
+/// A peer's allowance of noise: a token bucket.
+#[derive(Debug, Clone, Copy)]
+struct Noise {
+    tokens: u32,
+    since: Duration,
+}
+
+impl Noise {
+    fn new(now: Duration) -> Noise {
+        Noise {
+            tokens: NOISE_BURST,
+            since: now,
+        }
+    }
+
+    /// Spends one token; `false` when none is left.
+    fn spend(&mut self, now: Duration) -> bool {
+        let refill = now.saturating_sub(self.since).as_millis() / NOISE_REFILL.as_millis();
+        if refill > 0 {
+            self.tokens = (self.tokens as u128 + refill).min(NOISE_BURST as u128) as u32;
+            self.since += NOISE_REFILL * refill as u32;
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
 }
 
 /// The swarm core of one release (see the module docs).
