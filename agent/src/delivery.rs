@@ -1,14 +1,21 @@
-//! Delivery of a complete release to the host, exactly once per release content:
-//! assemble into `releases_dir/.incoming-<label>` → rename to `releases_dir/<label>` →
-//! run the install command → record → raise the version floor → prune old releases and
-//! the pieces no kept release needs.
+//! Delivery of a complete release to the host, once per release content: assemble into
+//! `releases_dir/.incoming-<label>` → rename to `releases_dir/<label>` → (with an install
+//! command) hash every file there against the signed manifest → record "started" → run
+//! the install command → record how it ended → raise the version floor → prune old
+//! releases and the pieces no kept release needs.
 //!
 //! The record (`state_dir/delivered/<label>.toml`) holds the release's *content id*
 //! (`ManifestBody::content_id`: label and artifacts, not the signature), so a restart,
 //! or a publisher `refresh` that re-signs the same release under a new manifest version,
 //! finds it delivered and neither copies nor installs it again. The record is written
-//! after the install command returns: a crash during the command (or between the rename
-//! and the record) runs it again on the next start. Install commands must tolerate that.
+//! before the install command starts, so the command runs at most once per release: a
+//! crash while it runs leaves the record at "started", and the next start logs that the
+//! install was interrupted instead of running it a second time. A crash before the
+//! record (during assembly or the rename) delivers the release again from the start.
+//!
+//! The files the install command gets were hashed just before it starts: the assembly
+//! copies pieces verified when they entered the store, and a file changed since (a
+//! piece file, or the assembled file, swapped on disk) stops the install.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -56,7 +63,14 @@ pub fn is_delivered(cfg: &Config, release: &Release) -> bool {
     let recorded = std::fs::read_to_string(record_path(cfg, label))
         .ok()
         .and_then(|text| toml::from_str::<Record>(&text).ok());
-    if recorded.is_some_and(|r| r.content == content) {
+    if let Some(r) = recorded.filter(|r| r.content == content) {
+        if r.install == INSTALL_STARTED {
+            tracing::warn!(
+                release = label,
+                "the agent stopped while the install command ran for this release; it is \
+                 not run again: check the host, and run it by hand if it did not finish"
+            );
+        }
         return true;
     }
     // Agents before delivery records raised the floor only after delivering and
@@ -97,18 +111,71 @@ pub async fn deliver(cfg: &Config, release: &Arc<Release>, store: &Store) -> Res
         .await
         .map_err(|e| Error::new(exit::IO, format!("moving the release into place: {e}"), ""))?
         .map_err(|e| Error::io(dest.display(), e))?;
+    if !cfg.install_command.trim().is_empty() {
+        let (dir, release) = (dest.clone(), release.clone());
+        let checked = tokio::task::spawn_blocking(move || check_staged(&dir, &release))
+            .await
+            .map_err(|e| Error::new(exit::IO, format!("checking the release: {e}"), ""))?;
+        if let Err(e) = checked {
+            // Not delivered: the next attempt assembles it again from re-verified pieces.
+            let _ = std::fs::remove_dir_all(&dest);
+            return Err(e);
+        }
+    }
     write_pieces(cfg, &label, release)?;
+    let content = release.manifest.body().content_id().to_hex();
+    write_record(cfg, &label, &content, INSTALL_STARTED)?;
     let install = install(cfg, &dest, &label).await;
-    let record = Record {
-        content: release.manifest.body().content_id().to_hex(),
-        install,
-    };
-    let text = toml::to_string(&record)
-        .map_err(|e| Error::new(exit::IO, format!("encoding the delivery record: {e}"), ""))?;
-    write_atomic(&record_path(cfg, &label), text.as_bytes())?;
+    write_record(cfg, &label, &content, &install)?;
     finish(cfg, release).await?;
     tracing::info!(release = %label, dir = %dest.display(), "release delivered");
     Ok(dest)
+}
+
+/// What the record says while the install command runs (and after a crash in it).
+const INSTALL_STARTED: &str = "started";
+
+fn write_record(cfg: &Config, label: &str, content: &str, install: &str) -> Result<()> {
+    let record = Record {
+        content: content.to_owned(),
+        install: install.to_owned(),
+    };
+    let text = toml::to_string(&record)
+        .map_err(|e| Error::new(exit::IO, format!("encoding the delivery record: {e}"), ""))?;
+    write_atomic(&record_path(cfg, label), text.as_bytes())
+}
+
+/// Hashes every artifact of `release` in `dir` against the signed manifest (length and
+/// SHA-256): what the install command is about to run is what the vendor signed.
+pub fn check_staged(dir: &Path, release: &Release) -> Result<()> {
+    use std::io::Read;
+    for a in release.artifacts() {
+        let path = dir.join(a.name.as_str());
+        let mut f = std::fs::File::open(&path).map_err(|e| Error::io(path.display(), e))?;
+        let mut hasher = shoal_protocol::digest::Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut len = 0u64;
+        loop {
+            let n = f.read(&mut buf).map_err(|e| Error::io(path.display(), e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            len += n as u64;
+        }
+        if len != a.length || hasher.finish() != a.sha256 {
+            return Err(Error::new(
+                exit::UNTRUSTED,
+                format!(
+                    "{} changed on disk after it was verified; the install command was not run",
+                    path.display()
+                ),
+                "something on this machine writes into the agent's directories: find it; \
+                 the release is assembled again from re-verified pieces at the next check",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Raises the floor to `release` (delivered now or earlier) and prunes what it replaces

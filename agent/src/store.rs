@@ -40,7 +40,34 @@ impl Store {
     pub fn open(state: &Path) -> Result<Self> {
         let pieces = state.join("pieces");
         fs::create_dir_all(&pieces).map_err(|e| Error::io(pieces.display(), e))?;
-        Ok(Store { pieces })
+        let store = Store { pieces };
+        store.remove_stale_temporaries();
+        Ok(store)
+    }
+
+    /// Removes the temporary files of writes that a crash cut off (a kill between the
+    /// write and the rename leaves one each), so restarts cannot pile them up: those of
+    /// processes that are gone (Unix), or older than a minute (elsewhere). A live
+    /// process's write in progress is left alone.
+    fn remove_stale_temporaries(&self) {
+        let Ok(entries) = fs::read_dir(&self.pieces) else {
+            return;
+        };
+        for e in entries.filter_map(|e| e.ok()) {
+            let name = e.file_name();
+            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".tmp")) else {
+                continue;
+            };
+            // `.<digest>.<pid>-<n>.tmp`
+            let pid = stem
+                .rsplit('.')
+                .next()
+                .and_then(|t| t.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(writer_is_gone) || older_than_a_minute(&e) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
     }
 
     fn path(&self, d: &Digest) -> PathBuf {
@@ -175,6 +202,34 @@ impl Store {
         }
         Ok(done)
     }
+}
+
+/// Whether the process that wrote a temporary file is gone (this one is not: it may
+/// open its store again while a transfer writes).
+#[cfg(unix)]
+fn writer_is_gone(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return false;
+    }
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return true;
+    };
+    // SAFETY: signal 0 checks for the process and sends nothing.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
+#[cfg(not(unix))]
+fn writer_is_gone(_pid: u32) -> bool {
+    false
+}
+
+fn older_than_a_minute(e: &fs::DirEntry) -> bool {
+    e.metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > std::time::Duration::from_secs(60))
 }
 
 #[cfg(test)]

@@ -226,6 +226,8 @@ pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
 /// One release's running swarm (see the module docs).
 pub struct Transfer {
     progress: watch::Receiver<Progress>,
+    /// Why a local failure stopped the transfer (set with `Progress::fatal`).
+    failure: Arc<std::sync::Mutex<Option<String>>>,
     snapshot: watch::Receiver<TransferSnapshot>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -263,6 +265,7 @@ pub async fn start(
     // Bounded: a peer that floods messages is slowed by TCP backpressure, not buffered.
     let (in_tx, in_rx) = mpsc::channel(INPUT_QUEUE);
     let (prog_tx, progress) = watch::channel(Progress::default());
+    let failure = Arc::new(std::sync::Mutex::new(None));
     let facts = report::ReleaseFacts {
         release: release.manifest.body().release.clone(),
         version: release.manifest.body().version,
@@ -317,6 +320,7 @@ pub async fn start(
         origin,
         inputs_tx: in_tx,
         progress: prog_tx,
+        failure: failure.clone(),
         gossip: o.gossip,
         epoch,
         joined,
@@ -342,6 +346,7 @@ pub async fn start(
     ];
     Ok(Transfer {
         progress,
+        failure,
         snapshot,
         stop,
         tasks,
@@ -368,9 +373,15 @@ impl Transfer {
             let p = *rx.borrow_and_update();
             on_progress(&p);
             if p.fatal {
+                let why = self
+                    .failure
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone()
+                    .unwrap_or_else(|| "the log says why".into());
                 return Err(Error::new(
                     exit::IO,
-                    "cannot write verified pieces to the state directory (the log says why)",
+                    format!("cannot write verified pieces to the state directory: {why}"),
                     "free disk space or fix the directory's permissions; verified pieces are \
                      kept and the next run resumes",
                 ));

@@ -7,6 +7,7 @@ pub mod evil;
 pub mod fleet;
 pub mod liar;
 pub mod reader;
+pub mod throttle;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -76,6 +76,8 @@ pub(super) struct NodeParts {
     pub origin: OriginClient,
     pub inputs_tx: mpsc::Sender<NodeInput>,
     pub progress: watch::Sender<Progress>,
+    /// Where a local failure's cause goes (read by `Transfer::complete`).
+    pub failure: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     pub gossip: Option<mpsc::Sender<GossipEvent>>,
     pub epoch: Instant,
     pub joined: Arc<std::sync::Mutex<std::collections::HashSet<PeerId>>>,
@@ -417,6 +419,11 @@ impl Node {
         };
         // Nothing unverified was written; what is stored stays valid.
         tracing::error!(error = %failure, "cannot store a verified piece; stopping");
+        self.p
+            .failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_or_insert(failure);
         self.fatal = true;
     }
 
