@@ -348,6 +348,7 @@ impl Daemon {
         };
         let manifest = VerifiedManifest::verify(&bytes, &trust, &want, unix_now())
             .map_err(|e| Error::new(exit::UNTRUSTED, format!("offered manifest: {e}"), ""))?;
+        crate::release::for_this_platform(&manifest)?;
         if !matches!(
             accept(delivery::read_floor(&self.cfg).as_ref(), &manifest),
             Ok(Acceptance::Newer)
@@ -456,6 +457,10 @@ impl Daemon {
                     // (The guard `wait_for` returns is not `Send`: drop it inside.)
                     () = async { let _ = shutdown.wait_for(|s| *s).await; } => break None,
                     () = next_check(&self.hub, poll) => {
+                        // A download the origin keeps failing shows why in the status.
+                        if let Some(e) = t.origin_trouble() {
+                            self.hub.error(&e);
+                        }
                         // The check may take long (a dead origin): the download's end and
                         // a shutdown still win the race.
                         let superseded = tokio::select! {

@@ -16,6 +16,12 @@ use crate::release::Release;
 use crate::store::Store;
 use crate::transfer::{self, Progress, TransferOptions};
 
+/// A one-shot fetch gives up when no piece arrived for this long while the origin
+/// fails (a file it lacks, an error status): the error names the origin's failure, and
+/// the verified pieces stay for the next run. (The daemon waits on, and shows the
+/// failure in its status.)
+pub const STALL: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What `fetch` needs.
 #[derive(Debug, Clone)]
 pub struct FetchOptions {
@@ -90,7 +96,7 @@ pub async fn run(
     .await?;
     let began = std::time::Instant::now();
     let finished = tokio::select! {
-        r = t.complete(on_progress) => Some(r),
+        r = t.complete_or_stall(on_progress, Some(STALL)) => Some(r),
         _ = shutdown.wait_for(|s| *s) => None,
     };
     let report = match finished {

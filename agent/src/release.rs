@@ -7,7 +7,9 @@ use shoal_protocol::index::{PieceIndex, verify_index};
 use shoal_protocol::limits::{MAX_MANIFEST_LEN, MAX_TRUST_LEN};
 use shoal_protocol::manifest::Artifact;
 use shoal_protocol::swarm::PieceSpec;
-use shoal_protocol::{ChannelRef, Digest, Name, VerifiedManifest, VerifiedTrust, layout};
+use shoal_protocol::{
+    ChannelRef, Digest, DocumentError, Name, VerifiedManifest, VerifiedTrust, layout,
+};
 
 use crate::error::{Error, Result, exit};
 use crate::origin::OriginClient;
@@ -132,9 +134,60 @@ pub async fn load_manifest(
         product: trust.body().product.clone(),
         channel: channel.clone(),
     };
-    let manifest =
-        VerifiedManifest::verify(&bytes, &trust, &want, now).map_err(|e| untrusted(&rel, e))?;
+    let manifest = VerifiedManifest::verify(&bytes, &trust, &want, now)
+        .map_err(|e| untrusted_at(&rel, e, now))?;
+    for_this_platform(&manifest)?;
     Ok((trust, manifest))
+}
+
+/// This machine's platform as manifests name it: Rust's OS and architecture names
+/// (`linux`, `windows`, `macos`; `x86_64`, `aarch64`, …).
+pub const THIS_OS: &str = std::env::consts::OS;
+
+/// See [`THIS_OS`].
+pub const THIS_ARCH: &str = std::env::consts::ARCH;
+
+/// Refuses a release with an artifact for another platform (an OS or architecture that
+/// is neither this machine's nor `any`): the agent delivers and installs every artifact
+/// of a release, so a release for Windows must never reach a Linux host's install
+/// command. A vendor with several platforms publishes one channel per platform.
+pub fn for_this_platform(manifest: &VerifiedManifest) -> Result<()> {
+    let body = manifest.body();
+    for a in &body.artifacts {
+        let (os, arch) = (a.platform.os.as_str(), a.platform.arch.as_str());
+        let fits = |want: &str, here: &str| want == "any" || want == here;
+        if !fits(os, THIS_OS) || !fits(arch, THIS_ARCH) {
+            return Err(Error::new(
+                exit::UNTRUSTED,
+                format!(
+                    "release {} of channel {} is for {os}/{arch} ({}); this machine is \
+                     {THIS_OS}/{THIS_ARCH}: nothing was fetched or installed",
+                    body.release, body.channel, a.name
+                ),
+                "the agent is following another platform's channel: set `channel` (or \
+                 --channel) to this platform's; vendors publish one channel per platform",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// [`untrusted`], except that a document from the future (or expired) may mean this
+/// machine's clock is wrong: the error then says so.
+fn untrusted_at(file: &str, e: DocumentError, now: u64) -> Error {
+    match e {
+        DocumentError::FromTheFuture { .. } | DocumentError::Expired { .. } => Error::new(
+            exit::UNTRUSTED,
+            format!("{file}: {e}"),
+            format!(
+                "check this machine's clock (it reads {} UTC): a clock that is wrong makes \
+                 every current document look expired or not yet valid; if the clock is \
+                 right, the origin serves a stale or mis-dated document",
+                shoal_cli::utc(now)
+            ),
+        ),
+        e => untrusted(file, e),
+    }
 }
 
 /// Fetches a verified manifest's piece indexes from the origin and builds the release.

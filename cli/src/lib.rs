@@ -66,6 +66,29 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// `secs` since the Unix epoch as a UTC date and time, `YYYY-MM-DD HH:MM:SS` (for
+/// messages that tell a user what the clock says).
+pub fn utc(secs: u64) -> String {
+    // Days to a civil date: Howard Hinnant's `civil_from_days`.
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// `s` as a Prometheus label value (text format 0.0.4): backslash, quote and newline
 /// escaped.
 pub fn prometheus_label(s: &str) -> String {
@@ -93,6 +116,14 @@ pub fn human_bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(utc(1_796_342_399), "2026-12-03 23:59:59");
+        assert_eq!(utc(4_107_542_400), "2100-03-01 00:00:00");
+    }
 
     #[test]
     fn byte_counts_read_in_binary_units() {

@@ -223,11 +223,33 @@ pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     Ok(b)
 }
 
+/// How the origin has been doing, for [`Transfer::origin_trouble`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct OriginHealth {
+    /// Its last failed fetch.
+    pub trouble: Option<OriginTrouble>,
+    /// When the last piece (from anywhere) was verified.
+    pub last_piece: Option<std::time::Instant>,
+}
+
+/// A failed origin fetch.
+#[derive(Debug, Clone)]
+pub(crate) struct OriginTrouble {
+    /// When.
+    pub at: std::time::Instant,
+    /// The error.
+    pub message: String,
+    /// What to do about it.
+    pub note: String,
+}
+
 /// One release's running swarm (see the module docs).
 pub struct Transfer {
     progress: watch::Receiver<Progress>,
     /// Why a local failure stopped the transfer (set with `Progress::fatal`).
     failure: Arc<std::sync::Mutex<Option<String>>>,
+    /// The origin's last failure and the last piece's arrival.
+    origin_health: Arc<std::sync::Mutex<OriginHealth>>,
     snapshot: watch::Receiver<TransferSnapshot>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -266,6 +288,7 @@ pub async fn start(
     let (in_tx, in_rx) = mpsc::channel(INPUT_QUEUE);
     let (prog_tx, progress) = watch::channel(Progress::default());
     let failure = Arc::new(std::sync::Mutex::new(None));
+    let origin_health = Arc::new(std::sync::Mutex::new(OriginHealth::default()));
     let facts = report::ReleaseFacts {
         release: release.manifest.body().release.clone(),
         version: release.manifest.body().version,
@@ -321,6 +344,7 @@ pub async fn start(
         inputs_tx: in_tx,
         progress: prog_tx,
         failure: failure.clone(),
+        origin_health: origin_health.clone(),
         gossip: o.gossip,
         epoch,
         joined,
@@ -347,6 +371,7 @@ pub async fn start(
     Ok(Transfer {
         progress,
         failure,
+        origin_health,
         snapshot,
         stop,
         tasks,
@@ -367,8 +392,22 @@ impl Transfer {
 
     /// Waits until every piece is held and stored, calling `on_progress` on each update.
     /// A local failure (a piece that cannot be stored) is an error.
-    pub async fn complete(&self, mut on_progress: impl FnMut(&Progress)) -> Result<Progress> {
+    pub async fn complete(&self, on_progress: impl FnMut(&Progress)) -> Result<Progress> {
+        self.complete_or_stall(on_progress, None).await
+    }
+
+    /// [`Transfer::complete`], which also gives up when, for `stall`, no piece arrived
+    /// and the origin failed a fetch (a file it lacks, an error status): the error is the
+    /// origin's. Without `stall` it waits for as long as it takes (the daemon does; it
+    /// shows the origin's failure in its status, see [`Transfer::origin_trouble`]).
+    pub async fn complete_or_stall(
+        &self,
+        mut on_progress: impl FnMut(&Progress),
+        stall: Option<Duration>,
+    ) -> Result<Progress> {
         let mut rx = self.progress.clone();
+        let mut have = None;
+        let mut since = tokio::time::Instant::now();
         loop {
             let p = *rx.borrow_and_update();
             on_progress(&p);
@@ -389,14 +428,54 @@ impl Transfer {
             if p.complete {
                 return Ok(p);
             }
-            if rx.changed().await.is_err() {
-                return Err(Error::new(
-                    exit::UNAVAILABLE,
-                    "the transfer stopped before the release was complete",
-                    "verified pieces are kept in the state directory; run again to resume",
-                ));
+            if have != Some(p.have) {
+                have = Some(p.have);
+                since = tokio::time::Instant::now();
+            }
+            let give_up = async {
+                match stall {
+                    Some(d) => tokio::time::sleep_until(since + d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                changed = rx.changed() => if changed.is_err() {
+                    return Err(Error::new(
+                        exit::UNAVAILABLE,
+                        "the transfer stopped before the release was complete",
+                        "verified pieces are kept in the state directory; run again to resume",
+                    ));
+                },
+                () = give_up => {
+                    if let Some(e) = self.origin_trouble() {
+                        return Err(e);
+                    }
+                    since = tokio::time::Instant::now();
+                }
             }
         }
+    }
+
+    /// The origin's last failure, if no piece arrived since: a file it lacks, an error
+    /// status, a refused certificate. `None` while pieces keep arriving.
+    pub fn origin_trouble(&self) -> Option<Error> {
+        let health = self
+            .origin_health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let trouble = health.trouble?;
+        if health.last_piece.is_some_and(|t| t > trouble.at) {
+            return None;
+        }
+        Some(Error::new(
+            exit::UNAVAILABLE,
+            format!(
+                "no piece arrived from the LAN or the origin since the origin failed: {}",
+                trouble.message
+            ),
+            trouble.note,
+        ))
     }
 
     /// Stops every task of the transfer and waits for them, so its listening port is

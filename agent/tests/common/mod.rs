@@ -114,14 +114,19 @@ impl Vendor {
 
     /// Publishes `files` as `version` on `stable`.
     pub fn release(&self, version: &str, files: &[PathBuf]) {
+        self.release_for(version, files, "any", "any");
+    }
+
+    /// Publishes `files` as `version` on `stable`, for the platform `os`/`arch`.
+    pub fn release_for(&self, version: &str, files: &[PathBuf], os: &str, arch: &str) {
         release(&ReleaseOptions {
             keys: self.keys.clone(),
             repo: self.repo.clone(),
             channel: "stable".into(),
             version: version.into(),
             files: files.to_vec(),
-            os: "any".into(),
-            arch: "any".into(),
+            os: os.into(),
+            arch: arch.into(),
             expires_in: 86400,
             quiet: true,
             now: now(),

@@ -78,6 +78,9 @@ pub(super) struct NodeParts {
     pub progress: watch::Sender<Progress>,
     /// Where a local failure's cause goes (read by `Transfer::complete`).
     pub failure: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    /// The origin's last failure and the last piece's arrival (for the status and
+    /// `Transfer::origin_trouble`).
+    pub origin_health: std::sync::Arc<std::sync::Mutex<super::OriginHealth>>,
     pub gossip: Option<mpsc::Sender<GossipEvent>>,
     pub epoch: Instant,
     pub joined: Arc<std::sync::Mutex<std::collections::HashSet<PeerId>>>,
@@ -290,6 +293,11 @@ impl Node {
                 source,
             } => {
                 tracing::debug!(piece = piece.0, ?source, "piece verified");
+                self.p
+                    .origin_health
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .last_piece = Some(Instant::now());
                 while self.writes.len() >= MAX_PENDING_WRITES {
                     // The disk is behind: wait for it, so the node slows to its pace.
                     if let Some(done) = self.writes.join_next().await {
@@ -373,6 +381,7 @@ impl Node {
         };
         let path = shoal_protocol::layout::artifact(&release.artifacts()[loc.artifact]);
         let (origin, tx) = (self.p.origin.clone(), self.p.inputs_tx.clone());
+        let health = self.p.origin_health.clone();
         let (offset, len) = (loc.offset, u64::from(spec.length));
         tracing::debug!(piece = piece.0, len, "origin fetch started");
         self.p.report.on_origin_fetch();
@@ -384,6 +393,14 @@ impl Node {
                 }
                 Err(e) => {
                     tracing::warn!(piece = piece.0, error = %e.message, note = %e.note, "origin fetch failed");
+                    health
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .trouble = Some(super::OriginTrouble {
+                        at: Instant::now(),
+                        message: e.message,
+                        note: e.note,
+                    });
                     None
                 }
             };
