@@ -36,6 +36,7 @@ use crate::secure::SwarmKeys;
 use crate::status::{Money, StatusHub};
 use crate::store::Store;
 use crate::transfer::{self, GossipEvent, Identity, Transfer, TransferOptions, WRITE_TIMEOUT};
+use crate::trustchain::TrustChain;
 use shoal_cli::unix_now;
 
 /// How long the pushed indexes of an offered manifest may take to arrive.
@@ -72,6 +73,9 @@ struct Daemon {
     hub: Arc<StatusHub>,
     /// The private swarm's keys, if the config names a key file.
     private: Option<SwarmKeys>,
+    /// The newest trust chain verified, from the origin or from peers (loaded from the
+    /// anchor and the kept successors when first needed).
+    chain: Option<TrustChain>,
 }
 
 /// Runs until `shutdown` turns true.
@@ -132,6 +136,7 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<()>
         cfg,
         seeding: None,
         delivered: Vec::new(),
+        chain: None,
         gossip_tx,
         private,
     };
@@ -162,6 +167,11 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<()>
                 () = &mut sleep => break,
                 _ = shutdown.changed() => break,
                 Some(ev) = gossip_rx.recv() => {
+                    // A peer handed over a trust document: the next one of the chain
+                    // (a key rotation), verified, is kept and used for what follows.
+                    if let GossipEvent::Trust { bytes, .. } = &ev {
+                        d.learn_trust(bytes);
+                    }
                     // A peer handed over a manifest: verify it and switch, origin or not.
                     if let GossipEvent::Manifest { peer, bytes } = ev {
                         match d.adopt_offer(peer, bytes, &mut gossip_rx, &mut shutdown).await {
@@ -256,10 +266,18 @@ impl Daemon {
     async fn check(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<bool> {
         // The manifest decides; indexes (up to MiBs each) are fetched only for a release
         // we will switch to, so an unchanged channel costs the origin a few KiB a poll.
-        let loaded =
-            crate::release::load_current(&self.origin, &self.cfg.trust, &self.cfg.channel).await;
-        let wanted = loaded.and_then(|(trust, m)| Ok((self.wanted(&m)?, trust, m)));
-        let (wanted, trust, manifest) = match wanted {
+        let loaded = crate::release::load_current(
+            &self.origin,
+            &self.cfg.trust,
+            Some(&self.cfg.state_dir),
+            &self.cfg.channel,
+        )
+        .await;
+        if let Ok((chain, _)) = &loaded {
+            self.chain = Some(chain.clone());
+        }
+        let wanted = loaded.and_then(|(chain, m)| Ok((self.wanted(&m)?, chain, m)));
+        let (wanted, chain, manifest) = match wanted {
             Ok(w) => w,
             Err(e) => {
                 self.hub.polled(Err(&e));
@@ -277,14 +295,50 @@ impl Daemon {
         }
         self.hub
             .polled(Ok(format!("the channel offers {offered}: fetching it")));
-        let release = Arc::new(load_indexes(&self.origin, trust, manifest).await?);
+        let release = Arc::new(load_indexes(&self.origin, chain, manifest).await?);
         self.switch_to(release, shutdown).await
+    }
+
+    /// A peer handed over a trust document: adopted (and kept) if it is the signed
+    /// successor of the newest trust we hold; anything else is ignored.
+    fn learn_trust(&mut self, bytes: &[u8]) {
+        if self.chain.is_none() {
+            let anchor = match std::fs::read(&self.cfg.trust) {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the trust anchor");
+                    return;
+                }
+            };
+            match TrustChain::load(&anchor, Some(&self.cfg.state_dir)) {
+                Ok(c) => self.chain = Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "cannot load the trust chain");
+                    return;
+                }
+            }
+        }
+        let Some(chain) = self.chain.as_mut() else {
+            return;
+        };
+        match chain.extend(bytes, Some(&self.cfg.state_dir)) {
+            Ok(()) => tracing::info!(
+                version = chain.trust.version(),
+                "learned a newer trust document from a peer"
+            ),
+            Err(e) => tracing::debug!(error = %e, "ignored a trust document offered by a peer"),
+        }
     }
 
     /// Whether the channel now offers a release newer than `release`.
     async fn superseded(&self, release: &Release) -> bool {
-        let current =
-            crate::release::load_current(&self.origin, &self.cfg.trust, &self.cfg.channel).await;
+        let current = crate::release::load_current(
+            &self.origin,
+            &self.cfg.trust,
+            Some(&self.cfg.state_dir),
+            &self.cfg.channel,
+        )
+        .await;
         // A refused manifest (a rollback, an equivocation) is a failed check here too.
         let checked = current.and_then(|(_, m)| Ok((self.wanted(&m)?, m)));
         match checked {
@@ -339,7 +393,14 @@ impl Daemon {
         let Some(current) = self.seeding.as_ref().map(|s| s.release.clone()) else {
             return Ok(false); // nothing verified yet to judge an offer by
         };
-        let trust = current.trust.clone();
+        // The newest trust we hold: the current release's, or one learned since (from
+        // the origin, or a peer's `TrustOffer` after a key rotation).
+        let (trust, trust_chain) = match &self.chain {
+            Some(c) if c.trust.version() > current.trust.version() => {
+                (c.trust.clone(), c.successors.clone())
+            }
+            _ => (current.trust.clone(), current.trust_chain.clone()),
+        };
         let channel = Name::new(&self.cfg.channel)
             .map_err(|e| Error::new(exit::USAGE, format!("channel: {e}"), ""))?;
         let want = ChannelRef {
@@ -377,7 +438,9 @@ impl Daemon {
                 None => return Err(Error::new(exit::UNAVAILABLE, "gossip channel closed", "")),
             }
         }
-        let release = Arc::new(from_parts(trust, manifest, indexes.into_parts())?);
+        let mut release = from_parts(trust, manifest, indexes.into_parts())?;
+        release.trust_chain = trust_chain;
+        let release = Arc::new(release);
         tracing::info!(release = %release.manifest.body().release, "learned a newer release from a peer");
         self.switch_to(release, shutdown).await
     }

@@ -82,7 +82,8 @@ pub async fn run(
         .map(|cfg| transfer::discover(cfg, port, o.transfer.me))
         .transpose()?;
     let origin = o.origin_client()?;
-    let release = Arc::new(crate::release::load(&origin, &o.trust, &o.channel).await?);
+    let release =
+        Arc::new(crate::release::load(&origin, &o.trust, Some(&o.state), &o.channel).await?);
     crate::space::check(&o.state, &release)?;
     let store = Store::open(&o.state)?;
     let t = transfer::start(

@@ -7,6 +7,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`release`] | loading a release: trust chain walk, manifest and index verification |
+//! | [`trustchain`] | the trust documents this agent verified after its anchor, kept in the state directory |
 //! | [`origin`] | the HTTPS client of the vendor's origin |
 //! | [`store`] | the content-addressed piece store on disk |
 //! | [`transfer`] | one release's swarm runtime: connections, dialers, discovery, the node |
@@ -41,3 +42,4 @@ pub mod space;
 pub mod status;
 pub mod store;
 pub mod transfer;
+pub mod trustchain;

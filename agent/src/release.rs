@@ -13,6 +13,7 @@ use shoal_protocol::{
 
 use crate::error::{Error, Result, exit};
 use crate::origin::OriginClient;
+use crate::trustchain::TrustChain;
 
 /// Where one release-global piece lies.
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +38,10 @@ pub struct Release {
     pub pieces: Vec<PieceSpec>,
     /// Where each piece lies.
     pub locations: Vec<PieceLocation>,
+    /// The exact bytes of every trust document after the anchor that `trust` was
+    /// reached through, oldest first (handed to peers before a manifest, so they can
+    /// follow the vendor's key rotations without the origin).
+    pub trust_chain: Vec<Vec<u8>>,
 }
 
 impl Release {
@@ -65,11 +70,17 @@ fn untrusted(file: &str, e: impl std::fmt::Display) -> Error {
     )
 }
 
-/// Reads the trust anchor at `trust`, walks the trust chain on the origin, then fetches
-/// and verifies `channel`'s manifest and its piece indexes.
-pub async fn load(origin: &OriginClient, trust: &Path, channel: &str) -> Result<Release> {
-    let (trust, manifest) = load_current(origin, trust, channel).await?;
-    load_indexes(origin, trust, manifest).await
+/// Reads the trust anchor at `trust` (and the successors kept under `state`), walks the
+/// trust chain on the origin, then fetches and verifies `channel`'s manifest and its
+/// piece indexes.
+pub async fn load(
+    origin: &OriginClient,
+    trust: &Path,
+    state: Option<&Path>,
+    channel: &str,
+) -> Result<Release> {
+    let (chain, manifest) = load_current(origin, trust, state, channel).await?;
+    load_indexes(origin, chain, manifest).await
 }
 
 /// Reads the trust anchor at `trust` and loads `channel`'s current manifest (see
@@ -77,12 +88,13 @@ pub async fn load(origin: &OriginClient, trust: &Path, channel: &str) -> Result<
 pub async fn load_current(
     origin: &OriginClient,
     trust: &Path,
+    state: Option<&Path>,
     channel: &str,
-) -> Result<(VerifiedTrust, VerifiedManifest)> {
+) -> Result<(TrustChain, VerifiedManifest)> {
     let channel = Name::new(channel)
         .map_err(|e| Error::new(exit::USAGE, format!("channel {channel:?}: {e}"), ""))?;
     let anchor = std::fs::read(trust).map_err(|e| Error::io(trust.display(), e))?;
-    load_manifest(origin, &anchor, &channel, shoal_cli::unix_now()).await
+    load_manifest(origin, &anchor, state, &channel, shoal_cli::unix_now()).await
 }
 
 /// The product named by the trust anchor at `trust` (checked as an anchor): agents of one
@@ -105,23 +117,21 @@ pub fn anchor_product(trust: &Path) -> Result<String> {
 pub async fn load_manifest(
     origin: &OriginClient,
     anchor: &[u8],
+    state: Option<&Path>,
     channel: &Name,
     now: u64,
-) -> Result<(VerifiedTrust, VerifiedManifest)> {
-    let mut trust = VerifiedTrust::anchor(anchor).map_err(|e| {
-        Error::new(
-            exit::UNTRUSTED,
-            format!("the trust document given with --trust (or `trust`) is not valid: {e}"),
-            "use the trust document the vendor ships with the agent package",
-        )
-    })?;
+) -> Result<(TrustChain, VerifiedManifest)> {
+    let mut chain = TrustChain::load(anchor, state)?;
     loop {
-        let rel = layout::trust(trust.version() + 1);
+        let rel = layout::trust(chain.trust.version() + 1);
         match origin.get(&rel, MAX_TRUST_LEN).await? {
             None => break,
-            Some(bytes) => trust = trust.successor(&bytes).map_err(|e| untrusted(&rel, e))?,
+            Some(bytes) => chain
+                .extend(&bytes, state)
+                .map_err(|e| untrusted(&rel, e))?,
         }
     }
+    let trust = &chain.trust;
     let rel = layout::channel_current(channel);
     let bytes = origin.get(&rel, MAX_MANIFEST_LEN).await?.ok_or_else(|| {
         Error::new(
@@ -134,10 +144,10 @@ pub async fn load_manifest(
         product: trust.body().product.clone(),
         channel: channel.clone(),
     };
-    let manifest = VerifiedManifest::verify(&bytes, &trust, &want, now)
+    let manifest = VerifiedManifest::verify(&bytes, trust, &want, now)
         .map_err(|e| untrusted_at(&rel, e, now))?;
     for_this_platform(&manifest)?;
-    Ok((trust, manifest))
+    Ok((chain, manifest))
 }
 
 /// This machine's platform as manifests name it: Rust's OS and architecture names
@@ -193,7 +203,7 @@ fn untrusted_at(file: &str, e: DocumentError, now: u64) -> Error {
 /// Fetches a verified manifest's piece indexes from the origin and builds the release.
 pub async fn load_indexes(
     origin: &OriginClient,
-    trust: VerifiedTrust,
+    chain: TrustChain,
     manifest: VerifiedManifest,
 ) -> Result<Release> {
     let mut index_bytes = Vec::new();
@@ -207,7 +217,9 @@ pub async fn load_indexes(
             })?;
         index_bytes.push(bytes);
     }
-    from_parts(trust, manifest, index_bytes)
+    let mut release = from_parts(chain.trust, manifest, index_bytes)?;
+    release.trust_chain = chain.successors;
+    Ok(release)
 }
 
 /// Builds a release from a verified manifest and its index files, whoever supplied
@@ -251,5 +263,6 @@ pub fn from_parts(
         index_bytes,
         pieces,
         locations,
+        trust_chain: Vec::new(),
     })
 }

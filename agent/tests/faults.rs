@@ -299,7 +299,7 @@ async fn a_file_changed_after_verification_is_not_installed() {
         ..Config::default()
     };
     let origin = OriginClient::new(&v.url, Some(&v.cert), false).unwrap();
-    let release = shoal_agent::release::load(&origin, &cfg.trust, "stable")
+    let release = shoal_agent::release::load(&origin, &cfg.trust, None, "stable")
         .await
         .unwrap();
     let store = Store::open(&cfg.state_dir).unwrap();

@@ -60,7 +60,7 @@ async fn a_clock_a_year_off_is_named_in_the_error() {
     let channel = Name::new("stable").unwrap();
     let year = 365 * 86_400;
     for now in [common::now() - year, common::now() + year] {
-        let e = load_manifest(&origin, &anchor, &channel, now)
+        let e = load_manifest(&origin, &anchor, None, &channel, now)
             .await
             .unwrap_err();
         let text = e.to_string();

@@ -10,7 +10,12 @@ seconds=${1:-60}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  mapfile -t targets < <(cargo fuzz list)
+  listed=$(cargo fuzz list) || { echo "cargo fuzz list failed: install cargo-fuzz" >&2; exit 1; }
+  mapfile -t targets <<<"$listed"
+fi
+if [ ${#targets[@]} -eq 0 ] || [ -z "${targets[0]}" ]; then
+  echo "no fuzz targets found" >&2
+  exit 1
 fi
 export RUSTC_BOOTSTRAP=1
 for t in "${targets[@]}"; do

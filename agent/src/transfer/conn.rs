@@ -114,7 +114,7 @@ pub enum Ended {
 pub fn charge(msg: &Message) -> u32 {
     let bulk = match msg {
         Message::Piece { data, .. } | Message::IndexData { data, .. } => data.len(),
-        Message::ManifestOffer(bytes) => bytes.len(),
+        Message::ManifestOffer(bytes) | Message::TrustOffer(bytes) => bytes.len(),
         Message::PieceMap { bits, .. } => bits.len(),
         _ => 0,
     };
@@ -249,7 +249,10 @@ async fn handshake(
 ) -> std::io::Result<Joined> {
     let mut nonce = [0u8; 32];
     getrandom::fill(&mut nonce).map_err(invalid)?;
-    let mut capabilities = Capabilities::SEED | Capabilities::STATS | Capabilities::MANIFEST_GOSSIP;
+    let mut capabilities = Capabilities::SEED
+        | Capabilities::STATS
+        | Capabilities::MANIFEST_GOSSIP
+        | Capabilities::TRUST_GOSSIP;
     if ctx.private.is_some() {
         capabilities |= Capabilities::ENCRYPTED_TRANSPORT;
     }
@@ -327,11 +330,21 @@ pub async fn run(
     let shook = tokio::time::timeout(HANDSHAKE_TIMEOUT, shake(&mut rd, &mut wr, &ctx, role, key));
     let (peer, capabilities) = match shook.await {
         Ok(Shaken::Joined(Joined::Current { peer, capabilities })) => (peer, capabilities),
-        Ok(Shaken::Joined(Joined::Older { piece_count, .. })) => {
+        Ok(Shaken::Joined(Joined::Older {
+            piece_count,
+            capabilities,
+            ..
+        })) => {
             if let Some(offer) = &ctx.gossip {
-                let r =
-                    gossip::offer_newer(&mut rd, &mut wr, offer, piece_count, ctx.write_timeout)
-                        .await;
+                let r = gossip::offer_newer(
+                    &mut rd,
+                    &mut wr,
+                    offer,
+                    piece_count,
+                    capabilities,
+                    ctx.write_timeout,
+                )
+                .await;
                 tracing::debug!(?addr, ?r, "handed a newer manifest to a peer");
             }
             return Ended::Spoke;

@@ -1,5 +1,6 @@
 //! The offering side of manifest gossip: a peer that joined with an older release of
-//! the channel is handed the current manifest and its indexes, and may ask for index
+//! the channel is handed the trust documents the current manifest was verified through
+//! (if it announced TRUST_GOSSIP), the manifest and its indexes, and may ask for index
 //! ranges again, until it goes quiet. Nothing else is said on such a connection.
 //!
 //! The receiving side is the node (it passes offered documents up as [`GossipEvent`]s)
@@ -10,7 +11,7 @@
 use std::time::Duration;
 
 use shoal_protocol::limits::MAX_BLOCK_LEN;
-use shoal_protocol::wire::Message;
+use shoal_protocol::wire::{Capabilities, Message};
 
 use super::conn::{Reader, Writer, write_within};
 
@@ -22,6 +23,9 @@ const GOSSIP_IDLE: Duration = Duration::from_secs(30);
 pub struct GossipOffer {
     /// Older releases of the channel we delivered: id and piece count.
     pub older: Vec<(shoal_protocol::Digest, u32)>,
+    /// The trust documents after the anchor that the manifest was verified through,
+    /// oldest first (sent before it to peers that announce TRUST_GOSSIP).
+    pub trust: Vec<Vec<u8>>,
     /// The current manifest's exact bytes.
     pub manifest: Vec<u8>,
     /// The current release's index files: SHA-256 and bytes.
@@ -47,6 +51,7 @@ pub(super) async fn offer_newer(
     wr: &mut Writer,
     offer: &GossipOffer,
     piece_count: u32,
+    capabilities: Capabilities,
     write_timeout: Duration,
 ) -> std::io::Result<()> {
     let empty = shoal_protocol::swarm::Bitfield::new(piece_count);
@@ -55,6 +60,14 @@ pub(super) async fn offer_newer(
         bits: empty.as_wire().to_vec(),
     };
     write_within(wr, &first.to_frame(), write_timeout).await?;
+    // The trust chain first: a peer that missed a key rotation verifies the manifest
+    // only under the trust it learns here.
+    if capabilities.contains(Capabilities::TRUST_GOSSIP) {
+        for doc in &offer.trust {
+            let m = Message::TrustOffer(doc.clone());
+            write_within(wr, &m.to_frame(), write_timeout).await?;
+        }
+    }
     let offer_msg = Message::ManifestOffer(offer.manifest.clone());
     write_within(wr, &offer_msg.to_frame(), write_timeout).await?;
     for (index, bytes) in &offer.indexes {

@@ -133,6 +133,13 @@ pub enum NodeInput {
 /// A document a peer handed over, passed on to whoever decides about releases.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GossipEvent {
+    /// A trust document (unverified): the next of the chain after a key rotation.
+    Trust {
+        /// Who offered it.
+        peer: PeerId,
+        /// The document's bytes.
+        bytes: Vec<u8>,
+    },
     /// A manifest the peer believes newer (unverified).
     Manifest {
         /// Who offered it (its index data is taken from that peer only).
@@ -308,6 +315,7 @@ pub async fn start(
     let gossip = (!o.older.is_empty()).then(|| {
         Arc::new(GossipOffer {
             older: o.older.clone(),
+            trust: release.trust_chain.clone(),
             manifest: release.manifest.bytes().to_vec(),
             indexes: release
                 .artifacts()

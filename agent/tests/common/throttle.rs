@@ -8,7 +8,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// A running relay; dropping it stops accepting (open connections end with their peers).
+/// A running relay; dropping it closes its listener and every connection it relays (an
+/// origin that becomes unreachable).
 pub struct Throttle {
     /// Where it listens (on 127.0.0.1).
     pub addr: SocketAddr,
@@ -22,8 +23,11 @@ impl Throttle {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let task = tokio::spawn(async move {
+            // The relays live in this task's set: stopping the relay ends them all.
+            let mut relays = tokio::task::JoinSet::new();
             while let Ok((client, _)) = l.accept().await {
-                tokio::spawn(relay(client, to, bytes_per_sec));
+                relays.spawn(relay(client, to, bytes_per_sec));
+                while relays.try_join_next().is_some() {}
             }
         });
         Throttle { addr, task }

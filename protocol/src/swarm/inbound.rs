@@ -144,6 +144,12 @@ impl Swarm {
                 }
             }
             Message::KeepAlive => return self.noise(peer, now),
+            Message::TrustOffer(bytes) => {
+                // A chain is a few documents; more is a flood, paid from the allowance.
+                self.noise(peer, now)?;
+                self.events
+                    .push_back(SwarmEvent::TrustOffered { peer, bytes });
+            }
             Message::ManifestOffer(bytes) => {
                 self.events
                     .push_back(SwarmEvent::ManifestOffered { peer, bytes });

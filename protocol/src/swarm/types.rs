@@ -170,6 +170,14 @@ pub enum SwarmEvent {
         /// The manifest bytes.
         bytes: Vec<u8>,
     },
+    /// A peer handed over a trust document: adopt it if it is a signed successor of the
+    /// newest one we hold (then a manifest signed under it can be verified).
+    TrustOffered {
+        /// The peer.
+        peer: PeerId,
+        /// The document's bytes.
+        bytes: Vec<u8>,
+    },
     /// A peer asks for part of a piece index (of a release we offered it); answer with
     /// `IndexData`, empty if not held.
     IndexRequested {

@@ -56,6 +56,8 @@ pub enum Joined {
         peer: PeerId,
         /// Pieces in that older release (for the empty piece map we send).
         piece_count: u32,
+        /// What the peer announced it can do (whether to send it trust documents).
+        capabilities: Capabilities,
     },
 }
 
@@ -171,6 +173,7 @@ impl Handshake {
             joined: Some(Joined::Older {
                 peer: theirs.peer_id,
                 piece_count: *piece_count,
+                capabilities: theirs.capabilities,
             }),
         })
     }
@@ -261,7 +264,8 @@ mod tests {
             r,
             Ok(Joined::Older {
                 peer: PeerId([1; 16]),
-                piece_count: 7
+                piece_count: 7,
+                capabilities: Capabilities::MANIFEST_GOSSIP,
             })
         );
         // The initiator sees a normal join of the release it asked for.

@@ -7,7 +7,9 @@
 
 use bitflags::bitflags;
 
-use crate::limits::{MAX_BLOCK_LEN, MAX_MANIFEST_LEN, MAX_PEER_NAME_LEN, MAX_PIECES_PER_RELEASE};
+use crate::limits::{
+    MAX_BLOCK_LEN, MAX_MANIFEST_LEN, MAX_PEER_NAME_LEN, MAX_PIECES_PER_RELEASE, MAX_TRUST_LEN,
+};
 
 /// The protocol version this crate speaks, sent in [`Hello`].
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -24,10 +26,11 @@ bitflags! {
         const MANIFEST_GOSSIP = 1 << 1;
         /// Sends and accepts `Stats`.
         const STATS = 1 << 2;
-        /// Reserved for an authenticated, encrypted transport (private swarms). When both
-        /// peers set it, everything after the two `Hello`s is to run inside that
-        /// transport; no version of this crate sets it yet.
+        /// The sender runs this connection inside a private swarm's secure channel
+        /// (PROTOCOL.md §6.8); informational, the channel is set up before any `Hello`.
         const ENCRYPTED_TRANSPORT = 1 << 3;
+        /// Sends and accepts `TrustOffer` (a peer without it closes on the unknown type).
+        const TRUST_GOSSIP = 1 << 4;
     }
 }
 
@@ -158,6 +161,10 @@ pub enum Message {
     KeepAlive,
     /// A signed manifest of the same channel that the sender believes newer.
     ManifestOffer(Vec<u8>),
+    /// A trust document of the product (its exact bytes), sent before a
+    /// `ManifestOffer` so a receiver that cannot reach the origin can follow a key
+    /// rotation: it adopts the document only as a signed successor of its own.
+    TrustOffer(Vec<u8>),
     /// The sender's progress on this release.
     Stats(StatsSummary),
     /// Asks for a range of a piece index file, named by its SHA-256 (after a
@@ -216,6 +223,8 @@ pub enum MessageType {
     IndexRequest = 0x0e,
     /// [`Message::IndexData`]
     IndexData = 0x0f,
+    /// [`Message::TrustOffer`]
+    TrustOffer = 0x10,
 }
 
 const STATS_FIXED_LEN: u32 = 8 + 4 + 4 + 8 + 8 + 8 + 1;
@@ -240,6 +249,7 @@ impl MessageType {
             0x0d => Stats,
             0x0e => IndexRequest,
             0x0f => IndexData,
+            0x10 => TrustOffer,
             _ => return None,
         })
     }
@@ -261,6 +271,7 @@ impl MessageType {
             Stats => (STATS_FIXED_LEN, STATS_FIXED_LEN + MAX_PEER_NAME_LEN as u32),
             IndexRequest => (40, 40),
             IndexData => (36, 36 + MAX_BLOCK_LEN),
+            TrustOffer => (1, MAX_TRUST_LEN as u32),
         }
     }
 }
@@ -281,6 +292,7 @@ impl Message {
             Message::Unchoke { .. } => MessageType::Unchoke,
             Message::KeepAlive => MessageType::KeepAlive,
             Message::ManifestOffer(_) => MessageType::ManifestOffer,
+            Message::TrustOffer(_) => MessageType::TrustOffer,
             Message::Stats(_) => MessageType::Stats,
             Message::IndexRequest { .. } => MessageType::IndexRequest,
             Message::IndexData { .. } => MessageType::IndexData,
@@ -319,7 +331,7 @@ impl Message {
             }
             Message::Choke | Message::KeepAlive => {}
             Message::Unchoke { max_requests } => out.extend_from_slice(&max_requests.to_be_bytes()),
-            Message::ManifestOffer(m) => out.extend_from_slice(m),
+            Message::ManifestOffer(m) | Message::TrustOffer(m) => out.extend_from_slice(m),
             Message::Stats(s) => {
                 out.extend_from_slice(&s.uptime_secs.to_be_bytes());
                 out.extend_from_slice(&s.pieces_held.to_be_bytes());
@@ -408,6 +420,7 @@ impl Message {
                 Message::Unchoke { max_requests }
             }
             MessageType::ManifestOffer => Message::ManifestOffer(r.rest().to_vec()),
+            MessageType::TrustOffer => Message::TrustOffer(r.rest().to_vec()),
             MessageType::Stats => {
                 let uptime_secs = r.u64()?;
                 let pieces_held = r.u32()?;

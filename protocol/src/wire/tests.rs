@@ -62,6 +62,7 @@ fn samples() -> Vec<Message> {
             bytes_from_origin: 2,
             bytes_uploaded: 3,
         }),
+        Message::TrustOffer(b"{}".to_vec()),
     ]
 }
 
@@ -207,6 +208,10 @@ fn golden_vectors() {
         (
             samples()[11].clone(),
             "00000003 0c 7b7d   # ManifestOffer '{}'",
+        ),
+        (
+            samples()[15].clone(),
+            "00000003 10 7b7d   # TrustOffer '{}'",
         ),
         (
             samples()[14].clone(),
@@ -395,6 +400,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
         (1..=u16::MAX).prop_map(|max_requests| Message::Unchoke { max_requests }),
         Just(Message::KeepAlive),
         proptest::collection::vec(any::<u8>(), 1..500).prop_map(Message::ManifestOffer),
+        proptest::collection::vec(any::<u8>(), 1..500).prop_map(Message::TrustOffer),
         (any::<[u8; 32]>(), any::<u32>(), 1..=MAX_BLOCK_LEN).prop_map(|(index, offset, length)| {
             Message::IndexRequest {
                 index,

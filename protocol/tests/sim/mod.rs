@@ -553,6 +553,7 @@ impl<'a> Sim<'a> {
             }
             SwarmEvent::OriginFailed { .. }
             | SwarmEvent::ManifestOffered { .. }
+            | SwarmEvent::TrustOffered { .. }
             | SwarmEvent::PeerStats { .. }
             | SwarmEvent::IndexRequested { .. }
             | SwarmEvent::IndexReceived { .. } => {}

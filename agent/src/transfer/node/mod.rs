@@ -24,6 +24,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 mod bans;
+mod gossip;
+mod origin;
 
 use super::conn::Outbound;
 use super::disk::{Disk, MAX_PENDING_WRITES};
@@ -111,6 +113,8 @@ struct Node {
     /// nothing; an offer is passed up again after [`OFFER_AGAIN`] in case adopting it
     /// failed. Index data is passed up only from these peers.
     offers: Vec<(Digest, PeerId, Instant)>,
+    /// Trust documents passed up lately (digest, when).
+    trust_seen: Vec<(Digest, Instant)>,
     /// The addresses of peers whose connections ended, newest last (at most
     /// [`DEPARTED`]): a piece checked after its sender left can still ban the address.
     departed: std::collections::VecDeque<(PeerId, Vec<std::net::IpAddr>)>,
@@ -138,6 +142,7 @@ pub(super) async fn run(
         complete_seen: false,
         fatal: false,
         offers: Vec::new(),
+        trust_seen: Vec::new(),
         departed: std::collections::VecDeque::new(),
     };
     n.run(&mut inputs, &mut shutdown).await;
@@ -335,77 +340,19 @@ impl Node {
                     length,
                 },
             ),
-            SwarmEvent::ManifestOffered { peer, bytes } => {
-                let digest = Digest::of(&bytes);
-                self.offers.retain(|(_, _, at)| at.elapsed() < OFFER_AGAIN);
-                if self.offers.iter().any(|(d, _, _)| *d == digest) {
-                    return;
-                }
-                if let Some(g) = &self.p.gossip
-                    && g.try_send(GossipEvent::Manifest { peer, bytes }).is_ok()
-                {
-                    if self.offers.len() >= MAX_RECENT_OFFERS {
-                        self.offers.remove(0);
-                    }
-                    self.offers.push((digest, peer, Instant::now()));
-                }
-            }
+            SwarmEvent::ManifestOffered { peer, bytes } => self.on_manifest_offered(peer, bytes),
+            SwarmEvent::TrustOffered { peer, bytes } => self.on_trust_offered(peer, bytes),
             SwarmEvent::IndexReceived {
                 peer,
                 index,
                 offset,
                 data,
-            } => {
-                let offered = self.offers.iter().any(|(_, p, _)| *p == peer);
-                if offered && let Some(g) = &self.p.gossip {
-                    let _ = g.try_send(GossipEvent::Index {
-                        peer,
-                        index,
-                        offset,
-                        data,
-                    });
-                }
-            }
+            } => self.on_index_received(peer, index, offset, data),
             SwarmEvent::PeerStats { peer, summary } => {
                 let addr = self.peers.get(&peer).and_then(|pc| pc.current.addr);
                 self.p.report.on_stats(peer, addr, summary);
             }
         }
-    }
-
-    fn fetch_origin(&mut self, piece: PieceNumber) {
-        let release = &self.p.release;
-        let p = piece.0 as usize;
-        let (Some(loc), Some(spec)) = (release.locations.get(p), release.pieces.get(p)) else {
-            return;
-        };
-        let path = shoal_protocol::layout::artifact(&release.artifacts()[loc.artifact]);
-        let (origin, tx) = (self.p.origin.clone(), self.p.inputs_tx.clone());
-        let health = self.p.origin_health.clone();
-        let (offset, len) = (loc.offset, u64::from(spec.length));
-        tracing::debug!(piece = piece.0, len, "origin fetch started");
-        self.p.report.on_origin_fetch();
-        self.tasks.spawn(async move {
-            let data = match origin.range(&path, offset, len).await {
-                Ok(d) => {
-                    tracing::debug!(piece = piece.0, "origin fetch done");
-                    Some(d)
-                }
-                Err(e) => {
-                    tracing::warn!(piece = piece.0, error = %e.message, note = %e.note, "origin fetch failed");
-                    health
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .trouble = Some(super::OriginTrouble {
-                        at: Instant::now(),
-                        message: e.message,
-                        note: e.note,
-                    });
-                    None
-                }
-            };
-            let _ = tx.send(NodeInput::Origin { piece, data }).await;
-        });
     }
 
     fn on_checked(

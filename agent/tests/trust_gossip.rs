@@ -1,0 +1,119 @@
+//! A stolen release key recovered by a new trust document, for an agent that can reach
+//! only its peers (the hardening issue): the vendor rotates the release key and
+//! publishes a release signed by the new one; an agent that lost its origin learns the
+//! new trust document from a peer (`TrustOffer`), keeps it, verifies the new manifest
+//! under it, and delivers the release from the peer.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::fleet::free_port;
+use common::throttle::Throttle;
+use common::{Vendor, now, read};
+use shoal_agent::config::{ApiConfig, Config, MdnsConfig};
+use shoal_publisher::keygen::{RotateOptions, rotate};
+use shoal_publisher::keystore::KeyRole;
+use tokio::sync::watch;
+
+fn config(v: &Vendor, name: &str, origin: String, listen: std::net::SocketAddr) -> Config {
+    let root = v.dir.join(name);
+    Config {
+        origin,
+        trust: v.keys.join("trust/1.json"),
+        state_dir: root.join("state"),
+        releases_dir: root.join("releases"),
+        listen,
+        origin_ca: v.cert.clone(),
+        poll_interval_secs: 1,
+        install_command: format!(
+            "echo \"$SHOAL_RELEASE_VERSION\" >> {}",
+            root.join("installs.log").display()
+        ),
+        origin_grace_secs: 0.0,
+        mdns: MdnsConfig {
+            enabled: false,
+            ..MdnsConfig::default()
+        },
+        api: ApiConfig {
+            enabled: false,
+            ..ApiConfig::default()
+        },
+        ..Config::default()
+    }
+}
+
+async fn wait_for(what: &str, secs: u64, ok: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what} within {secs} s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn installs(root: &Path) -> String {
+    std::fs::read_to_string(root.join("installs.log")).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_without_the_origin_follows_a_key_rotation_through_a_peer() {
+    let v = Vendor::start("trust-gossip").await;
+    let one = v.source("v1/tool.bin", 3_000_000, 31);
+    v.release("1", std::slice::from_ref(&one));
+
+    // A reaches the origin; B reaches it through a relay that will go away.
+    let origin_addr = v.url.trim_start_matches("https://").parse().unwrap();
+    let relay = Throttle::start(origin_addr, 1 << 30).await;
+    let (a_port, b_port) = (free_port(), free_port());
+    let mut a = config(&v, "a", v.url.clone(), a_port);
+    a.peers = vec![b_port];
+    let mut b = config(&v, "b", format!("https://{}", relay.addr), b_port);
+    b.peers = vec![a_port];
+    let (stop, stopped) = watch::channel(false);
+    let ta = tokio::spawn(shoal_agent::daemon::run(a.clone(), stopped.clone()));
+    let tb = tokio::spawn(shoal_agent::daemon::run(b.clone(), stopped));
+    let (a_root, b_root) = (v.dir.join("a"), v.dir.join("b"));
+    wait_for("both deliver release 1", 60, || {
+        installs(&a_root) == "1\n" && installs(&b_root) == "1\n"
+    })
+    .await;
+
+    // B loses the origin for good.
+    drop(relay);
+    // The release key leaks: the vendor rotates it (trust 2) and signs release 2 with
+    // the new key only.
+    rotate(&RotateOptions {
+        keys: v.keys.clone(),
+        role: KeyRole::Release,
+        count: 1,
+        threshold: 1,
+        expires_in: 86400,
+        manifest_expires_in: 86400,
+        repo: Some(v.repo.clone()),
+        now: now(),
+    })
+    .unwrap();
+    let two = v.source("v2/tool.bin", 3_000_000, 32);
+    v.release("2", std::slice::from_ref(&two));
+
+    wait_for("A delivers release 2 from the origin", 60, || {
+        installs(&a_root) == "1\n2\n"
+    })
+    .await;
+    wait_for("B delivers release 2 from A", 60, || {
+        installs(&b_root) == "1\n2\n"
+    })
+    .await;
+    stop.send_replace(true);
+    ta.await.unwrap().unwrap();
+    tb.await.unwrap().unwrap();
+
+    assert_eq!(read(&b_root.join("releases/2/tool.bin")), read(&two));
+    assert_eq!(
+        read(&b_root.join("state/trust/2.json")),
+        read(&v.repo.join("trust/2.json")),
+        "B did not keep the trust document it learned"
+    );
+    v.stop();
+}
