@@ -17,6 +17,23 @@ pub struct OriginClient {
     client: reqwest::Client,
 }
 
+/// What to do about a refused origin certificate, from the reason rustls gives.
+fn certificate_note(reason: &str) -> &'static str {
+    if reason.contains("expired") || reason.contains("not valid yet") {
+        "the origin's certificate is outside its validity period: renew it on the origin; \
+         if it should be valid, check this machine's clock"
+    } else if reason.contains("not valid for") || reason.contains("NotValidForName") {
+        "the origin's certificate is for another host name: use the origin URL with the \
+         name the certificate carries, or have it reissued for this name"
+    } else if reason.contains("CaUsedAsEndEntity") || reason.contains("CA used as") {
+        "the origin presents a CA certificate as its own: serve a server certificate \
+         issued by that CA (and give the CA with --ca, or `origin_ca`)"
+    } else {
+        "the origin's TLS certificate was refused for the reason above: if the origin uses \
+         a private CA, give it with --ca (or `origin_ca`); otherwise fix the certificate"
+    }
+}
+
 impl OriginClient {
     /// A client for `base` (`https://…`), trusting the system roots and `extra_ca`.
     pub fn new(base: &str, extra_ca: Option<&Path>, danger_allow_http: bool) -> Result<Self> {
@@ -119,10 +136,7 @@ impl OriginClient {
                 "the origin redirects in a loop or too often: check the origin URL, and the \
                  redirect rules of any proxy or CDN in front of it"
             } else if text.contains("certificate") {
-                "the origin's TLS certificate was refused for the reason above: if the \
-                 origin uses a private CA, give it with --ca (or `origin_ca`); otherwise fix \
-                 the certificate (expired, wrong host name, or a CA used as a server \
-                 certificate)"
+                certificate_note(&text)
             } else {
                 "check the origin URL and that it is reachable"
             };

@@ -226,3 +226,86 @@ async fn an_endless_or_looping_origin_is_a_clear_error() {
     );
     v.stop();
 }
+
+/// The origin's certificate is expired, for another name, or a CA certificate used as
+/// the server's own: each refusal names its cause and what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_misnamed_or_ca_origin_certificate_names_the_cause() {
+    let v = Vendor::start("tls-cases").await;
+    let src = v.source("f.bin", 100_000, 2);
+    v.release("1", std::slice::from_ref(&src));
+    type Edit = fn(&mut rcgen::CertificateParams);
+    let cases: [(&str, Edit, &str, &str); 3] = [
+        (
+            "expired",
+            |p| {
+                p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+                p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+            },
+            "expired",
+            "renew",
+        ),
+        (
+            "another name",
+            |p| {
+                p.subject_alt_names = vec![rcgen::SanType::DnsName(
+                    "origin.example".try_into().unwrap(),
+                )];
+            },
+            "not valid for",
+            "host name",
+        ),
+        (
+            "a CA as the server's certificate",
+            |p| p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained),
+            "CA",
+            "issued by that CA",
+        ),
+    ];
+    for (name, edit, cause, fix) in cases {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+        edit(&mut params);
+        let cert = params.self_signed(&key).unwrap();
+        let dir = v.dir.join(&format!("tls-{}", name.replace(" ", "-")));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        let tls = shoal_publisher::serve::tls::load(&cert_path, &key_path)
+            .unwrap()
+            .server_config()
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let (stop, mut stopped) = watch::channel(false);
+        let repo = v.repo.clone();
+        let server = tokio::spawn(async move {
+            shoal_publisher::serve::run(
+                listener,
+                tls,
+                &repo,
+                std::sync::Arc::default(),
+                async move {
+                    let _ = stopped.changed().await;
+                },
+            )
+            .await
+        });
+        let mut o = v.agent("pc", vec![]);
+        o.origin = url;
+        o.ca = Some(cert_path);
+        let e = fetch_alone(o).await.unwrap_err();
+        let text = e.to_string();
+        eprintln!("{name}: {text}");
+        assert_eq!(e.code, exit::UNAVAILABLE, "{name}: {text}");
+        assert!(
+            text.contains(cause),
+            "{name}: the cause is not named: {text}"
+        );
+        assert!(text.contains(fix), "{name}: no fix given: {text}");
+        stop.send_replace(true);
+        let _ = server.await;
+    }
+    v.stop();
+}
