@@ -107,7 +107,13 @@ fn expectation(act: Act) -> Expect {
         Act::SendsUnaskedBlocks => closed(AT_ONCE),
         Act::FloodsRequests => closed(AT_ONCE),
         Act::RequestsAndNeverReads => closed(WRITE + SLACK),
-        Act::FloodsKeepAlives | Act::FloodsHaves | Act::FloodsStats => closed(AT_ONCE),
+        Act::FloodsKeepAlives
+        | Act::FloodsHaves
+        | Act::FloodsStats
+        | Act::FloodsChokes
+        | Act::FloodsUnchokes
+        | Act::FloodsCancels
+        | Act::FloodsRejects => closed(AT_ONCE),
         Act::HugeLength
         | Act::ZeroLength
         | Act::UnknownType
@@ -243,6 +249,10 @@ rows! {
     floods_keepalives: Act::FloodsKeepAlives,
     floods_haves: Act::FloodsHaves,
     floods_stats: Act::FloodsStats,
+    floods_chokes: Act::FloodsChokes,
+    floods_unchokes: Act::FloodsUnchokes,
+    floods_cancels: Act::FloodsCancels,
+    floods_rejects: Act::FloodsRejects,
     announces_a_4_gib_frame: Act::HugeLength,
     sends_a_zero_length_frame: Act::ZeroLength,
     sends_an_unknown_message_type: Act::UnknownType,

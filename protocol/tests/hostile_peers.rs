@@ -259,7 +259,7 @@ fn a_flood_of_messages_that_carry_nothing_closes_the_peer() {
 #[test]
 fn blocks_nobody_asked_for_close_the_peer() {
     let cfg = SwarmConfig::default();
-    let allowed = u32::from(UNASKED_BLOCKS * cfg.request_window);
+    let allowed = UNASKED_BLOCKS * u32::from(cfg.request_window);
     let mut s = core(cfg);
     let peer = PeerId([0x50; 16]);
     joined(&mut s, peer);
@@ -274,4 +274,50 @@ fn blocks_nobody_asked_for_close_the_peer() {
     assert!(!dropped(&mut s, peer), "crossing blocks closed the peer");
     s.handle_message(peer, block, ms(1));
     assert!(dropped(&mut s, peer), "a flood of unasked blocks was taken");
+}
+
+/// The other side of the unasked-block rule: blocks that cross our `Cancel` (a slow
+/// peer whose pieces time out again and again) are dropped quietly, however many, and
+/// the peer stays.
+#[test]
+fn blocks_that_cross_our_cancels_are_not_a_flood() {
+    let cfg = SwarmConfig::default();
+    let (timeout, limit) = (
+        cfg.block_timeout,
+        UNASKED_BLOCKS * u32::from(cfg.request_window),
+    );
+    let mut s = core(cfg);
+    let slow = PeerId([0x60; 16]);
+    s.handle_joined(slow, ms(0));
+    s.handle_message(slow, everything(), ms(0));
+    s.handle_message(slow, Message::Unchoke { max_requests: 32 }, ms(1));
+    let mut now = ms(2);
+    let mut late = 0u32;
+    let mut pending: Vec<shoal_protocol::wire::BlockRef> = Vec::new();
+    for _ in 0..2000 {
+        let (_, sent) = drain(&mut s);
+        pending.extend(sent.into_iter().filter_map(|(to, m)| match m {
+            Message::Request(b) if to == slow => Some(b),
+            _ => None,
+        }));
+        // Time passes beyond the block timeout: the requests are withdrawn...
+        now += timeout + Duration::from_secs(1);
+        s.handle_timeout(now);
+        // ...and then their blocks arrive, late.
+        for b in pending.drain(..) {
+            let data = vec![0; b.length as usize];
+            let m = Message::Piece {
+                piece: b.piece,
+                offset: b.offset,
+                data,
+            };
+            s.handle_message(slow, m, now);
+            late += 1;
+        }
+        assert!(!dropped(&mut s, slow), "closed after {late} late blocks");
+        if late > 2 * limit {
+            return;
+        }
+    }
+    panic!("only {late} late blocks in the test: it proves little");
 }

@@ -49,6 +49,14 @@ pub enum Act {
     FloodsHaves,
     /// Claims nothing and sends `Stats` as fast as it can.
     FloodsStats,
+    /// Claims nothing and sends `Choke` as fast as it can (the agent is choked already).
+    FloodsChokes,
+    /// Claims every piece and sends `Unchoke` with the same window as fast as it can.
+    FloodsUnchokes,
+    /// Claims nothing and cancels requests it never made, as fast as it can.
+    FloodsCancels,
+    /// Claims nothing and rejects requests the agent never made, as fast as it can.
+    FloodsRejects,
     /// Sends a frame header announcing 4 GiB.
     HugeLength,
     /// Sends a frame of length zero.
@@ -193,7 +201,8 @@ async fn handshake(
     let hello = Message::Hello(Hello {
         version: PROTOCOL_VERSION,
         capabilities: Capabilities::SEED | Capabilities::STATS,
-        peer_id: PeerId([0xe1; 16]),
+        // The high bit clear: not a light (slow-link) peer.
+        peer_id: PeerId([0x61; 16]),
         nonce,
     });
     w.write_all(&hello.to_frame()).await.ok()?;
@@ -276,6 +285,9 @@ async fn act(
             | Act::FloodsKeepAlives
             | Act::FloodsHaves
             | Act::FloodsStats
+            | Act::FloodsChokes
+            | Act::FloodsCancels
+            | Act::FloodsRejects
     );
     send(w, &map(n, claims_all)).await?;
     if claims_all {
@@ -368,10 +380,28 @@ async fn act(
                 w.write_all(&flood).await.ok()?;
             }
         }
-        Act::FloodsKeepAlives | Act::FloodsHaves | Act::FloodsStats => {
+        Act::FloodsKeepAlives
+        | Act::FloodsHaves
+        | Act::FloodsStats
+        | Act::FloodsChokes
+        | Act::FloodsUnchokes
+        | Act::FloodsCancels
+        | Act::FloodsRejects => {
+            let never = BlockRef {
+                piece: PieceNumber(0),
+                offset: 0,
+                length: 1024,
+            };
             let m = match plan.act {
                 Act::FloodsKeepAlives => Message::KeepAlive,
                 Act::FloodsHaves => Message::Have(PieceNumber(0)),
+                Act::FloodsChokes => Message::Choke,
+                Act::FloodsUnchokes => Message::Unchoke { max_requests: 64 },
+                Act::FloodsCancels => Message::Cancel(never),
+                Act::FloodsRejects => Message::Reject {
+                    block: never,
+                    reason: RejectReason::Overloaded,
+                },
                 _ => Message::Stats(StatsSummary {
                     name: "evil".into(),
                     uptime_secs: 1,

@@ -65,6 +65,7 @@ impl Swarm {
                 }
             }
             Message::Choke => {
+                let keep = self.voided_kept();
                 // Requests to a choking peer are void; its attempts go back to Missing.
                 // A peer that keeps voiding our requests and sends no block in between
                 // is snubbed: otherwise every Unchoke would start the same round again.
@@ -80,7 +81,8 @@ impl Swarm {
                     }
                     p.choked_us = true;
                     p.winding_us_down = false;
-                    p.outstanding.clear();
+                    let cleared = std::mem::take(&mut p.outstanding);
+                    p.void(&cleared, keep);
                     p.pieces.clone()
                 });
                 for piece in pieces.unwrap_or_default() {
@@ -120,13 +122,18 @@ impl Swarm {
                     // request that crossed its `Choke` is no refusal). The piece is
                     // abandoned, so the other requests for it are refused too: they
                     // count, or a peer that rejects one block per piece would be asked
-                    // for every block of every piece before it is snubbed.
+                    // for every block of every piece before it is snubbed. Except for a
+                    // `Reject(choked)`, a slot winding down (§6.6), which is routine and
+                    // counts once.
                     if ours && !p.choked_us {
-                        let voided = p
-                            .outstanding
-                            .iter()
-                            .filter(|b| b.piece == block.piece)
-                            .count();
+                        let voided = if reason == RejectReason::Choked {
+                            0
+                        } else {
+                            p.outstanding
+                                .iter()
+                                .filter(|b| b.piece == block.piece)
+                                .count()
+                        };
                         let voided = u16::try_from(voided + 1).unwrap_or(u16::MAX);
                         p.refusals = p.refusals.saturating_add(voided);
                         if p.refusals >= refusals {
@@ -195,7 +202,7 @@ impl Swarm {
 
     /// `peer` sent a message that carries nothing new: it spends its allowance, and
     /// breaks the protocol once that is gone ([`NOISE_BURST`]).
-    fn noise(&mut self, peer: PeerId, now: Duration) -> Result<(), PeerError> {
+    pub(super) fn noise(&mut self, peer: PeerId, now: Duration) -> Result<(), PeerError> {
         let spent = self
             .peers
             .get_mut(&peer)
@@ -268,15 +275,19 @@ impl Swarm {
                 // downlink may not finish a piece within one turn of an uploader's slot.
                 pe.flaps = 0;
             }
-            if requested {
-                pe.unasked = 0;
-            } else {
-                pe.unasked = pe.unasked.saturating_add(1);
+            if !requested {
+                // One that crossed our withdrawal is dropped quietly; others count.
+                match pe.voided.iter().position(|b| *b == block) {
+                    Some(i) => {
+                        pe.voided.remove(i);
+                    }
+                    None => pe.unasked = pe.unasked.saturating_add(1),
+                }
             }
             requested
         });
         let unasked = self.peers.get(&peer).map_or(0, |pe| pe.unasked);
-        if unasked > UNASKED_BLOCKS * self.cfg.request_window.max(1) {
+        if unasked > UNASKED_BLOCKS * u32::from(self.cfg.request_window.max(1)) {
             return Err(PeerError::Protocol("sends blocks nobody asked for"));
         }
         if requested {

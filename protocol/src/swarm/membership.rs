@@ -78,6 +78,7 @@ impl Swarm {
                 winding_us_down: false,
                 snubbed_until: Duration::ZERO,
                 flaps: 0,
+                voided: VecDeque::new(),
                 unasked: 0,
                 noise: Noise::new(now),
                 last_stats: None,

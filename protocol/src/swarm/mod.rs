@@ -114,9 +114,13 @@ struct Peer {
     refusals: u16,
     /// When it last gave us a piece that verified.
     gave_at: Option<Duration>,
-    /// Blocks it sent that nobody asked for since the last one we did ask for (a
-    /// `Cancel` or a timeout crosses at most a window of them; more is a flood).
-    unasked: u16,
+    /// Requests we withdrew (a `Cancel`, a `Choke`), newest last, at most
+    /// [`UNASKED_BLOCKS`] windows of them: a block that crosses the withdrawal is
+    /// dropped quietly.
+    voided: VecDeque<BlockRef>,
+    /// Blocks it sent that nobody asked for and that crossed no withdrawal; more than
+    /// [`UNASKED_BLOCKS`] windows of them close the connection.
+    unasked: u32,
     /// What is left of its allowance for messages that carry nothing (see [`Noise`]).
     noise: Noise,
     /// When its last `Stats` arrived.
@@ -127,7 +131,9 @@ struct Peer {
 
 /// Messages that carry nothing new a peer may send at most: [`NOISE_BURST`] at once,
 /// then one per [`NOISE_REFILL`]. Noise is a `KeepAlive`, a `Have` of a piece the peer
-/// announced before, and a `Stats` sooner than 5 s after its last (PROTOCOL.md §6.3).
+/// announced before, a `Stats` sooner than 5 s after its last, a repeated `Choke` or
+/// `Unchoke`, a `Cancel` of nothing queued, a `Reject` of nothing outstanding and a
+/// `TrustOffer` (PROTOCOL.md §6.3).
 /// An honest peer sends a `KeepAlive` after 30 s of silence, a `Have` once per piece
 /// and a `Stats` every 10 s, so it never comes near; a peer that floods them (an
 /// independent check's 10–30 s bursts delayed downloads until the idle close) is closed
@@ -140,10 +146,23 @@ pub const NOISE_REFILL: Duration = Duration::from_secs(1);
 /// A `Stats` sooner than this after the peer's last is noise (they are due every 10 s).
 pub const STATS_NOISE: Duration = Duration::from_secs(5);
 
-/// Blocks nobody asked for that a peer may send in a row, in request windows: a
-/// `Cancel`, a `Choke` or a block timeout crosses at most one window of blocks
-/// already on their way; more than this many is a flood and closes the connection.
-pub const UNASKED_BLOCKS: u16 = 4;
+/// Blocks nobody asked for that a peer may send over a connection, in request windows.
+/// A block that crosses our `Cancel` (an endgame duplicate, a timed-out piece) is not
+/// one of them: the withdrawn requests are remembered (this many windows of them) and
+/// such a block is dropped quietly. Others are a flood: beyond this many, the
+/// connection closes. (A peer mixing junk blocks with real ones is caught too: real
+/// blocks do not reset the count.)
+pub const UNASKED_BLOCKS: u32 = 4;
+
+impl Peer {
+    /// Remembers withdrawn requests (at most `keep`, the oldest forgotten first).
+    fn void(&mut self, blocks: &[BlockRef], keep: usize) {
+        self.voided.extend(blocks.iter().copied());
+        while self.voided.len() > keep {
+            self.voided.pop_front();
+        }
+    }
+}
 
 /// A peer's allowance of noise: a token bucket.
 #[derive(Debug, Clone, Copy)]
@@ -387,7 +406,24 @@ impl Swarm {
             return;
         };
         p.last_recv = now;
-        if let Err(e) = self.on_message(peer, msg, now) {
+        // A message that changes nothing spends the peer's noise allowance (a flood of
+        // them must not cost a scheduling pass each for long): a repeated `Choke` or
+        // `Unchoke`, a `Cancel` of nothing queued, a `Reject` of nothing outstanding.
+        // An honest peer sends a few of these when requests and withdrawals cross.
+        let nothing = match &msg {
+            Message::Choke => p.choked_us && p.outstanding.is_empty(),
+            Message::Unchoke { max_requests } => !p.choked_us && p.window == *max_requests,
+            Message::Cancel(block) => !p.queued.contains(block),
+            Message::Reject { block, .. } => !p.outstanding.contains(block),
+            _ => false,
+        };
+        let handled = if nothing {
+            self.noise(peer, now)
+        } else {
+            Ok(())
+        }
+        .and_then(|()| self.on_message(peer, msg, now));
+        if let Err(e) = handled {
             let ban = matches!(e, PeerError::BadPiece(_));
             self.drop_peer(peer, e, ban, now);
         }
@@ -585,11 +621,14 @@ impl Swarm {
 
     /// Withdraws our requests for piece `p` from `peer` (sending `Cancel`s).
     fn cancel_attempt(&mut self, peer: PeerId, p: u32, now: Duration) {
+        let keep = self.voided_kept();
         let cancels: Vec<BlockRef> = match self.peers.get_mut(&peer) {
             Some(pe) => {
                 pe.pieces.retain(|x| *x != p);
-                let (c, keep) = pe.outstanding.drain(..).partition(|b| b.piece.0 == p);
-                pe.outstanding = keep;
+                let (c, rest): (Vec<BlockRef>, Vec<BlockRef>) =
+                    pe.outstanding.drain(..).partition(|b| b.piece.0 == p);
+                pe.outstanding = rest;
+                pe.void(&c, keep);
                 c
             }
             None => Vec::new(),
@@ -597,6 +636,11 @@ impl Swarm {
         for b in cancels {
             self.send(peer, Message::Cancel(b), now);
         }
+    }
+
+    /// How many withdrawn requests a peer's record keeps ([`UNASKED_BLOCKS`] windows).
+    fn voided_kept(&self) -> usize {
+        (UNASKED_BLOCKS as usize) * usize::from(self.cfg.request_window.max(1))
     }
 
     /// Gives up `peer`'s attempt on `p`; the piece returns to Missing if it was alone.
