@@ -510,6 +510,17 @@ impl Daemon {
             delivery::finish(&self.cfg, &release).await?;
             self.hub
                 .delivered(label, version, false, self.cfg.keep_releases);
+            if delivery::install_interrupted(&self.cfg, &release) {
+                self.hub.error(&Error::new(
+                    exit::IO,
+                    format!(
+                        "the install command of release {label} was cut off (the agent \
+                         stopped while it ran); it is not run again"
+                    ),
+                    "check the host, and run the install command by hand if it did not \
+                     finish (an install command that restarts the agent always looks cut off)",
+                ));
+            }
         } else {
             // Keep polling while the download runs: a release that cannot finish (the
             // origin lost a file) must not hide the fixed one published after it.

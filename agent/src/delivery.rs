@@ -1,8 +1,8 @@
 //! Delivery of a complete release to the host, once per release content: assemble into
-//! `releases_dir/.incoming-<label>` → rename to `releases_dir/<label>` → (with an install
-//! command) hash every file there against the signed manifest → record "started" → run
-//! the install command → record how it ended → raise the version floor → prune old
-//! releases and the pieces no kept release needs.
+//! `releases_dir/.incoming-<label>` → (with an install command) hash every file there
+//! against the signed manifest → rename to `releases_dir/<label>` → record "started"
+//! (flushed to disk) → run the install command → record how it ended → raise the
+//! version floor → prune old releases and the pieces no kept release needs.
 //!
 //! The record (`state_dir/delivered/<label>.toml`) holds the release's *content id*
 //! (`ManifestBody::content_id`: label and artifacts, not the signature), so a restart,
@@ -13,9 +13,14 @@
 //! install was interrupted instead of running it a second time. A crash before the
 //! record (during assembly or the rename) delivers the release again from the start.
 //!
-//! The files the install command gets were hashed just before it starts: the assembly
-//! copies pieces verified when they entered the store, and a file changed since (a
-//! piece file, or the assembled file, swapped on disk) stops the install.
+//! The files the install command gets were hashed against the signed manifest in the
+//! incoming directory, just before the rename that puts them in place: the assembly
+//! copies pieces verified when they entered the store, and a piece file changed on disk
+//! since stops the install. (Only the agent's own user can write there; a writer with
+//! that right could still change a file between the check and the command.)
+//!
+//! An install command that restarts the agent (or the host) before it returns looks
+//! cut off: it is not run again, and the status says so.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -98,6 +103,17 @@ pub async fn deliver(cfg: &Config, release: &Arc<Release>, store: &Store) -> Res
     store
         .assemble_async(release.clone(), incoming.clone())
         .await?;
+    if !cfg.install_command.trim().is_empty() {
+        let (dir, release) = (incoming.clone(), release.clone());
+        let checked = tokio::task::spawn_blocking(move || check_staged(&dir, &release))
+            .await
+            .map_err(|e| Error::new(exit::IO, format!("checking the release: {e}"), ""))?;
+        if let Err(e) = checked {
+            // Not delivered: the next attempt assembles it again from re-verified pieces.
+            let _ = std::fs::remove_dir_all(&incoming);
+            return Err(e);
+        }
+    }
     let replace = {
         let dest = dest.clone();
         move || {
@@ -111,20 +127,10 @@ pub async fn deliver(cfg: &Config, release: &Arc<Release>, store: &Store) -> Res
         .await
         .map_err(|e| Error::new(exit::IO, format!("moving the release into place: {e}"), ""))?
         .map_err(|e| Error::io(dest.display(), e))?;
-    if !cfg.install_command.trim().is_empty() {
-        let (dir, release) = (dest.clone(), release.clone());
-        let checked = tokio::task::spawn_blocking(move || check_staged(&dir, &release))
-            .await
-            .map_err(|e| Error::new(exit::IO, format!("checking the release: {e}"), ""))?;
-        if let Err(e) = checked {
-            // Not delivered: the next attempt assembles it again from re-verified pieces.
-            let _ = std::fs::remove_dir_all(&dest);
-            return Err(e);
-        }
-    }
     write_pieces(cfg, &label, release)?;
     let content = release.manifest.body().content_id().to_hex();
     write_record(cfg, &label, &content, INSTALL_STARTED)?;
+    sync_record(cfg, &label);
     let install = install(cfg, &dest, &label).await;
     write_record(cfg, &label, &content, &install)?;
     finish(cfg, release).await?;
@@ -143,6 +149,29 @@ fn write_record(cfg: &Config, label: &str, content: &str, install: &str) -> Resu
     let text = toml::to_string(&record)
         .map_err(|e| Error::new(exit::IO, format!("encoding the delivery record: {e}"), ""))?;
     write_atomic(&record_path(cfg, label), text.as_bytes())
+}
+
+/// Flushes the "started" record to the disk before the install command runs, so a
+/// power loss during the command cannot forget that it ran (best effort: a failure is
+/// logged, the install goes on).
+fn sync_record(cfg: &Config, label: &str) {
+    let path = record_path(cfg, label);
+    let synced = std::fs::File::open(&path).and_then(|f| f.sync_all());
+    // The rename that put it in place lives in the directory.
+    #[cfg(unix)]
+    let synced = synced.and_then(|()| std::fs::File::open(delivered_dir(cfg))?.sync_all());
+    if let Err(e) = synced {
+        tracing::warn!(file = %path.display(), error = %e, "could not flush the delivery record");
+    }
+}
+
+/// Whether the install command of `release` (delivered before) was cut off: the agent
+/// stopped while it ran, so it was not run again. The status shows it.
+pub fn install_interrupted(cfg: &Config, release: &Release) -> bool {
+    std::fs::read_to_string(record_path(cfg, label(release)))
+        .ok()
+        .and_then(|text| toml::from_str::<Record>(&text).ok())
+        .is_some_and(|r| r.install == INSTALL_STARTED)
 }
 
 /// Hashes every artifact of `release` in `dir` against the signed manifest (length and

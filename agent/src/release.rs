@@ -150,36 +150,47 @@ pub async fn load_manifest(
     Ok((chain, manifest))
 }
 
-/// This machine's platform as manifests name it: Rust's OS and architecture names
-/// (`linux`, `windows`, `macos`; `x86_64`, `aarch64`, …).
+/// This agent's platform as manifests name it: Rust's OS and architecture names
+/// (`linux`, `windows`, `macos`; `x86_64`, `aarch64`, …), those of the build (a 32-bit
+/// agent on a 64-bit machine is `x86`).
 pub const THIS_OS: &str = std::env::consts::OS;
 
 /// See [`THIS_OS`].
 pub const THIS_ARCH: &str = std::env::consts::ARCH;
 
-/// Refuses a release with an artifact for another platform (an OS or architecture that
-/// is neither this machine's nor `any`): the agent delivers and installs every artifact
-/// of a release, so a release for Windows must never reach a Linux host's install
-/// command. A vendor with several platforms publishes one channel per platform.
+/// Refuses a release none of whose artifacts is for this machine (an OS and
+/// architecture each equal to this agent's, or `any`): a Windows-only release must
+/// never reach a Linux host's install command. A release with artifacts for several
+/// platforms, one of them this one, is delivered whole (its install command picks);
+/// a vendor may as well publish one channel per platform.
 pub fn for_this_platform(manifest: &VerifiedManifest) -> Result<()> {
     let body = manifest.body();
-    for a in &body.artifacts {
-        let (os, arch) = (a.platform.os.as_str(), a.platform.arch.as_str());
-        let fits = |want: &str, here: &str| want == "any" || want == here;
-        if !fits(os, THIS_OS) || !fits(arch, THIS_ARCH) {
-            return Err(Error::new(
-                exit::UNTRUSTED,
-                format!(
-                    "release {} of channel {} is for {os}/{arch} ({}); this machine is \
-                     {THIS_OS}/{THIS_ARCH}: nothing was fetched or installed",
-                    body.release, body.channel, a.name
-                ),
-                "the agent is following another platform's channel: set `channel` (or \
-                 --channel) to this platform's; vendors publish one channel per platform",
-            ));
-        }
+    let fits = |want: &str, here: &str| want == "any" || want == here;
+    let ours = body.artifacts.iter().any(|a| {
+        fits(a.platform.os.as_str(), THIS_OS) && fits(a.platform.arch.as_str(), THIS_ARCH)
+    });
+    if ours {
+        return Ok(());
     }
-    Ok(())
+    let theirs: Vec<String> = body
+        .artifacts
+        .iter()
+        .map(|a| format!("{}/{}", a.platform.os, a.platform.arch))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    Err(Error::new(
+        exit::UNTRUSTED,
+        format!(
+            "release {} of channel {} is for {}; this agent runs on {THIS_OS}/{THIS_ARCH}: \
+             nothing was fetched or installed",
+            body.release,
+            body.channel,
+            theirs.join(", ")
+        ),
+        "the agent is following another platform's channel: set `channel` (or --channel) \
+         to this platform's",
+    ))
 }
 
 /// [`untrusted`], except that a document from the future (or expired) may mean this

@@ -47,8 +47,10 @@ impl Store {
 
     /// Removes the temporary files of writes that a crash cut off (a kill between the
     /// write and the rename leaves one each), so restarts cannot pile them up: those of
-    /// processes that are gone (Unix), or older than a minute (elsewhere). A live
-    /// process's write in progress is left alone.
+    /// processes that are gone (Unix: the process id in the name no longer exists
+    /// here), and any older than a minute (a write takes milliseconds; this also covers
+    /// other systems, and a writer in another PID namespace that shares the directory).
+    /// A live process's write in progress is left alone.
     fn remove_stale_temporaries(&self) {
         let Ok(entries) = fs::read_dir(&self.pieces) else {
             return;
@@ -139,6 +141,11 @@ impl Store {
         for e in entries.filter_map(|e| e.ok()) {
             let name = e.file_name();
             let name = name.to_string_lossy();
+            if name.ends_with(".tmp") {
+                // A write in progress (a transfer may run while old releases are pruned);
+                // stale ones are removed when a store is opened.
+                continue;
+            }
             let wanted = Digest::from_hex(&name).is_some_and(|d| keep.contains(&d));
             if !wanted && fs::remove_file(e.path()).is_ok() {
                 removed += 1;

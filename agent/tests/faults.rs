@@ -70,7 +70,7 @@ listen = "127.0.0.1:0"
 origin_ca = "{ca}"
 poll_interval_secs = 1
 origin_grace_secs = 0.0
-install_command = "echo \"$SHOAL_RELEASE_VERSION\" >> {log}"
+install_command = "touch {root}/installing-$SHOAL_RELEASE_VERSION; sleep 0.8; echo \"$SHOAL_RELEASE_VERSION\" >> {log}"
 [mdns]
 enabled = false
 [api]
@@ -144,18 +144,19 @@ fn check_state(root: &Path, sources: &[(String, PathBuf)], kill: usize) {
 }
 
 /// The agent (`shoal-agent run`, a real process) is killed with SIGKILL at 100 random
-/// moments while it follows a channel that gets four releases; after each kill the
+/// moments while it follows a channel that gets ten releases; after each kill the
 /// state is checked (`check_state`), and in the end the last release is delivered and
 /// installed once (or its install was cut off by a kill and is not run again). The
-/// moments come from a seed: `SHOAL_KILL_SEED=<n>` replays a run.
+/// moments come from a seed: `SHOAL_KILL_SEED=<n>` replays a run (but for every fourth
+/// run, killed once its install command started, which waits for it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_random_moments_the_agent_never_counts_half_work() {
     const KILLS: usize = 100;
     // Each kill may cost what was in flight from the origin: `origin_parallel` pieces
     // of at most 1 MiB, and the documents fetched again at the next start.
     const WASTE: u64 = 9 << 20;
-    const RELEASES: usize = 4;
-    const LEN: usize = 12_000_000;
+    const RELEASES: usize = 10;
+    const LEN: usize = 8_000_000;
     let seed = std::env::var("SHOAL_KILL_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -166,10 +167,11 @@ async fn killed_at_random_moments_the_agent_never_counts_half_work() {
     let v = Vendor::start("sigkill").await;
     let root = v.dir.join("agent");
     let installs = root.join("installs.log");
-    // Through a relay at 0.5 MB/s per connection (the agent opens 8), a release takes
-    // about 3 s: most runs are cut off mid-download.
+    // Through a relay at 1 MB/s per connection (the agent opens 8), a release takes
+    // about a second: runs are cut off before, during and after downloads, deliveries
+    // and installs (the install command takes 0.8 s).
     let origin_addr = v.url.trim_start_matches("https://").parse().unwrap();
-    let relay = Throttle::start(origin_addr, 500_000).await;
+    let relay = Throttle::start(origin_addr, 1_000_000).await;
     let config = config_file(&v, &format!("https://{}", relay.addr), &root, &installs);
     let log = root.join("agent.log");
     let mut sources = Vec::new();
@@ -186,7 +188,19 @@ async fn killed_at_random_moments_the_agent_never_counts_half_work() {
         }
         let (held, sent) = (stored_pieces(&root), v.metrics.bytes_total());
         let mut agent = start(&config, &log);
-        tokio::time::sleep(Duration::from_millis(rng.below(1000))).await;
+        // Every fourth run is killed while an install command runs, if one starts
+        // within 3 s (the random moments alone rarely hit its 0.8 s).
+        let marker = root.join(format!("installing-{}", sources.last().unwrap().0));
+        let delay = if kill % 4 == 3 && !marker.exists() {
+            let began = Instant::now();
+            while !marker.exists() && began.elapsed() < Duration::from_secs(3) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            rng.below(300)
+        } else {
+            rng.below(1500)
+        };
+        tokio::time::sleep(Duration::from_millis(delay)).await;
         agent.kill().unwrap(); // SIGKILL
         agent.wait().unwrap();
         check_state(&root, &sources, kill);
@@ -214,11 +228,7 @@ async fn killed_at_random_moments_the_agent_never_counts_half_work() {
     let last = RELEASES.to_string();
     let record = root.join(format!("state/delivered/{last}.toml"));
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(&record).is_ok_and(|r| !r.contains("\"started\"")) {
-        if std::fs::read_to_string(&log).is_ok_and(|l| l.contains("while the install command ran"))
-        {
-            break; // cut off by the last kill: not run again
-        }
+    while !record.exists() {
         assert!(
             Instant::now() < deadline,
             "the last release was not delivered: {:?}",
@@ -226,22 +236,31 @@ async fn killed_at_random_moments_the_agent_never_counts_half_work() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // An install under way ends within its 0.8 s; one cut off by the last kill stays
+    // "started" (it is not run again).
+    tokio::time::sleep(Duration::from_secs(2)).await;
     agent.kill().unwrap();
     agent.wait().unwrap();
     check_state(&root, &sources, KILLS);
     let installed = std::fs::read_to_string(&installs).unwrap_or_default();
+    let cut_offs = std::fs::read_dir(root.join("state/delivered"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| std::fs::read_to_string(e.path()).is_ok_and(|r| r.contains("\"started\"")))
+        .count();
     let origin = v.metrics.bytes_total();
     eprintln!(
-        "{KILLS} kills in {killing:.1?}, {mid_download} of them mid-download; installs: {:?}; origin sent {:.2} × the {RELEASES} releases; \
+        "{KILLS} kills in {killing:.1?}, {mid_download} of them mid-download, {cut_offs} during an install; installs: {:?}; origin sent {:.2} × the {RELEASES} releases; \
          at most {} KiB of one run's origin bytes went to no new piece",
         installed.lines().collect::<Vec<_>>(),
         origin as f64 / (RELEASES * LEN) as f64,
         most_waste >> 10
     );
     assert!(
-        mid_download >= 10,
-        "only {mid_download} kills came mid-download: the test proves little"
+        mid_download >= 10 && cut_offs >= 3,
+        "only {mid_download} kills came mid-download and {cut_offs} during an install: the \
+         test proves little"
     );
     assert_eq!(
         read(&root.join(format!("releases/{last}/tool.bin"))),

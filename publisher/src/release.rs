@@ -71,10 +71,50 @@ fn name_arg(what: &str, s: &str) -> Result<Name> {
     })
 }
 
+/// Other spellings of operating systems, and the name agents use (Rust's): an agent
+/// refuses a release for a platform that is not its own, so `amd64` would reach no one.
+const OS_ALIASES: &[(&str, &str)] = &[
+    ("win", "windows"),
+    ("win32", "windows"),
+    ("win64", "windows"),
+    ("darwin", "macos"),
+    ("osx", "macos"),
+    ("mac", "macos"),
+    ("Linux", "linux"),
+    ("Windows", "windows"),
+];
+
+/// Other spellings of CPU architectures, and the name agents use (Rust's).
+const ARCH_ALIASES: &[(&str, &str)] = &[
+    ("amd64", "x86_64"),
+    ("x64", "x86_64"),
+    ("x86-64", "x86_64"),
+    ("arm64", "aarch64"),
+    ("i386", "x86"),
+    ("i686", "x86"),
+    ("armhf", "arm"),
+];
+
+/// Refuses a known other spelling of a platform name, naming the one agents use.
+fn platform_name(flag: &str, s: &str, aliases: &[(&str, &str)]) -> Result<()> {
+    match aliases.iter().find(|(alias, _)| *alias == s) {
+        Some((_, canonical)) => Err(Error::usage(
+            format!("{flag} {s:?}: agents name this platform {canonical:?}"),
+            format!(
+                "use {flag} {canonical} (agents use Rust's names: linux, windows, macos; \
+                 x86_64, aarch64, x86, arm; or any)"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Runs `release`.
 pub fn run(o: &ReleaseOptions) -> Result<ReleaseOutcome> {
     let channel = name_arg("channel", &o.channel)?;
     validate_release_label(&o.version).map_err(|e| Error::usage(e, ""))?;
+    platform_name("--os", &o.os, OS_ALIASES)?;
+    platform_name("--arch", &o.arch, ARCH_ALIASES)?;
     let platform = Platform {
         os: name_arg("--os", &o.os)?,
         arch: name_arg("--arch", &o.arch)?,
