@@ -83,18 +83,31 @@ impl OriginClient {
         self.retry(rel, None, max).await
     }
 
-    /// GETs `len` bytes at `start` of `rel` with a Range request.
+    /// GETs `len` bytes at `start` of `rel` with a Range request; fewer bytes than
+    /// asked for is an error.
     pub async fn range(&self, rel: &str, start: u64, len: u64) -> Result<Vec<u8>> {
-        self.retry(rel, Some((start, len)), len as usize)
-            .await?
-            .ok_or_else(|| {
-                Error::new(
-                    exit::UNAVAILABLE,
-                    format!("{rel}: not on the origin"),
-                    "the origin lacks a file its own manifest names: tell the vendor; the \
+        let got = self.retry(rel, Some((start, len)), len as usize).await?;
+        if let Some(b) = &got
+            && b.len() as u64 != len
+        {
+            return Err(Error::new(
+                exit::UNAVAILABLE,
+                format!(
+                    "{rel}: the origin sent {} of the {len} bytes asked for",
+                    b.len()
+                ),
+                "the file on the origin is shorter than the signed manifest says: tell the \
+                 vendor; the LAN can still provide the piece",
+            ));
+        }
+        got.ok_or_else(|| {
+            Error::new(
+                exit::UNAVAILABLE,
+                format!("{rel}: not on the origin"),
+                "the origin lacks a file its own manifest names: tell the vendor; the \
                      LAN can still provide the piece",
-                )
-            })
+            )
+        })
     }
 
     async fn retry(

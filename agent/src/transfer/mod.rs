@@ -233,10 +233,12 @@ pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
 /// How the origin has been doing, for [`Transfer::origin_trouble`].
 #[derive(Debug, Clone, Default)]
 pub(crate) struct OriginHealth {
-    /// Its last failed fetch.
+    /// Its last failed fetch (or bytes that did not match the signed index).
     pub trouble: Option<OriginTrouble>,
-    /// When the last piece (from anywhere) was verified.
-    pub last_piece: Option<std::time::Instant>,
+    /// When bytes last arrived: a block from a peer, a piece verified.
+    pub last_activity: Option<std::time::Instant>,
+    /// Origin fetches under way.
+    pub in_flight: usize,
 }
 
 /// A failed origin fetch.
@@ -248,6 +250,20 @@ pub(crate) struct OriginTrouble {
     pub message: String,
     /// What to do about it.
     pub note: String,
+}
+
+/// How often a one-shot transfer looks whether it stalled on the origin.
+const STALL_CHECK: Duration = Duration::from_secs(2);
+
+fn trouble_error(trouble: OriginTrouble) -> Option<Error> {
+    Some(Error::new(
+        exit::UNAVAILABLE,
+        format!(
+            "no bytes arrived from the LAN or the origin since the origin failed: {}",
+            trouble.message
+        ),
+        trouble.note,
+    ))
 }
 
 /// One release's running swarm (see the module docs).
@@ -404,18 +420,19 @@ impl Transfer {
         self.complete_or_stall(on_progress, None).await
     }
 
-    /// [`Transfer::complete`], which also gives up when, for `stall`, no piece arrived
-    /// and the origin failed a fetch (a file it lacks, an error status): the error is the
-    /// origin's. Without `stall` it waits for as long as it takes (the daemon does; it
-    /// shows the origin's failure in its status, see [`Transfer::origin_trouble`]).
+    /// [`Transfer::complete`], which also gives up when the transfer stalls on the
+    /// origin: no bytes arrived from anywhere for `stall`, no origin fetch is under way,
+    /// and the origin failed a fetch within the last `2 × stall` (a file it lacks, an
+    /// error status, bytes that do not match the signed index). The error is the origin's last failure.
+    /// Without `stall` it waits for as long as it takes (the daemon does; it shows the
+    /// failure in its status, see [`Transfer::origin_trouble`]).
     pub async fn complete_or_stall(
         &self,
         mut on_progress: impl FnMut(&Progress),
         stall: Option<Duration>,
     ) -> Result<Progress> {
         let mut rx = self.progress.clone();
-        let mut have = None;
-        let mut since = tokio::time::Instant::now();
+        let began = std::time::Instant::now();
         loop {
             let p = *rx.borrow_and_update();
             on_progress(&p);
@@ -436,13 +453,10 @@ impl Transfer {
             if p.complete {
                 return Ok(p);
             }
-            if have != Some(p.have) {
-                have = Some(p.have);
-                since = tokio::time::Instant::now();
-            }
-            let give_up = async {
+            let check = async {
                 match stall {
-                    Some(d) => tokio::time::sleep_until(since + d).await,
+                    // Often enough that giving up comes within a few seconds of `stall`.
+                    Some(d) => tokio::time::sleep(d.min(STALL_CHECK)).await,
                     None => std::future::pending().await,
                 }
             };
@@ -454,18 +468,37 @@ impl Transfer {
                         "verified pieces are kept in the state directory; run again to resume",
                     ));
                 },
-                () = give_up => {
-                    if let Some(e) = self.origin_trouble() {
+                () = check => {
+                    if let Some(e) = stall.and_then(|d| self.stalled(d, began)) {
                         return Err(e);
                     }
-                    since = tokio::time::Instant::now();
                 }
             }
         }
     }
 
-    /// The origin's last failure, if no piece arrived since: a file it lacks, an error
-    /// status, a refused certificate. `None` while pieces keep arriving.
+    /// The origin's last failure, if the transfer is stalled on it (see
+    /// [`Transfer::complete_or_stall`]).
+    fn stalled(&self, stall: Duration, began: std::time::Instant) -> Option<Error> {
+        let health = self
+            .origin_health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let quiet_since = health.last_activity.unwrap_or(began).max(began);
+        if health.in_flight > 0 || quiet_since.elapsed() < stall {
+            return None;
+        }
+        // A failure of long ago is not why it is quiet now (a transient one, then a
+        // wait for peers); a file the origin lacks fails again at every retry.
+        let trouble = health.trouble.filter(|t| t.at.elapsed() < 2 * stall)?;
+        trouble_error(trouble)
+    }
+
+    /// The origin's last failure, if nothing arrived since and no origin fetch is under
+    /// way: a file it lacks, an error status, a refused certificate, bytes that do not
+    /// match the signed index. `None` while bytes keep arriving (from peers or the
+    /// origin) or a fetch runs (a slow one ends by its own timeout).
     pub fn origin_trouble(&self) -> Option<Error> {
         let health = self
             .origin_health
@@ -473,17 +506,10 @@ impl Transfer {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         let trouble = health.trouble?;
-        if health.last_piece.is_some_and(|t| t > trouble.at) {
+        if health.in_flight > 0 || health.last_activity.is_some_and(|t| t > trouble.at) {
             return None;
         }
-        Some(Error::new(
-            exit::UNAVAILABLE,
-            format!(
-                "no piece arrived from the LAN or the origin since the origin failed: {}",
-                trouble.message
-            ),
-            trouble.note,
-        ))
+        trouble_error(trouble)
     }
 
     /// Stops every task of the transfer and waits for them, so its listening port is

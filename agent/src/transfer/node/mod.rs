@@ -302,7 +302,7 @@ impl Node {
                     .origin_health
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .last_piece = Some(Instant::now());
+                    .last_activity = Some(Instant::now());
                 while self.writes.len() >= MAX_PENDING_WRITES {
                     // The disk is behind: wait for it, so the node slows to its pace.
                     if let Some(done) = self.writes.join_next().await {
@@ -326,6 +326,9 @@ impl Node {
             SwarmEvent::OriginFailed { piece, corrupt } => {
                 self.p.report.on_origin_failure();
                 tracing::warn!(piece = piece.0, corrupt, "origin fetch failed");
+                if corrupt {
+                    self.origin_corrupt(piece);
+                }
             }
             SwarmEvent::IndexRequested {
                 peer,
@@ -476,6 +479,15 @@ impl Node {
             }
             NodeInput::Message { conn, msg, budget } => {
                 if let Some(peer) = self.conns.get(&conn) {
+                    if matches!(msg, shoal_protocol::wire::Message::Piece { .. }) {
+                        // Bytes arriving: the transfer is not stalled (see
+                        // `Transfer::origin_trouble`).
+                        self.p
+                            .origin_health
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .last_activity = Some(Instant::now());
+                    }
                     self.p.swarm.handle_message(*peer, msg, now);
                 }
                 drop(budget);
