@@ -325,4 +325,50 @@ mod tests {
         assert_eq!(c.channel, "stable");
         assert!(Config::parse("origin = \"https://u\"\nkeep_releases = 0\n", "t").is_err());
     }
+
+    /// What an admin (or a broken package) may put in the config file: any text,
+    /// mutations of the sample (lines dropped, duplicated, cut, bytes changed) is parsed
+    /// without a panic, into a config or an error naming the file. (A property test, not
+    /// a cargo-fuzz target: the agent's IO dependencies under the sanitizer build would
+    /// cost CI minutes; `docs/SECURITY.md` records both.)
+    mod arbitrary_text {
+        use super::*;
+        use proptest::prelude::*;
+
+        const SAMPLE: &str = include_str!("../../packaging/agent.toml");
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn any_text_parses_or_is_refused(text in ".{0,400}") {
+                if let Err(e) = Config::parse(&text, "agent.toml") {
+                    prop_assert!(e.message.contains("agent.toml"), "{}", e.message);
+                }
+            }
+
+            #[test]
+            fn mutated_samples_parse_or_are_refused(
+                cut in 0..SAMPLE.len(),
+                at in 0..SAMPLE.len(),
+                byte in any::<u8>(),
+                drop_line in 0usize..80,
+            ) {
+                let mut bytes = SAMPLE.as_bytes()[..cut.max(1)].to_vec();
+                if let Some(b) = bytes.get_mut(at) {
+                    *b = byte;
+                }
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                let text: String = text
+                    .lines()
+                    .enumerate()
+                    .filter(|(i, _)| *i != drop_line)
+                    .map(|(_, l)| format!("{l}\n"))
+                    .collect();
+                if let Err(e) = Config::parse(&text, "agent.toml") {
+                    prop_assert!(e.message.contains("agent.toml"), "{}", e.message);
+                }
+            }
+        }
+    }
 }
