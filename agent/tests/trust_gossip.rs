@@ -117,3 +117,74 @@ async fn an_agent_without_the_origin_follows_a_key_rotation_through_a_peer() {
     );
     v.stop();
 }
+
+/// A peer offers a running agent manifests it must not take: one signed by another
+/// vendor's keys, one with a flipped byte, the current one again, then a flood of junk.
+/// Nothing changes: no switch, no install, the version floor stays, and the flood
+/// closes the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_old_and_junk_manifest_offers_change_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let v = Vendor::start("bad-offers").await;
+    let one = v.source("v1/tool.bin", 1_000_000, 41);
+    v.release("1", std::slice::from_ref(&one));
+    let port = free_port();
+    let cfg = config(&v, "a", v.url.clone(), port);
+    let root = v.dir.join("a");
+    let (stop, stopped) = watch::channel(false);
+    let daemon = tokio::spawn(shoal_agent::daemon::run(cfg.clone(), stopped));
+    wait_for("release 1 delivered", 60, || installs(&root) == "1\n").await;
+    let floor = read(&root.join("state/floor-stable.toml"));
+
+    // Another vendor (other keys, same product name) signs a release 2.
+    let other = Vendor::start("bad-offers-other").await;
+    let two = other.source("v2/tool.bin", 1_000_000, 42);
+    other.release("2", std::slice::from_ref(&two));
+    let forged = read(&other.repo.join("channels/stable.json"));
+    let current = read(&v.repo.join("channels/stable.json"));
+    let mut flipped = forged.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 1;
+
+    let (release, pieces) = v.current_release();
+    let mut s = common::reader::join_and_stop_reading(port, release, pieces, 0x33).await;
+    let mut offers = Vec::new();
+    for m in [forged, flipped, current] {
+        shoal_protocol::wire::Message::ManifestOffer(m).encode(&mut offers);
+    }
+    s.write_all(&offers).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A flood of distinct junk offers.
+    let mut junk = Vec::new();
+    for i in 0..200u32 {
+        let body = format!("{{\"junk\":{i}}}").into_bytes();
+        shoal_protocol::wire::Message::ManifestOffer(body).encode(&mut junk);
+    }
+    let _ = s.write_all(&junk).await;
+    // The agent closes the flooding connection (reads end, or writes fail).
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the junk flood was not closed within 10 s");
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(installs(&root), "1\n", "an offered manifest was acted on");
+    assert_eq!(
+        read(&root.join("state/floor-stable.toml")),
+        floor,
+        "the version floor moved"
+    );
+    assert!(!root.join("releases/2").exists());
+    stop.send_replace(true);
+    daemon.await.unwrap().unwrap();
+    other.stop();
+    v.stop();
+}

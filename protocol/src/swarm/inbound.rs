@@ -158,6 +158,9 @@ impl Swarm {
                     .push_back(SwarmEvent::TrustOffered { peer, bytes });
             }
             Message::ManifestOffer(bytes) => {
+                // One per gossip session from an honest peer; a flood of them (each up
+                // to 1 MiB to verify) is paid from the allowance.
+                self.noise(peer, now)?;
                 self.events
                     .push_back(SwarmEvent::ManifestOffered { peer, bytes });
             }

@@ -132,8 +132,8 @@ struct Peer {
 /// Messages that carry nothing new a peer may send at most: [`NOISE_BURST`] at once,
 /// then one per [`NOISE_REFILL`]. Noise is a `KeepAlive`, a `Have` of a piece the peer
 /// announced before, a `Stats` sooner than 5 s after its last, a repeated `Choke` or
-/// `Unchoke`, a `Cancel` of nothing queued, a `Reject` of nothing outstanding and a
-/// `TrustOffer` (PROTOCOL.md §6.3).
+/// `Unchoke`, a `Cancel` of nothing queued, a `Reject` of nothing outstanding, a
+/// `TrustOffer` and a `ManifestOffer` (PROTOCOL.md §6.3).
 /// An honest peer sends a `KeepAlive` after 30 s of silence, a `Have` once per piece
 /// and a `Stats` every 10 s, so it never comes near; a peer that floods them (an
 /// independent check's 10–30 s bursts delayed downloads until the idle close) is closed
