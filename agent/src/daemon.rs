@@ -73,9 +73,6 @@ struct Daemon {
     hub: Arc<StatusHub>,
     /// The private swarm's keys, if the config names a key file.
     private: Option<SwarmKeys>,
-    /// The newest trust chain verified, from the origin or from peers (loaded from the
-    /// anchor and the kept successors when first needed).
-    chain: Option<TrustChain>,
 }
 
 /// Runs until `shutdown` turns true.
@@ -136,7 +133,6 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<()>
         cfg,
         seeding: None,
         delivered: Vec::new(),
-        chain: None,
         gossip_tx,
         private,
     };
@@ -170,7 +166,7 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> Result<()>
                     // A peer handed over a trust document: the next one of the chain
                     // (a key rotation), verified, is kept and used for what follows.
                     if let GossipEvent::Trust { bytes, .. } = &ev {
-                        d.learn_trust(bytes);
+                        d.learn_trust(bytes).await;
                     }
                     // A peer handed over a manifest: verify it and switch, origin or not.
                     if let GossipEvent::Manifest { peer, bytes } = ev {
@@ -273,9 +269,6 @@ impl Daemon {
             &self.cfg.channel,
         )
         .await;
-        if let Ok((chain, _)) = &loaded {
-            self.chain = Some(chain.clone());
-        }
         let wanted = loaded.and_then(|(chain, m)| Ok((self.wanted(&m)?, chain, m)));
         let (wanted, chain, manifest) = match wanted {
             Ok(w) => w,
@@ -299,33 +292,37 @@ impl Daemon {
         self.switch_to(release, shutdown).await
     }
 
+    /// The newest trust chain this agent verified: the anchor and the successors kept
+    /// under the state directory (from the origin or from peers).
+    async fn kept_chain(&self) -> Result<TrustChain> {
+        let (trust, state) = (self.cfg.trust.clone(), self.cfg.state_dir.clone());
+        tokio::task::spawn_blocking(move || {
+            let anchor = std::fs::read(&trust).map_err(|e| Error::io(trust.display(), e))?;
+            TrustChain::load(&anchor, Some(&state))
+        })
+        .await
+        .map_err(|e| Error::new(exit::IO, format!("loading the trust chain: {e}"), ""))?
+    }
+
     /// A peer handed over a trust document: adopted (and kept) if it is the signed
     /// successor of the newest trust we hold; anything else is ignored.
-    fn learn_trust(&mut self, bytes: &[u8]) {
-        if self.chain.is_none() {
-            let anchor = match std::fs::read(&self.cfg.trust) {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the trust anchor");
-                    return;
-                }
-            };
-            match TrustChain::load(&anchor, Some(&self.cfg.state_dir)) {
-                Ok(c) => self.chain = Some(c),
-                Err(e) => {
-                    tracing::warn!(error = %e.message, "cannot load the trust chain");
-                    return;
-                }
+    async fn learn_trust(&self, bytes: &[u8]) {
+        let mut chain = match self.kept_chain().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e.message, "cannot load the trust chain");
+                return;
             }
-        }
-        let Some(chain) = self.chain.as_mut() else {
-            return;
         };
-        match chain.extend(bytes, Some(&self.cfg.state_dir)) {
-            Ok(()) => tracing::info!(
-                version = chain.trust.version(),
-                "learned a newer trust document from a peer"
-            ),
+        match chain.extend(bytes) {
+            Ok(()) => {
+                tracing::info!(
+                    version = chain.trust.version(),
+                    "learned a newer trust document from a peer"
+                );
+                let state = self.cfg.state_dir.clone();
+                let _ = tokio::task::spawn_blocking(move || chain.save(&state)).await;
+            }
             Err(e) => tracing::debug!(error = %e, "ignored a trust document offered by a peer"),
         }
     }
@@ -395,10 +392,8 @@ impl Daemon {
         };
         // The newest trust we hold: the current release's, or one learned since (from
         // the origin, or a peer's `TrustOffer` after a key rotation).
-        let (trust, trust_chain) = match &self.chain {
-            Some(c) if c.trust.version() > current.trust.version() => {
-                (c.trust.clone(), c.successors.clone())
-            }
+        let (trust, trust_chain) = match self.kept_chain().await {
+            Ok(c) if c.trust.version() > current.trust.version() => (c.trust.clone(), c.offer()),
             _ => (current.trust.clone(), current.trust_chain.clone()),
         };
         let channel = Name::new(&self.cfg.channel)
@@ -434,6 +429,8 @@ impl Daemon {
                 }) if peer == offerer => {
                     indexes.push(&index, offset, &data);
                 }
+                // The chain may still be arriving from another peer.
+                Some(GossipEvent::Trust { bytes, .. }) => self.learn_trust(&bytes).await,
                 Some(_) => {}
                 None => return Err(Error::new(exit::UNAVAILABLE, "gossip channel closed", "")),
             }

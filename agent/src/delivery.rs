@@ -130,7 +130,10 @@ pub async fn deliver(cfg: &Config, release: &Arc<Release>, store: &Store) -> Res
     write_pieces(cfg, &label, release)?;
     let content = release.manifest.body().content_id().to_hex();
     write_record(cfg, &label, &content, INSTALL_STARTED)?;
-    sync_record(cfg, &label);
+    {
+        let (cfg, label) = (cfg.clone(), label.clone());
+        let _ = tokio::task::spawn_blocking(move || sync_record(&cfg, &label)).await;
+    }
     let install = install(cfg, &dest, &label).await;
     write_record(cfg, &label, &content, &install)?;
     finish(cfg, release).await?;

@@ -38,9 +38,9 @@ pub struct Release {
     pub pieces: Vec<PieceSpec>,
     /// Where each piece lies.
     pub locations: Vec<PieceLocation>,
-    /// The exact bytes of every trust document after the anchor that `trust` was
-    /// reached through, oldest first (handed to peers before a manifest, so they can
-    /// follow the vendor's key rotations without the origin).
+    /// The exact bytes of the trust documents `trust` was reached through, the anchor
+    /// first (handed to peers before a manifest, so they can follow the vendor's key
+    /// rotations without the origin).
     pub trust_chain: Vec<Vec<u8>>,
 }
 
@@ -111,9 +111,10 @@ pub fn anchor_product(trust: &Path) -> Result<String> {
     Ok(trust.body().product.to_string())
 }
 
-/// Walks the trust chain from `anchor` on the origin and fetches and verifies the
-/// channel's current manifest: the cheap part of a poll (a few KiB), enough to decide
-/// whether anything changed before any index is fetched.
+/// Walks the trust chain from `anchor` (and the successors kept under `state`, which
+/// are updated) on the origin and fetches and verifies the channel's current manifest:
+/// the cheap part of a poll (a few KiB), enough to decide whether anything changed
+/// before any index is fetched.
 pub async fn load_manifest(
     origin: &OriginClient,
     anchor: &[u8],
@@ -121,14 +122,42 @@ pub async fn load_manifest(
     channel: &Name,
     now: u64,
 ) -> Result<(TrustChain, VerifiedManifest)> {
-    let mut chain = TrustChain::load(anchor, state)?;
+    let kept = {
+        let (anchor, state) = (anchor.to_vec(), state.map(Path::to_path_buf));
+        tokio::task::spawn_blocking(move || TrustChain::load(&anchor, state.as_deref()))
+            .await
+            .map_err(|e| Error::new(exit::IO, format!("loading the trust chain: {e}"), ""))??
+    };
+    let had_kept = !kept.successors.is_empty();
+    let loaded = match walk(origin, kept, channel, now).await {
+        // The kept chain and the origin's disagree (a version the vendor issued again):
+        // the origin's, walked from the anchor, is the vendor's word.
+        Err(e) if had_kept && e.code == exit::UNTRUSTED => {
+            let fresh = TrustChain::load(anchor, None)?;
+            walk(origin, fresh, channel, now).await.map_err(|_| e)?
+        }
+        other => other?,
+    };
+    if let Some(state) = state {
+        let (chain, state) = (loaded.0.clone(), state.to_path_buf());
+        let _ = tokio::task::spawn_blocking(move || chain.save(&state)).await;
+    }
+    Ok(loaded)
+}
+
+/// Extends `chain` by the origin's next trust documents, then fetches and verifies the
+/// channel's manifest under it.
+async fn walk(
+    origin: &OriginClient,
+    mut chain: TrustChain,
+    channel: &Name,
+    now: u64,
+) -> Result<(TrustChain, VerifiedManifest)> {
     loop {
         let rel = layout::trust(chain.trust.version() + 1);
         match origin.get(&rel, MAX_TRUST_LEN).await? {
             None => break,
-            Some(bytes) => chain
-                .extend(&bytes, state)
-                .map_err(|e| untrusted(&rel, e))?,
+            Some(bytes) => chain.extend(&bytes).map_err(|e| untrusted(&rel, e))?,
         }
     }
     let trust = &chain.trust;
@@ -228,8 +257,9 @@ pub async fn load_indexes(
             })?;
         index_bytes.push(bytes);
     }
+    let offer = chain.offer();
     let mut release = from_parts(chain.trust, manifest, index_bytes)?;
-    release.trust_chain = chain.successors;
+    release.trust_chain = offer;
     Ok(release)
 }
 

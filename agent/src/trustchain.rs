@@ -5,11 +5,18 @@
 //! peers, starts from the newest trust it verified: a vendor that rotated a stolen
 //! release key reaches agents that cannot reach the origin.
 //!
-//! Nothing kept here is trusted for being on disk: every start verifies each document
+//! Nothing kept here is trusted for being on disk: every load verifies each document
 //! again as the successor of the one before (signed by a threshold of that one's root
-//! keys), from the anchor on, and stops at the first that does not verify.
+//! keys), from the anchor on, and stops at the first that does not verify. The origin
+//! is the vendor's word: when the kept chain and the origin's disagree (a vendor that
+//! re-issued a version), `release::load_manifest` walks the origin's from the anchor
+//! and replaces the kept files.
+//!
+//! [`TrustChain::load`] and [`TrustChain::save`] touch the disk: async callers run them
+//! on blocking threads.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use shoal_protocol::{DocumentError, VerifiedTrust};
 
@@ -18,10 +25,15 @@ use crate::error::{Error, Result, exit};
 /// Successors kept at most (a vendor rotates keys a few times in a product's life).
 pub const MAX_SUCCESSORS: usize = 64;
 
-/// A verified chain: the newest trust and the exact bytes of every successor of the
-/// anchor, in order (what a peer needs to follow the same rotations).
+/// Numbers temporary files, so writers never share one.
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A verified chain: the anchor's bytes, the newest trust, and the exact bytes of every
+/// successor of the anchor, in order (what a peer needs to follow the same rotations).
 #[derive(Debug, Clone)]
 pub struct TrustChain {
+    /// The anchor document's bytes.
+    pub anchor: Vec<u8>,
     /// The newest verified trust.
     pub trust: VerifiedTrust,
     /// Each successor document after the anchor, oldest first.
@@ -33,8 +45,8 @@ fn dir(state: &Path) -> PathBuf {
 }
 
 impl TrustChain {
-    /// The anchor (`anchor`'s bytes) and the successors kept under `state`, each
-    /// verified again in version order.
+    /// The anchor (`anchor`'s bytes) and, with `state`, the successors kept there, each
+    /// verified again in version order. Blocks on the disk.
     pub fn load(anchor: &[u8], state: Option<&Path>) -> Result<TrustChain> {
         let trust = VerifiedTrust::anchor(anchor).map_err(|e| {
             Error::new(
@@ -44,18 +56,19 @@ impl TrustChain {
             )
         })?;
         let mut chain = TrustChain {
+            anchor: anchor.to_vec(),
             trust,
             successors: Vec::new(),
         };
         let Some(state) = state else {
             return Ok(chain);
         };
-        while chain.successors.len() < MAX_SUCCESSORS {
+        loop {
             let path = dir(state).join(format!("{}.json", chain.trust.version() + 1));
             let Ok(bytes) = std::fs::read(&path) else {
                 break;
             };
-            if let Err(e) = chain.push(bytes) {
+            if let Err(e) = chain.extend(&bytes) {
                 tracing::warn!(file = %path.display(), error = %e, "a kept trust document does not verify; ignoring it and what follows");
                 break;
             }
@@ -64,35 +77,49 @@ impl TrustChain {
     }
 
     /// Adopts `bytes` if it is the signed successor of the newest trust (the next
-    /// version, signed by a threshold of the newest one's root keys), and keeps it under
-    /// `state`. An error says why not: an older document, one further on (the ones
-    /// between come first), a bad signature, a malformed document, or a full chain.
-    pub fn extend(
-        &mut self,
-        bytes: &[u8],
-        state: Option<&Path>,
-    ) -> std::result::Result<(), DocumentError> {
+    /// version, signed by a threshold of the newest one's root keys). An error says why
+    /// not: an older document, one further on (the ones between come first), a bad
+    /// signature, a malformed document, or a full chain. Nothing is written: see
+    /// [`TrustChain::save`].
+    pub fn extend(&mut self, bytes: &[u8]) -> std::result::Result<(), DocumentError> {
         if self.successors.len() >= MAX_SUCCESSORS {
             return Err(DocumentError::Malformed {
                 kind: shoal_protocol::envelope::DocumentKind::Trust,
                 reason: format!("more than {MAX_SUCCESSORS} trust documents"),
             });
         }
-        let next = self.trust.version() + 1;
-        self.push(bytes.to_vec())?;
-        if let Some(state) = state {
-            let path = dir(state).join(format!("{next}.json"));
-            if let Err(e) = write_atomic(&path, bytes) {
-                tracing::warn!(file = %path.display(), error = %e, "could not keep a trust document; it is fetched or learned again after a restart");
-            }
-        }
+        self.trust = self.trust.successor(bytes)?;
+        self.successors.push(bytes.to_vec());
         Ok(())
     }
 
-    fn push(&mut self, bytes: Vec<u8>) -> std::result::Result<(), DocumentError> {
-        self.trust = self.trust.successor(&bytes)?;
-        self.successors.push(bytes);
-        Ok(())
+    /// What to hand a peer on an older release: the anchor and every successor, oldest
+    /// first (the peer takes only the next version of its own chain).
+    pub fn offer(&self) -> Vec<Vec<u8>> {
+        std::iter::once(self.anchor.clone())
+            .chain(self.successors.iter().cloned())
+            .collect()
+    }
+
+    /// Keeps the successors under `state` (replacing kept files that differ, removing
+    /// kept versions beyond the chain). A failure is logged: the documents are fetched
+    /// or learned again later. Blocks on the disk.
+    pub fn save(&self, state: &Path) {
+        let first = self.trust.version() + 1 - self.successors.len() as u64;
+        for (i, bytes) in self.successors.iter().enumerate() {
+            let path = dir(state).join(format!("{}.json", first + i as u64));
+            if std::fs::read(&path).is_ok_and(|kept| kept == *bytes) {
+                continue;
+            }
+            if let Err(e) = write_atomic(&path, bytes) {
+                tracing::warn!(file = %path.display(), error = %e, "could not keep a trust document; it is fetched or learned again later");
+            }
+        }
+        // Versions past the newest belonged to a chain the origin replaced.
+        let mut v = self.trust.version() + 1;
+        while std::fs::remove_file(dir(state).join(format!("{v}.json"))).is_ok() {
+            v += 1;
+        }
     }
 }
 
@@ -100,8 +127,11 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d)?;
     }
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
+    tmp.push(format!(".{}-{n}.tmp", std::process::id()));
     std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }

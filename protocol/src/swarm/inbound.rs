@@ -152,8 +152,16 @@ impl Swarm {
             }
             Message::KeepAlive => return self.noise(peer, now),
             Message::TrustOffer(bytes) => {
-                // A chain is a few documents; more is a flood, paid from the allowance.
-                self.noise(peer, now)?;
+                // A chain is a few documents; more than an agent keeps is a flood.
+                let offers = self.peers.get_mut(&peer).map_or(0, |p| {
+                    p.trust_offers = p.trust_offers.saturating_add(1);
+                    p.trust_offers
+                });
+                if offers > MAX_TRUST_OFFERS {
+                    return Err(PeerError::Protocol(
+                        "sends more trust documents than a chain holds",
+                    ));
+                }
                 self.events
                     .push_back(SwarmEvent::TrustOffered { peer, bytes });
             }

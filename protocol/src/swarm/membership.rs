@@ -82,6 +82,7 @@ impl Swarm {
                 unasked: 0,
                 noise: Noise::new(now),
                 last_stats: None,
+                trust_offers: 0,
                 refusals: 0,
                 gave_at: None,
                 last_recv: now,

@@ -125,6 +125,8 @@ struct Peer {
     noise: Noise,
     /// When its last `Stats` arrived.
     last_stats: Option<Duration>,
+    /// `TrustOffer`s it sent (at most [`MAX_TRUST_OFFERS`]).
+    trust_offers: u16,
     last_recv: Duration,
     last_sent: Duration,
 }
@@ -132,8 +134,8 @@ struct Peer {
 /// Messages that carry nothing new a peer may send at most: [`NOISE_BURST`] at once,
 /// then one per [`NOISE_REFILL`]. Noise is a `KeepAlive`, a `Have` of a piece the peer
 /// announced before, a `Stats` sooner than 5 s after its last, a repeated `Choke` or
-/// `Unchoke`, a `Cancel` of nothing queued, a `Reject` of nothing outstanding, a
-/// `TrustOffer` and a `ManifestOffer` (PROTOCOL.md §6.3).
+/// `Unchoke`, a `Cancel` of nothing queued or being sent, a `Reject` of nothing
+/// outstanding or withdrawn, and a `ManifestOffer` (PROTOCOL.md §6.3).
 /// An honest peer sends a `KeepAlive` after 30 s of silence, a `Have` once per piece
 /// and a `Stats` every 10 s, so it never comes near; a peer that floods them (an
 /// independent check's 10–30 s bursts delayed downloads until the idle close) is closed
@@ -142,6 +144,10 @@ pub const NOISE_BURST: u32 = 32;
 
 /// See [`NOISE_BURST`].
 pub const NOISE_REFILL: Duration = Duration::from_secs(1);
+
+/// `TrustOffer`s a peer may send over a connection: a trust chain, at most as long as
+/// an agent keeps (`shoal-agent`: 64 documents), and its anchor.
+pub const MAX_TRUST_OFFERS: u16 = 65;
 
 /// A `Stats` sooner than this after the peer's last is noise (they are due every 10 s).
 pub const STATS_NOISE: Duration = Duration::from_secs(5);
@@ -413,8 +419,12 @@ impl Swarm {
         let nothing = match &msg {
             Message::Choke => p.choked_us && p.outstanding.is_empty(),
             Message::Unchoke { max_requests } => !p.choked_us && p.window == *max_requests,
-            Message::Cancel(block) => !p.queued.contains(block),
-            Message::Reject { block, .. } => !p.outstanding.contains(block),
+            // Blocks handed to the agent for sending may cross a `Cancel`.
+            Message::Cancel(block) => !p.queued.contains(block) && p.uploads == 0,
+            // A `Reject` may cross our withdrawal of the request.
+            Message::Reject { block, .. } => {
+                !p.outstanding.contains(block) && !p.voided.contains(block)
+            }
             _ => false,
         };
         let handled = if nothing {

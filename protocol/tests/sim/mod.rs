@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use shoal_protocol::Digest;
 use shoal_protocol::swarm::{
-    PieceSpec, Rng, Swarm, SwarmEvent, fetcher_score, link_score, peer_id,
+    PeerError, PieceSpec, Rng, Swarm, SwarmEvent, fetcher_score, link_score, peer_id,
 };
 use shoal_protocol::wire::{Message, PeerId, PieceNumber};
 
@@ -519,12 +519,21 @@ impl<'a> Sim<'a> {
                 let sent = self.nodes[i].up_free;
                 self.push(sent, Ev::UploadDone { node: i, peer });
             }
-            SwarmEvent::Disconnect { peer, ban, .. } => {
+            SwarmEvent::Disconnect { peer, ban, reason } => {
                 if let Some(j) = self.index_of(peer) {
                     if ban && self.nodes[j].spec.lying {
                         self.bans_of_liars += 1;
                     } else if ban {
                         return Err(format!("node {i} banned honest node {j}"));
+                    }
+                    // The protocol rules (noise, unasked blocks, ...) must never close
+                    // an honest peer's connection.
+                    let s = &self.nodes[j].spec;
+                    let hostile = s.lying || s.stingy || s.flapping;
+                    if matches!(reason, PeerError::Protocol(_)) && !hostile {
+                        return Err(format!(
+                            "node {i} closed honest node {j} for a protocol error: {reason}"
+                        ));
                     }
                     let me = self.nodes[i].id;
                     self.nodes[i].links.remove(&j);

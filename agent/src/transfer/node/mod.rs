@@ -115,6 +115,8 @@ struct Node {
     offers: Vec<(Digest, PeerId, Instant)>,
     /// Trust documents passed up lately (digest, when).
     trust_seen: Vec<(Digest, Instant)>,
+    /// The origin fetch under way for each piece (stopped when the core gives up on it).
+    origin_tasks: HashMap<u32, tokio::task::AbortHandle>,
     /// The addresses of peers whose connections ended, newest last (at most
     /// [`DEPARTED`]): a piece checked after its sender left can still ban the address.
     departed: std::collections::VecDeque<(PeerId, Vec<std::net::IpAddr>)>,
@@ -143,6 +145,7 @@ pub(super) async fn run(
         fatal: false,
         offers: Vec::new(),
         trust_seen: Vec::new(),
+        origin_tasks: HashMap::new(),
         departed: std::collections::VecDeque::new(),
     };
     n.run(&mut inputs, &mut shutdown).await;
@@ -329,6 +332,7 @@ impl Node {
                 if corrupt {
                     self.origin_corrupt(piece);
                 }
+                self.origin_gave_up(piece);
             }
             SwarmEvent::IndexRequested {
                 peer,
@@ -479,16 +483,18 @@ impl Node {
             }
             NodeInput::Message { conn, msg, budget } => {
                 if let Some(peer) = self.conns.get(&conn) {
-                    if matches!(msg, shoal_protocol::wire::Message::Piece { .. }) {
-                        // Bytes arriving: the transfer is not stalled (see
-                        // `Transfer::origin_trouble`).
+                    let block = matches!(msg, shoal_protocol::wire::Message::Piece { .. });
+                    let wasted = self.p.swarm.counters().wasted;
+                    self.p.swarm.handle_message(*peer, msg, now);
+                    if block && self.p.swarm.counters().wasted == wasted {
+                        // A block we asked for arrived: the transfer is not stalled (see
+                        // `Transfer::origin_trouble`); blocks nobody asked for do not count.
                         self.p
                             .origin_health
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
                             .last_activity = Some(Instant::now());
                     }
-                    self.p.swarm.handle_message(*peer, msg, now);
                 }
                 drop(budget);
             }
@@ -512,6 +518,7 @@ impl Node {
                 tracing::debug!(?peer, present, members, "LAN member");
             }
             NodeInput::Origin { piece, data } => {
+                self.origin_tasks.remove(&piece.0);
                 self.p.swarm.handle_origin_piece(piece, data, now);
             }
         }

@@ -2,7 +2,7 @@
 //! its own task; the outcome goes back to the node as an input, and a failure is kept
 //! for the status and `Transfer::origin_trouble`.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use shoal_protocol::wire::PieceNumber;
@@ -23,21 +23,17 @@ impl Node {
         let (offset, len) = (loc.offset, u64::from(spec.length));
         tracing::debug!(piece = piece.0, len, "origin fetch started");
         self.p.report.on_origin_fetch();
-        lock(&health).in_flight += 1;
-        self.tasks.spawn(async move {
+        let counted = InFlight::new(health.clone());
+        let task = self.tasks.spawn(async move {
             let data = match origin.range(&path, offset, len).await {
+                // Activity once it verifies (bytes that do not are trouble).
                 Ok(d) => {
                     tracing::debug!(piece = piece.0, "origin fetch done");
-                    // Activity once it verifies (bytes that do not are trouble).
-                    let mut h = lock(&health);
-                    h.in_flight = h.in_flight.saturating_sub(1);
                     Some(d)
                 }
                 Err(e) => {
                     tracing::warn!(piece = piece.0, error = %e.message, note = %e.note, "origin fetch failed");
-                    let mut h = lock(&health);
-                    h.in_flight = h.in_flight.saturating_sub(1);
-                    h.trouble = Some(OriginTrouble {
+                    lock(&health).trouble = Some(OriginTrouble {
                         at: Instant::now(),
                         message: e.message,
                         note: e.note,
@@ -45,8 +41,39 @@ impl Node {
                     None
                 }
             };
+            drop(counted);
             let _ = tx.send(NodeInput::Origin { piece, data }).await;
         });
+        if let Some(old) = self.origin_tasks.insert(piece.0, task) {
+            old.abort();
+        }
+    }
+
+    /// The core gave up on the origin fetch of `piece` (it failed, or took longer than
+    /// the origin timeout): a fetch still running is stopped, and its time-out is
+    /// trouble like any failure.
+    pub(super) fn origin_gave_up(&mut self, piece: PieceNumber) {
+        if let Some(task) = self.origin_tasks.remove(&piece.0)
+            && !task.is_finished()
+        {
+            task.abort();
+            let path = self
+                .p
+                .release
+                .locations
+                .get(piece.0 as usize)
+                .map(|loc| {
+                    shoal_protocol::layout::artifact(&self.p.release.artifacts()[loc.artifact])
+                })
+                .unwrap_or_default();
+            lock(&self.p.origin_health).trouble = Some(OriginTrouble {
+                at: Instant::now(),
+                message: format!("{path}: the origin did not send piece {} in time", piece.0),
+                note: "the origin (or the path to it) is too slow or hangs: check it; the \
+                       LAN can still provide the piece"
+                    .into(),
+            });
+        }
     }
 
     /// The origin's bytes for `piece` did not match the signed index: that is trouble
@@ -67,6 +94,24 @@ impl Node {
                    short, or a proxy in between changed it): tell the vendor"
                 .into(),
         });
+    }
+}
+
+/// One origin fetch counted as under way, for as long as it lives (also when its task
+/// is aborted or panics).
+struct InFlight(Arc<Mutex<OriginHealth>>);
+
+impl InFlight {
+    fn new(health: Arc<Mutex<OriginHealth>>) -> InFlight {
+        lock(&health).in_flight += 1;
+        InFlight(health)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut h = lock(&self.0);
+        h.in_flight = h.in_flight.saturating_sub(1);
     }
 }
 
