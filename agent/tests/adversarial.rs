@@ -309,3 +309,43 @@ async fn an_expired_misnamed_or_ca_origin_certificate_names_the_cause() {
     }
     v.stop();
 }
+
+/// An origin that answers 500, or closes every connection without a word: a clear
+/// error naming the cause and the URL, after a few quick retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_that_fails_or_hangs_up_is_a_clear_error() {
+    let v = Vendor::start("failing-origin").await;
+    let cases: [(&str, fn(&str) -> Vec<u8>, &str); 2] = [
+        (
+            "500",
+            |_| {
+                b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_vec()
+            },
+            "HTTP 500",
+        ),
+        ("hang-up", |_| Vec::new(), "GET http://"),
+    ];
+    for (name, respond, cause) in cases {
+        let (url, _) = hostile_origin(respond).await;
+        let mut o = v.agent(name, vec![]);
+        o.origin = url;
+        o.danger_allow_http = true;
+        let began = std::time::Instant::now();
+        let e = fetch_alone(o).await.unwrap_err();
+        let text = e.to_string();
+        eprintln!("{name}: {text}");
+        assert_eq!(e.code, exit::UNAVAILABLE, "{name}: {text}");
+        assert!(
+            text.contains(cause),
+            "{name}: the cause is not named: {text}"
+        );
+        assert!(text.contains("channels/stable.json"), "{name}: {text}");
+        assert!(text.contains("note:"), "{name}: no advice: {text}");
+        assert!(
+            began.elapsed() < Duration::from_secs(20),
+            "{name}: {:?}",
+            began.elapsed()
+        );
+    }
+    v.stop();
+}
