@@ -315,7 +315,8 @@ async fn an_expired_misnamed_or_ca_origin_certificate_names_the_cause() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_origin_that_fails_or_hangs_up_is_a_clear_error() {
     let v = Vendor::start("failing-origin").await;
-    let cases: [(&str, fn(&str) -> Vec<u8>, &str); 2] = [
+    type Respond = fn(&str) -> Vec<u8>;
+    let cases: [(&str, Respond, &str); 2] = [
         (
             "500",
             |_| {
