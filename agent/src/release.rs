@@ -128,19 +128,36 @@ pub async fn load_manifest(
             .await
             .map_err(|e| Error::new(exit::IO, format!("loading the trust chain: {e}"), ""))??
     };
-    let had_kept = !kept.successors.is_empty();
-    let loaded = match walk(origin, kept, channel, now).await {
-        // The kept chain and the origin's disagree (a version the vendor issued again):
-        // the origin's, walked from the anchor, is the vendor's word.
-        Err(e) if had_kept && e.code == exit::UNTRUSTED => {
+    let kept_chain = kept.clone();
+    let (loaded, replaced) = match walk(origin, kept, channel, now).await {
+        // The kept chain and the origin's disagree: the origin's, walked from the
+        // anchor, replaces it only if it reaches at least the kept version and differs
+        // from it there (a version the vendor issued again). An origin that serves an
+        // older chain (a lagging CDN, or a hostile origin hiding a key rotation) must
+        // not roll the agent back to keys the vendor retired.
+        Err(e) if !kept_chain.successors.is_empty() && e.code == exit::UNTRUSTED => {
             let fresh = TrustChain::load(anchor, None)?;
-            walk(origin, fresh, channel, now).await.map_err(|_| e)?
+            match walk(origin, fresh, channel, now).await {
+                Ok(l) if kept_chain.is_replaced_by(&l.0) => (l, true),
+                _ => return Err(e),
+            }
         }
-        other => other?,
+        other => (other?, false),
     };
     if let Some(state) = state {
         let (chain, state) = (loaded.0.clone(), state.to_path_buf());
-        let _ = tokio::task::spawn_blocking(move || chain.save(&state)).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            if replaced {
+                tracing::warn!(
+                    version = chain.trust.version(),
+                    "the origin's trust chain differs from the kept one; keeping the origin's"
+                );
+                chain.replace(&state);
+            } else {
+                chain.save(&state);
+            }
+        })
+        .await;
     }
     Ok(loaded)
 }

@@ -7,13 +7,15 @@
 //!
 //! Nothing kept here is trusted for being on disk: every load verifies each document
 //! again as the successor of the one before (signed by a threshold of that one's root
-//! keys), from the anchor on, and stops at the first that does not verify. The origin
-//! is the vendor's word: when the kept chain and the origin's disagree (a vendor that
-//! re-issued a version), `release::load_manifest` walks the origin's from the anchor
-//! and replaces the kept files.
+//! keys), from the anchor on, and stops at the first that does not verify. When the
+//! kept chain and the origin's disagree, `release::load_manifest` walks the origin's
+//! from the anchor and keeps it instead only if it reaches at least the kept version
+//! and differs there (a version the vendor issued again): an origin serving an older
+//! chain (a lagging CDN, or one hiding a key rotation) cannot roll the agent back to
+//! retired keys.
 //!
-//! [`TrustChain::load`] and [`TrustChain::save`] touch the disk: async callers run them
-//! on blocking threads.
+//! [`TrustChain::load`], [`TrustChain::save`] and [`TrustChain::replace`] touch the
+//! disk: async callers run them on blocking threads.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,7 +65,7 @@ impl TrustChain {
         let Some(state) = state else {
             return Ok(chain);
         };
-        loop {
+        while chain.successors.len() < MAX_SUCCESSORS {
             let path = dir(state).join(format!("{}.json", chain.trust.version() + 1));
             let Ok(bytes) = std::fs::read(&path) else {
                 break;
@@ -101,24 +103,43 @@ impl TrustChain {
             .collect()
     }
 
-    /// Keeps the successors under `state` (replacing kept files that differ, removing
-    /// kept versions beyond the chain). A failure is logged: the documents are fetched
-    /// or learned again later. Blocks on the disk.
+    /// Whether `other` (the origin's chain, walked from the same anchor) should replace
+    /// this kept one: it reaches at least this version, and differs from it at or below
+    /// it (the vendor issued a version again). An older or equal chain never does.
+    pub fn is_replaced_by(&self, other: &TrustChain) -> bool {
+        other.trust.version() >= self.trust.version()
+            && other.successors.get(..self.successors.len()) != Some(&self.successors[..])
+    }
+
+    /// Keeps the successors under `state` that are not kept yet; kept files are never
+    /// overwritten or removed here (another process may have learned more). A failure
+    /// is logged: the documents are fetched or learned again later. Blocks on the disk.
     pub fn save(&self, state: &Path) {
+        self.write(state, false);
+    }
+
+    /// Keeps this chain under `state` in place of the kept one: differing files are
+    /// overwritten, and kept versions past its newest removed (they followed a version
+    /// the vendor issued again). Blocks on the disk.
+    pub fn replace(&self, state: &Path) {
+        self.write(state, true);
+        let mut v = self.trust.version() + 1;
+        while std::fs::remove_file(dir(state).join(format!("{v}.json"))).is_ok() {
+            v += 1;
+        }
+    }
+
+    fn write(&self, state: &Path, overwrite: bool) {
         let first = self.trust.version() + 1 - self.successors.len() as u64;
         for (i, bytes) in self.successors.iter().enumerate() {
             let path = dir(state).join(format!("{}.json", first + i as u64));
-            if std::fs::read(&path).is_ok_and(|kept| kept == *bytes) {
-                continue;
+            match std::fs::read(&path) {
+                Ok(kept) if kept == *bytes || !overwrite => continue,
+                _ => {}
             }
             if let Err(e) = write_atomic(&path, bytes) {
                 tracing::warn!(file = %path.display(), error = %e, "could not keep a trust document; it is fetched or learned again later");
             }
-        }
-        // Versions past the newest belonged to a chain the origin replaced.
-        let mut v = self.trust.version() + 1;
-        while std::fs::remove_file(dir(state).join(format!("{v}.json"))).is_ok() {
-            v += 1;
         }
     }
 }

@@ -188,3 +188,64 @@ async fn forged_old_and_junk_manifest_offers_change_nothing() {
     other.stop();
     v.stop();
 }
+
+/// An agent that followed a key rotation (it keeps trust 2) meets an origin that
+/// serves the chain and manifest from before it (a lagging CDN, or an attacker with the
+/// retired release key): it refuses, keeps trust 2, and installs nothing signed with
+/// the retired key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_serving_the_chain_from_before_a_rotation_is_refused() {
+    let v = Vendor::start("trust-rollback").await;
+    let one = v.source("v1/tool.bin", 1_000_000, 51);
+    v.release("1", std::slice::from_ref(&one));
+    let before = v.dir.join("repo-before-rotation");
+    copy_dir(&v.repo, &before);
+    rotate(&RotateOptions {
+        keys: v.keys.clone(),
+        role: KeyRole::Release,
+        count: 1,
+        threshold: 1,
+        expires_in: 86400,
+        manifest_expires_in: 86400,
+        repo: Some(v.repo.clone()),
+        now: now(),
+    })
+    .unwrap();
+    let two = v.source("v2/tool.bin", 1_000_000, 52);
+    v.release("2", std::slice::from_ref(&two));
+
+    let state = v.dir.join("pc/state");
+    let mut o = v.agent("pc", vec![]);
+    o.state = state.clone();
+    let report = common::fetch_alone(o.clone()).await.unwrap();
+    assert_eq!(read(&report.files[0]), read(&two));
+    assert!(state.join("trust/2.json").exists());
+
+    // The origin now serves what it served before the rotation.
+    let after = v.dir.join("repo-after-rotation");
+    std::fs::rename(&v.repo, &after).unwrap();
+    std::fs::rename(&before, &v.repo).unwrap();
+    o.out = v.dir.join("pc/out-again");
+    let e = common::fetch_alone(o).await.unwrap_err();
+    eprintln!("{e}");
+    assert_eq!(e.code, shoal_agent::error::exit::UNTRUSTED, "{e}");
+    assert!(
+        state.join("trust/2.json").exists(),
+        "the kept trust was dropped"
+    );
+    assert!(!v.dir.join("pc/out-again/tool.bin").exists());
+    v.stop();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}

@@ -23,8 +23,8 @@ const GOSSIP_IDLE: Duration = Duration::from_secs(30);
 pub struct GossipOffer {
     /// Older releases of the channel we delivered: id and piece count.
     pub older: Vec<(shoal_protocol::Digest, u32)>,
-    /// The trust documents after the anchor that the manifest was verified through,
-    /// oldest first (sent before it to peers that announce TRUST_GOSSIP).
+    /// The trust documents the manifest was verified through, the anchor first (sent
+    /// before it to peers that announce TRUST_GOSSIP).
     pub trust: Vec<Vec<u8>>,
     /// The current manifest's exact bytes.
     pub manifest: Vec<u8>,

@@ -127,6 +127,8 @@ pub enum NodeInput {
         piece: PieceNumber,
         /// The bytes, or `None` on failure.
         data: Option<Vec<u8>>,
+        /// Which fetch of the piece (a late one must not stand for its successor).
+        serial: u64,
     },
 }
 

@@ -118,6 +118,12 @@ impl Swarm {
                     let before = p.outstanding.len();
                     p.outstanding.retain(|b| *b != block);
                     let ours = before != p.outstanding.len();
+                    if !ours {
+                        // A refusal crossing our withdrawal: quiet once, not forever.
+                        if let Some(i) = p.voided.iter().position(|b| *b == block) {
+                            p.voided.remove(i);
+                        }
+                    }
                     // Only refusals of what we still wait for, while it unchokes us (a
                     // request that crossed its `Choke` is no refusal). The piece is
                     // abandoned, so the other requests for it are refused too: they
@@ -325,6 +331,7 @@ impl Swarm {
         }
         a.buf[offset as usize..end].copy_from_slice(&data);
         a.received[b] = true;
+        self.blocks_accepted += 1;
         a.last_progress = now;
         if !a.complete() {
             return Ok(());

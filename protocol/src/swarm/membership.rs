@@ -83,6 +83,7 @@ impl Swarm {
                 noise: Noise::new(now),
                 last_stats: None,
                 trust_offers: 0,
+                free_cancels: 0,
                 refusals: 0,
                 gave_at: None,
                 last_recv: now,

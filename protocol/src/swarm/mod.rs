@@ -127,6 +127,9 @@ struct Peer {
     last_stats: Option<Duration>,
     /// `TrustOffer`s it sent (at most [`MAX_TRUST_OFFERS`]).
     trust_offers: u16,
+    /// `Cancel`s of nothing queued it may send without spending its noise allowance:
+    /// one per block handed to the agent for sending (it may cross the `Cancel`).
+    free_cancels: u16,
     last_recv: Duration,
     last_sent: Duration,
 }
@@ -272,6 +275,8 @@ pub struct Swarm {
     events: VecDeque<SwarmEvent>,
     counters: Counters,
     complete_sent: bool,
+    /// Blocks taken into a piece we asked for (see [`Swarm::blocks_accepted`]).
+    blocks_accepted: u64,
     /// The latest time passed in: deadlines at or before it are not reported again.
     now: Duration,
     /// When the last peer joined (ends the origin grace early, see `origin_settle`).
@@ -342,6 +347,7 @@ impl Swarm {
             events: VecDeque::new(),
             counters: Counters::default(),
             complete_sent: false,
+            blocks_accepted: 0,
             now,
             last_join: None,
             lan_progress: now,
@@ -362,6 +368,13 @@ impl Swarm {
     /// The byte counters.
     pub fn counters(&self) -> Counters {
         self.counters
+    }
+
+    /// Blocks from peers taken into a piece we asked for, so far: a transfer that
+    /// watches it grow knows peers are still delivering (a block nobody asked for, or
+    /// one refused, does not count).
+    pub fn blocks_accepted(&self) -> u64 {
+        self.blocks_accepted
     }
 
     /// The release's origin fetchers as this agent sees them (us included if we are
@@ -419,8 +432,17 @@ impl Swarm {
         let nothing = match &msg {
             Message::Choke => p.choked_us && p.outstanding.is_empty(),
             Message::Unchoke { max_requests } => !p.choked_us && p.window == *max_requests,
-            // Blocks handed to the agent for sending may cross a `Cancel`.
-            Message::Cancel(block) => !p.queued.contains(block) && p.uploads == 0,
+            // Blocks handed to the agent for sending may cross a `Cancel`: one free
+            // `Cancel` each.
+            Message::Cancel(block) if !p.queued.contains(block) => {
+                if p.free_cancels > 0 {
+                    p.free_cancels -= 1;
+                    false
+                } else {
+                    true
+                }
+            }
+            Message::Cancel(_) => false,
             // A `Reject` may cross our withdrawal of the request.
             Message::Reject { block, .. } => {
                 !p.outstanding.contains(block) && !p.voided.contains(block)

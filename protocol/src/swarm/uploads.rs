@@ -25,6 +25,7 @@ impl Swarm {
             let split = order.partition_point(|id| *id <= last);
             order.rotate_left(split);
         }
+        let window = self.cfg.grant_window;
         loop {
             let mut served = false;
             for id in &order {
@@ -38,6 +39,9 @@ impl Swarm {
                     continue;
                 };
                 pe.uploads += 1;
+                // The requester may cancel it while it is being sent: one quiet `Cancel`
+                // (at most a window's worth saved up).
+                pe.free_cancels = (pe.free_cancels + 1).min(window);
                 served = true;
                 self.upload_turn = Some(*id);
                 self.counters.uploaded += u64::from(block.length);

@@ -115,8 +115,11 @@ struct Node {
     offers: Vec<(Digest, PeerId, Instant)>,
     /// Trust documents passed up lately (digest, when).
     trust_seen: Vec<(Digest, Instant)>,
-    /// The origin fetch under way for each piece (stopped when the core gives up on it).
-    origin_tasks: HashMap<u32, tokio::task::AbortHandle>,
+    /// The origin fetch under way for each piece, by serial (stopped when the core
+    /// gives up on it).
+    origin_tasks: HashMap<u32, (u64, tokio::task::AbortHandle)>,
+    /// Serial of the last origin fetch started.
+    origin_serial: u64,
     /// The addresses of peers whose connections ended, newest last (at most
     /// [`DEPARTED`]): a piece checked after its sender left can still ban the address.
     departed: std::collections::VecDeque<(PeerId, Vec<std::net::IpAddr>)>,
@@ -146,6 +149,7 @@ pub(super) async fn run(
         offers: Vec::new(),
         trust_seen: Vec::new(),
         origin_tasks: HashMap::new(),
+        origin_serial: 0,
         departed: std::collections::VecDeque::new(),
     };
     n.run(&mut inputs, &mut shutdown).await;
@@ -483,10 +487,9 @@ impl Node {
             }
             NodeInput::Message { conn, msg, budget } => {
                 if let Some(peer) = self.conns.get(&conn) {
-                    let block = matches!(msg, shoal_protocol::wire::Message::Piece { .. });
-                    let wasted = self.p.swarm.counters().wasted;
+                    let accepted = self.p.swarm.blocks_accepted();
                     self.p.swarm.handle_message(*peer, msg, now);
-                    if block && self.p.swarm.counters().wasted == wasted {
+                    if self.p.swarm.blocks_accepted() > accepted {
                         // A block we asked for arrived: the transfer is not stalled (see
                         // `Transfer::origin_trouble`); blocks nobody asked for do not count.
                         self.p
@@ -517,8 +520,18 @@ impl Node {
                 let members = self.p.swarm.members();
                 tracing::debug!(?peer, present, members, "LAN member");
             }
-            NodeInput::Origin { piece, data } => {
-                self.origin_tasks.remove(&piece.0);
+            NodeInput::Origin {
+                piece,
+                data,
+                serial,
+            } => {
+                if self
+                    .origin_tasks
+                    .get(&piece.0)
+                    .is_some_and(|(s, _)| *s == serial)
+                {
+                    self.origin_tasks.remove(&piece.0);
+                }
                 self.p.swarm.handle_origin_piece(piece, data, now);
             }
         }

@@ -24,6 +24,8 @@ impl Node {
         tracing::debug!(piece = piece.0, len, "origin fetch started");
         self.p.report.on_origin_fetch();
         let counted = InFlight::new(health.clone());
+        self.origin_serial += 1;
+        let serial = self.origin_serial;
         let task = self.tasks.spawn(async move {
             let data = match origin.range(&path, offset, len).await {
                 // Activity once it verifies (bytes that do not are trouble).
@@ -41,10 +43,16 @@ impl Node {
                     None
                 }
             };
+            let _ = tx.send(NodeInput::Origin {
+                piece,
+                data,
+                serial,
+            })
+            .await;
+            // Under way until the node has it.
             drop(counted);
-            let _ = tx.send(NodeInput::Origin { piece, data }).await;
         });
-        if let Some(old) = self.origin_tasks.insert(piece.0, task) {
+        if let Some((_, old)) = self.origin_tasks.insert(piece.0, (serial, task)) {
             old.abort();
         }
     }
@@ -53,7 +61,7 @@ impl Node {
     /// the origin timeout): a fetch still running is stopped, and its time-out is
     /// trouble like any failure.
     pub(super) fn origin_gave_up(&mut self, piece: PieceNumber) {
-        if let Some(task) = self.origin_tasks.remove(&piece.0)
+        if let Some((_, task)) = self.origin_tasks.remove(&piece.0)
             && !task.is_finished()
         {
             task.abort();
