@@ -134,8 +134,12 @@ async fn forged_old_and_junk_manifest_offers_change_nothing() {
     let root = v.dir.join("a");
     let (stop, stopped) = watch::channel(false);
     let daemon = tokio::spawn(shoal_agent::daemon::run(cfg.clone(), stopped));
-    wait_for("release 1 delivered", 60, || installs(&root) == "1\n").await;
-    let floor = read(&root.join("state/floor-stable.toml"));
+    let floor_file = root.join("state/floor-stable.toml");
+    wait_for("release 1 delivered", 60, || {
+        installs(&root) == "1\n" && floor_file.exists()
+    })
+    .await;
+    let floor = read(&floor_file);
 
     // Another vendor (other keys, same product name) signs a release 2.
     let other = Vendor::start("bad-offers-other").await;
