@@ -52,6 +52,22 @@ async fn wait_for(what: &str, secs: u64, ok: impl Fn() -> bool) {
     }
 }
 
+/// The vendor rotates its release key (trust 2) and re-signs the channel with the new
+/// one, as after a theft.
+fn rotate_release_key(v: &Vendor) {
+    rotate(&RotateOptions {
+        keys: v.keys.clone(),
+        role: KeyRole::Release,
+        count: 1,
+        threshold: 1,
+        expires_in: 86400,
+        manifest_expires_in: 86400,
+        repo: Some(v.repo.clone()),
+        now: now(),
+    })
+    .unwrap();
+}
+
 fn installs(root: &Path) -> String {
     std::fs::read_to_string(root.join("installs.log")).unwrap_or_default()
 }
@@ -83,17 +99,7 @@ async fn an_agent_without_the_origin_follows_a_key_rotation_through_a_peer() {
     drop(relay);
     // The release key leaks: the vendor rotates it (trust 2) and signs release 2 with
     // the new key only.
-    rotate(&RotateOptions {
-        keys: v.keys.clone(),
-        role: KeyRole::Release,
-        count: 1,
-        threshold: 1,
-        expires_in: 86400,
-        manifest_expires_in: 86400,
-        repo: Some(v.repo.clone()),
-        now: now(),
-    })
-    .unwrap();
+    rotate_release_key(&v);
     let two = v.source("v2/tool.bin", 3_000_000, 32);
     v.release("2", std::slice::from_ref(&two));
 
@@ -204,17 +210,7 @@ async fn an_origin_serving_the_chain_from_before_a_rotation_is_refused() {
     v.release("1", std::slice::from_ref(&one));
     let before = v.dir.join("repo-before-rotation");
     copy_dir(&v.repo, &before);
-    rotate(&RotateOptions {
-        keys: v.keys.clone(),
-        role: KeyRole::Release,
-        count: 1,
-        threshold: 1,
-        expires_in: 86400,
-        manifest_expires_in: 86400,
-        repo: Some(v.repo.clone()),
-        now: now(),
-    })
-    .unwrap();
+    rotate_release_key(&v);
     let two = v.source("v2/tool.bin", 1_000_000, 52);
     v.release("2", std::slice::from_ref(&two));
 

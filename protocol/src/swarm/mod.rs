@@ -49,6 +49,7 @@
 //!   agent applies it, the core only learns who joined.
 
 mod bitfield;
+mod floods;
 mod inbound;
 mod invariants;
 mod membership;
@@ -66,6 +67,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 pub use bitfield::Bitfield;
+use floods::Noise;
+pub use floods::{MAX_TRUST_OFFERS, NOISE_BURST, NOISE_REFILL, STATS_NOISE, UNASKED_BLOCKS};
 pub use peerset::{PeerSetConfig, link_score};
 pub use rng::Rng;
 pub use schedule::{fetcher_score, is_light, peer_id, rendezvous_score};
@@ -132,75 +135,6 @@ struct Peer {
     free_cancels: u16,
     last_recv: Duration,
     last_sent: Duration,
-}
-
-/// Messages that carry nothing new a peer may send at most: [`NOISE_BURST`] at once,
-/// then one per [`NOISE_REFILL`]. Noise is a `KeepAlive`, a `Have` of a piece the peer
-/// announced before, a `Stats` sooner than 5 s after its last, a repeated `Choke` or
-/// `Unchoke`, a `Cancel` of nothing queued or being sent, a `Reject` of nothing
-/// outstanding or withdrawn, and a `ManifestOffer` (PROTOCOL.md §6.3).
-/// An honest peer sends a `KeepAlive` after 30 s of silence, a `Have` once per piece
-/// and a `Stats` every 10 s, so it never comes near; a peer that floods them (an
-/// independent check's 10–30 s bursts delayed downloads until the idle close) is closed
-/// once it has spent the burst.
-pub const NOISE_BURST: u32 = 32;
-
-/// See [`NOISE_BURST`].
-pub const NOISE_REFILL: Duration = Duration::from_secs(1);
-
-/// `TrustOffer`s a peer may send over a connection: a trust chain, at most as long as
-/// an agent keeps (`shoal-agent`: 64 documents), and its anchor.
-pub const MAX_TRUST_OFFERS: u16 = 65;
-
-/// A `Stats` sooner than this after the peer's last is noise (they are due every 10 s).
-pub const STATS_NOISE: Duration = Duration::from_secs(5);
-
-/// Blocks nobody asked for that a peer may send over a connection, in request windows.
-/// A block that crosses our `Cancel` (an endgame duplicate, a timed-out piece) is not
-/// one of them: the withdrawn requests are remembered (this many windows of them) and
-/// such a block is dropped quietly. Others are a flood: beyond this many, the
-/// connection closes. (A peer mixing junk blocks with real ones is caught too: real
-/// blocks do not reset the count.)
-pub const UNASKED_BLOCKS: u32 = 4;
-
-impl Peer {
-    /// Remembers withdrawn requests (at most `keep`, the oldest forgotten first).
-    fn void(&mut self, blocks: &[BlockRef], keep: usize) {
-        self.voided.extend(blocks.iter().copied());
-        while self.voided.len() > keep {
-            self.voided.pop_front();
-        }
-    }
-}
-
-/// A peer's allowance of noise: a token bucket.
-#[derive(Debug, Clone, Copy)]
-struct Noise {
-    tokens: u32,
-    since: Duration,
-}
-
-impl Noise {
-    fn new(now: Duration) -> Noise {
-        Noise {
-            tokens: NOISE_BURST,
-            since: now,
-        }
-    }
-
-    /// Spends one token; `false` when none is left.
-    fn spend(&mut self, now: Duration) -> bool {
-        let refill = now.saturating_sub(self.since).as_millis() / NOISE_REFILL.as_millis();
-        if refill > 0 {
-            self.tokens = (self.tokens as u128 + refill).min(NOISE_BURST as u128) as u32;
-            self.since += NOISE_REFILL * refill as u32;
-        }
-        if self.tokens == 0 {
-            return false;
-        }
-        self.tokens -= 1;
-        true
-    }
 }
 
 /// The swarm core of one release (see the module docs).
@@ -425,30 +359,8 @@ impl Swarm {
             return;
         };
         p.last_recv = now;
-        // A message that changes nothing spends the peer's noise allowance (a flood of
-        // them must not cost a scheduling pass each for long): a repeated `Choke` or
-        // `Unchoke`, a `Cancel` of nothing queued, a `Reject` of nothing outstanding.
-        // An honest peer sends a few of these when requests and withdrawals cross.
-        let nothing = match &msg {
-            Message::Choke => p.choked_us && p.outstanding.is_empty(),
-            Message::Unchoke { max_requests } => !p.choked_us && p.window == *max_requests,
-            // Blocks handed to the agent for sending may cross a `Cancel`: one free
-            // `Cancel` each.
-            Message::Cancel(block) if !p.queued.contains(block) => {
-                if p.free_cancels > 0 {
-                    p.free_cancels -= 1;
-                    false
-                } else {
-                    true
-                }
-            }
-            Message::Cancel(_) => false,
-            // A `Reject` may cross our withdrawal of the request.
-            Message::Reject { block, .. } => {
-                !p.outstanding.contains(block) && !p.voided.contains(block)
-            }
-            _ => false,
-        };
+        // A message that changes nothing spends the peer's noise allowance.
+        let nothing = p.carries_nothing(&msg);
         let handled = if nothing {
             self.noise(peer, now)
         } else {
@@ -668,11 +580,6 @@ impl Swarm {
         for b in cancels {
             self.send(peer, Message::Cancel(b), now);
         }
-    }
-
-    /// How many withdrawn requests a peer's record keeps ([`UNASKED_BLOCKS`] windows).
-    fn voided_kept(&self) -> usize {
-        (UNASKED_BLOCKS as usize) * usize::from(self.cfg.request_window.max(1))
     }
 
     /// Gives up `peer`'s attempt on `p`; the piece returns to Missing if it was alone.

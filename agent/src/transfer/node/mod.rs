@@ -305,11 +305,7 @@ impl Node {
                 source,
             } => {
                 tracing::debug!(piece = piece.0, ?source, "piece verified");
-                self.p
-                    .origin_health
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .last_activity = Some(Instant::now());
+                self.note_activity();
                 while self.writes.len() >= MAX_PENDING_WRITES {
                     // The disk is behind: wait for it, so the node slows to its pace.
                     if let Some(done) = self.writes.join_next().await {
@@ -490,13 +486,7 @@ impl Node {
                     let accepted = self.p.swarm.blocks_accepted();
                     self.p.swarm.handle_message(*peer, msg, now);
                     if self.p.swarm.blocks_accepted() > accepted {
-                        // A block we asked for arrived: the transfer is not stalled (see
-                        // `Transfer::origin_trouble`); blocks nobody asked for do not count.
-                        self.p
-                            .origin_health
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .last_activity = Some(Instant::now());
+                        self.note_activity(); // blocks nobody asked for do not count
                     }
                 }
                 drop(budget);

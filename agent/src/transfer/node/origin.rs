@@ -1,6 +1,7 @@
 //! Origin fetches: one HTTP range request per piece the core assigns to the origin, on
 //! its own task; the outcome goes back to the node as an input, and a failure is kept
-//! for the status and `Transfer::origin_trouble`.
+//! (with when bytes last arrived from anywhere) for the status and
+//! `Transfer::origin_trouble`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -55,6 +56,12 @@ impl Node {
         if let Some((_, old)) = self.origin_tasks.insert(piece.0, (serial, task)) {
             old.abort();
         }
+    }
+
+    /// Bytes arrived (a block we asked for, a verified piece): the transfer is not
+    /// stalled (see `Transfer::origin_trouble`).
+    pub(super) fn note_activity(&self) {
+        lock(&self.p.origin_health).last_activity = Some(Instant::now());
     }
 
     /// The core gave up on the origin fetch of `piece` (it failed, or took longer than
